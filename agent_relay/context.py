@@ -1,0 +1,31 @@
+"""What a running tool can know about its own call: ``current_call()``."""
+
+from __future__ import annotations
+
+import dataclasses
+from contextvars import ContextVar
+
+_current_call: ContextVar[CallInfo | None] = ContextVar("agent_relay_current_call", default=None)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CallInfo:
+    """The ledger's view of the tool call in progress.
+
+    Forward ``idempotency_key`` to an external API's own idempotency header (Stripe's
+    ``Idempotency-Key``, for one) to make the side effect exactly-once end to end: a retried or resumed
+    call carries the same key. ``attempt`` is 1 on the first try and counts re-runs of a failed call.
+    """
+
+    run_id: str
+    call_id: str
+    tool_name: str
+    phase: str
+    idempotency_key: str
+    attempt: int
+    seq: int
+
+
+def current_call() -> CallInfo | None:
+    """The tool call running in this context, or ``None`` outside a tool body or outside a session."""
+    return _current_call.get()

@@ -1,0 +1,104 @@
+"""Canonical JSON: how arguments, outputs and keys are written, and how served outputs are read back.
+
+Encoding is strict and deterministic: the same value gives the same bytes in every process, on every
+machine and Python version (sorted keys, no whitespace, ASCII only, no NaN). What JSON cannot say exactly
+is refused with an error that names the place (``items[2].price``), never guessed at and never pickled.
+
+Accepted: ``None``, ``bool``, ``int``, finite ``float``, ``str``, lists and tuples (as arrays), sets
+(as sorted arrays), dicts with ``str`` keys, and through pydantic's JSON mode: dataclasses, Pydantic
+models, ``Enum``, ``datetime``/``date``/``time``/``timedelta``, ``UUID``, ``Decimal``, ``Path``.
+Decoding takes the tool's return annotation and rebuilds that type with pydantic's ``TypeAdapter``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pydantic
+import pydantic_core
+
+JSONValue = Any  # None | bool | int | float | str | list[JSONValue] | dict[str, JSONValue]
+
+_SCALARS = (str, bool, int, type(None))
+
+
+class _Unencodable(Exception):
+    def __init__(self, path: str, type_name: str, reason: str) -> None:
+        super().__init__(reason)
+        self.path = path
+        self.type_name = type_name
+        self.reason = reason
+
+
+def to_json_value(value: Any, *, root: str = "") -> JSONValue:
+    """Return ``value`` as plain JSON data, or raise ``_Unencodable`` naming where it failed."""
+    return _walk(value, root)
+
+
+def _walk(value: Any, path: str) -> JSONValue:
+    if isinstance(value, _SCALARS):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _Unencodable(path, "float", f"{value!r} has no JSON form")
+        return value
+    if isinstance(value, dict):
+        out: dict[str, JSONValue] = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise _Unencodable(
+                    f"{path}[{k!r}]", type(k).__name__, f"dict keys must be str, not {type(k).__name__}"
+                )
+            out[k] = _walk(v, f"{path}.{k}" if path else k)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_walk(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, (set, frozenset)):
+        items = [_walk(v, f"{path}{{}}") for v in value]
+        return sorted(items, key=canonical_dumps)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raise _Unencodable(path, type(value).__name__, "bytes have no canonical JSON form (encode them "
+                           "as base64 or hex text first)")
+    # Dataclasses, Pydantic models, enums, datetimes, UUIDs, Decimals, paths: pydantic's JSON mode,
+    # the same rules its TypeAdapter reverses when a served output is decoded.
+    try:
+        plain = pydantic_core.to_jsonable_python(value)
+    except pydantic_core.PydanticSerializationError:
+        raise _Unencodable(
+            path, type(value).__qualname__, f"a {type(value).__qualname__} cannot be encoded as JSON"
+        ) from None
+    return _walk(plain, path)
+
+
+def canonical_dumps(value: JSONValue) -> str:
+    """Serialise plain JSON data canonically (sorted keys, compact, ASCII)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def compact_dumps(value: JSONValue) -> str:
+    """Serialise for storage: compact, keys in their given order, UTF-8 kept readable."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+@functools.lru_cache(maxsize=512)
+def _adapter(annotation: Any) -> pydantic.TypeAdapter[Any]:
+    return pydantic.TypeAdapter(annotation)
+
+
+def decoder_for(annotation: Any) -> Callable[[JSONValue], Any]:
+    """Return a function turning stored JSON back into ``annotation``'s type.
+
+    Without an annotation (or ``Any``/``object``) the stored JSON is returned as it is.
+    """
+    if annotation is None or annotation is Any or annotation is object:
+        return _identity
+    adapter = _adapter(annotation)
+    return adapter.validate_python
+
+
+def _identity(value: JSONValue) -> JSONValue:
+    return value

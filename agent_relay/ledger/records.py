@@ -1,0 +1,52 @@
+"""The record of one tool call as it travels from the wrapper, through the span processor, to the store."""
+
+from __future__ import annotations
+
+import dataclasses
+from decimal import Decimal
+from typing import Any
+
+from ..errors import LedgerError
+
+PENDING = "pending"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+
+CLAIMED = "claimed"  # this worker holds the pending row and runs the tool
+EXISTS = "exists"  # a row for this key already exists and is not failed: see ``existing_status``
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class CallRecord:
+    """One tool call's ledger row in the making. Owned by one thread or task at a time."""
+
+    ledger: Any  # the LedgerStore meant to persist it (a provider may carry several runtimes' processors)
+    run_id: str
+    call_id: str
+    seq: int
+    tool_name: str
+    phase: str
+    idempotency_key: str
+    arguments: Any
+    owner: str
+    # set when the claim is made
+    trace_id: str | None = None
+    span_id: str | None = None
+    started_ns: int | None = None
+    claim: str | None = None
+    attempts: int = 0
+    existing_status: str | None = None
+    existing_output: Any = None
+    # set by the wrapper before the span ends
+    status: str = PENDING
+    output: Any = None
+    error_type: str | None = None
+    error_message: str | None = None
+    cost_usd: Decimal | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    model: str | None = None
+    ended_ns: int | None = None
+    completed: bool = False
+    # a failed ledger write, kept for the wrapper to raise (span processors must not raise)
+    ledger_error: LedgerError | None = None

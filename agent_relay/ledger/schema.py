@@ -1,0 +1,104 @@
+"""The ledger's tables, as SQLAlchemy Core.
+
+These column names are a public contract: users query them with plain SQL (see the README). JSON columns
+become JSONB on PostgreSQL; money is exact (``NUMERIC``) where the database has it; ``trace_id`` and
+``span_id`` are lowercase hex, as OTLP backends show them, so a row and its trace are one join apart.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+
+SCHEMA_VERSION = 1
+
+metadata = sa.MetaData()
+
+_JSON = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+
+
+class Money(sa.types.TypeDecorator[Decimal]):
+    """USD amounts as ``Decimal`` in Python; NUMERIC(20, 10) in the database (REAL on SQLite)."""
+
+    impl = sa.Numeric(20, 10, asdecimal=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        return float(value) if dialect.name == "sqlite" else Decimal(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        return None if value is None else Decimal(str(value))
+
+
+_TS = sa.DateTime(timezone=True)
+
+schema_info = sa.Table(
+    "agent_relay_schema",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("created_at", _TS, nullable=False),
+)
+
+agent_runs = sa.Table(
+    "agent_runs",
+    metadata,
+    sa.Column("run_id", sa.String(36), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),  # running | succeeded | failed
+    sa.Column("mode", sa.String(16), nullable=False, server_default="live"),  # live | replay | resume | fork
+    sa.Column("replay_of", sa.String(36), nullable=True),
+    sa.Column("parent_run_id", sa.String(36), nullable=True),
+    sa.Column("input_payload", _JSON, nullable=True),
+    sa.Column("output", _JSON, nullable=True),
+    sa.Column("error_type", sa.String(200), nullable=True),
+    sa.Column("error_message", sa.Text, nullable=True),
+    sa.Column("budget_limit_usd", Money, nullable=True),
+    sa.Column("cost_usd", Money, nullable=False, server_default="0"),
+    sa.Column("input_tokens", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("output_tokens", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("trace_id", sa.String(32), nullable=True),
+    sa.Column("span_id", sa.String(16), nullable=True),
+    sa.Column("started_at", _TS, nullable=False),
+    sa.Column("ended_at", _TS, nullable=True),
+    sa.Index("ix_agent_runs_started_at", "started_at"),
+    sa.Index("ix_agent_runs_name_started_at", "name", "started_at"),
+    sa.Index("ix_agent_runs_status", "status"),
+)
+
+tool_calls = sa.Table(
+    "tool_calls",
+    metadata,
+    sa.Column("call_id", sa.String(32), primary_key=True),
+    sa.Column("run_id", sa.String(36), sa.ForeignKey("agent_runs.run_id", name="fk_tool_calls_run"),
+              nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("tool_name", sa.String(200), nullable=False),
+    sa.Column("phase", sa.String(16), nullable=False),  # forward | compensation
+    sa.Column("idempotency_key", sa.String(64), nullable=False),
+    sa.Column("arguments", _JSON, nullable=True),
+    sa.Column("output", _JSON, nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),  # pending | succeeded | failed
+    sa.Column("error_type", sa.String(200), nullable=True),
+    sa.Column("error_message", sa.Text, nullable=True),
+    sa.Column("cost_usd", Money, nullable=True),
+    sa.Column("input_tokens", sa.BigInteger, nullable=True),
+    sa.Column("output_tokens", sa.BigInteger, nullable=True),
+    sa.Column("model", sa.String(200), nullable=True),
+    sa.Column("trace_id", sa.String(32), nullable=True),
+    sa.Column("span_id", sa.String(16), nullable=True),
+    sa.Column("started_at", _TS, nullable=False),
+    sa.Column("ended_at", _TS, nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("owner", sa.String(200), nullable=True),  # host:pid of the worker holding a pending claim
+    sa.UniqueConstraint("run_id", "phase", "idempotency_key", name="uq_tool_calls_run_phase_key"),
+    sa.Index("ix_tool_calls_run_seq", "run_id", "seq"),
+    sa.Index("ix_tool_calls_tool_started_at", "tool_name", "started_at"),
+    sa.Index("ix_tool_calls_status", "status"),
+)

@@ -1,0 +1,301 @@
+"""Every SQL statement AgentRelay runs lives here.
+
+``LedgerStore`` is thread-safe. Every write is its own committed transaction, so a row the store has
+written survives the process being killed the instant after. Failures surface as ``LedgerError`` naming
+the ledger (password masked) and what to do; they are never swallowed.
+
+SQLite: WAL journal, a busy timeout, ``BEGIN IMMEDIATE`` for writes (so concurrent writers queue on the
+lock instead of failing on a snapshot upgrade), and one lock per store so the threads of a process take
+turns rather than contending inside SQLite. ``synchronous=NORMAL`` by default: committed rows survive a
+process crash; set ``LedgerOptions(sqlite_synchronous="FULL")`` to also survive power loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import socket
+import os
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from opentelemetry import context as otel_context
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.pool import StaticPool
+
+from ..encoding import compact_dumps
+from ..errors import LedgerError, SchemaVersionError
+from .records import CLAIMED, EXISTS, FAILED, PENDING, CallRecord
+from .schema import SCHEMA_VERSION, agent_runs, metadata, schema_info, tool_calls
+
+_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LedgerOptions:
+    """How the ledger's database is opened.
+
+    ``busy_timeout_s``: how long a SQLite writer waits for another process's write lock before the call
+    fails with ``LedgerError``. ``sqlite_synchronous``: ``NORMAL`` (survives a process crash) or ``FULL``
+    (also survives power loss). ``engine_options``: passed to ``sqlalchemy.create_engine`` as they are.
+    """
+
+    busy_timeout_s: float = 10.0
+    sqlite_synchronous: str = "NORMAL"
+    engine_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.sqlite_synchronous.upper() not in _SYNCHRONOUS:
+            from ..errors import ConfigurationError
+
+            raise ConfigurationError(
+                f"sqlite_synchronous={self.sqlite_synchronous!r} is not a SQLite synchronous mode; "
+                f"use one of {', '.join(_SYNCHRONOUS)}."
+            )
+        if not self.busy_timeout_s >= 0:
+            from ..errors import ConfigurationError
+
+            raise ConfigurationError(f"busy_timeout_s must be a number >= 0, not {self.busy_timeout_s!r}.")
+
+
+def default_owner() -> str:
+    """``host:pid`` of this process, stored on the rows it claims."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def utc(ns: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.timezone.utc)
+
+
+class LedgerStore:
+    """The ``agent_runs`` / ``tool_calls`` ledger behind one SQLAlchemy engine."""
+
+    def __init__(self, url: str | sa.URL, options: LedgerOptions | None = None) -> None:
+        self.options = options or LedgerOptions()
+        self.url = sa.make_url(url)
+        self.database = self.url.render_as_string(hide_password=True)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        self.engine = self._create_engine()
+        # Writes on SQLite open with BEGIN IMMEDIATE; the option rides on connections of this engine view.
+        self._write_engine = self.engine.execution_options(agent_relay_write=True)
+        self._lock: contextlib.AbstractContextManager[Any] = (
+            threading.RLock() if self.is_sqlite else contextlib.nullcontext()
+        )
+        self._insert = sqlite.insert if self.is_sqlite else postgresql.insert
+
+    # --- set-up ---------------------------------------------------------------------------------------
+    def _create_engine(self) -> Engine:
+        kwargs: dict[str, Any] = {"json_serializer": compact_dumps}
+        if self.is_sqlite:
+            db = self.url.database
+            connect_args: dict[str, Any] = {"check_same_thread": False, "timeout": self.options.busy_timeout_s}
+            if not db or db == ":memory:" or (self.url.query.get("mode") == "memory"):
+                kwargs["poolclass"] = StaticPool
+            kwargs["connect_args"] = connect_args
+        kwargs.update(self.options.engine_options)
+        try:
+            engine = sa.create_engine(self.url, **kwargs)
+        except (ImportError, sa.exc.ArgumentError) as exc:
+            raise LedgerError(
+                f"cannot open the ledger at {self.database}: {exc}. Check AGENT_RELAY_DATABASE_URL (for "
+                f"PostgreSQL install agent-relay[postgres] and use postgresql+psycopg://...).",
+                database=self.database,
+            ) from exc
+        if self.is_sqlite:
+            self._configure_sqlite(engine)
+        return engine
+
+    def _configure_sqlite(self, engine: Engine) -> None:
+        synchronous = self.options.sqlite_synchronous.upper()
+        busy_ms = int(self.options.busy_timeout_s * 1000)
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Transactions are ours to begin (below), not the sqlite3 module's implicit ones.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            try:
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute(f"PRAGMA synchronous={synchronous}")
+                cur.execute(f"PRAGMA busy_timeout={busy_ms}")
+                cur.execute("PRAGMA foreign_keys=ON")
+            finally:
+                cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            write = conn.get_execution_options().get("agent_relay_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    def open(self) -> None:
+        """Create the tables on an empty database, or check the recorded schema version."""
+        with self._guard("open"):
+            found = self._read_version()
+            if found is None:
+                with self._write_engine.begin() as conn:
+                    metadata.create_all(conn)
+                    if conn.execute(sa.select(schema_info.c.version)).first() is None:
+                        conn.execute(schema_info.insert().values(
+                            id=1, version=SCHEMA_VERSION, created_at=dt.datetime.now(dt.timezone.utc)))
+                found = self._read_version()
+        if found != SCHEMA_VERSION:
+            raise SchemaVersionError(database=self.database, found=found or 0, expected=SCHEMA_VERSION)
+
+    def _read_version(self) -> int | None:
+        with self.engine.connect() as conn:
+            if not sa.inspect(conn).has_table(schema_info.name):
+                return None
+            return conn.execute(sa.select(schema_info.c.version).where(schema_info.c.id == 1)).scalar()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # --- error handling -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _guard(self, action: str, *, run_id: str | None = None, tool_name: str | None = None) -> Iterator[None]:
+        """Serialise (SQLite), keep our own SQL out of traces, and turn driver errors into LedgerError."""
+        token = otel_context.attach(otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True))
+        try:
+            with self._lock:
+                yield
+        except sa.exc.SQLAlchemyError as exc:
+            raise LedgerError(
+                f"could not {action} in the ledger at {self.database}: {_reason(exc)}. {_advice(exc)}",
+                database=self.database,
+                run_id=run_id,
+                tool_name=tool_name,
+            ) from exc
+        finally:
+            otel_context.detach(token)
+
+    # --- runs ----------------------------------------------------------------------------------------
+    def insert_run(self, **values: Any) -> None:
+        with self._guard("record the start of the run", run_id=values.get("run_id")), \
+                self._write_engine.begin() as conn:
+            conn.execute(agent_runs.insert().values(**values))
+
+    def finish_run(self, run_id: str, **values: Any) -> None:
+        with self._guard("record the end of the run", run_id=run_id), self._write_engine.begin() as conn:
+            conn.execute(agent_runs.update().where(agent_runs.c.run_id == run_id).values(**values))
+
+    def get_run(self, run_id: str) -> Row[Any] | None:
+        with self._guard("read a run", run_id=run_id), self.engine.connect() as conn:
+            return conn.execute(sa.select(agent_runs).where(agent_runs.c.run_id == run_id)).first()
+
+    def list_calls(self, run_id: str) -> Sequence[Row[Any]]:
+        with self._guard("read the calls of a run", run_id=run_id), self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(tool_calls).where(tool_calls.c.run_id == run_id).order_by(tool_calls.c.seq)
+            ).all()
+
+    # --- calls ---------------------------------------------------------------------------------------
+    def claim(self, record: CallRecord) -> None:
+        """Insert the pending row (or re-open a failed one); commit; fill in ``record.claim``.
+
+        ``CLAIMED``: this worker now holds the call (``attempts`` counts tries). ``EXISTS``: a pending or
+        succeeded row already holds the key; ``existing_status`` / ``existing_output`` say which.
+        """
+        assert record.started_ns is not None
+        ins = self._insert(tool_calls).values(
+            call_id=record.call_id,
+            run_id=record.run_id,
+            seq=record.seq,
+            tool_name=record.tool_name,
+            phase=record.phase,
+            idempotency_key=record.idempotency_key,
+            arguments=record.arguments,
+            status=PENDING,
+            trace_id=record.trace_id,
+            span_id=record.span_id,
+            started_at=utc(record.started_ns),
+            attempts=1,
+            owner=record.owner,
+        )
+        retry_failed = {
+            "status": PENDING,
+            "attempts": tool_calls.c.attempts + 1,
+            "seq": ins.excluded.seq,
+            "trace_id": ins.excluded.trace_id,
+            "span_id": ins.excluded.span_id,
+            "started_at": ins.excluded.started_at,
+            "owner": ins.excluded.owner,
+            "ended_at": None,
+            "output": None,
+            "error_type": None,
+            "error_message": None,
+        }
+        stmt = ins.on_conflict_do_update(
+            index_elements=[tool_calls.c.run_id, tool_calls.c.phase, tool_calls.c.idempotency_key],
+            set_=retry_failed,
+            where=tool_calls.c.status == FAILED,
+        ).returning(tool_calls.c.attempts)
+        with self._guard(f"claim a call of tool {record.tool_name!r}", run_id=record.run_id,
+                         tool_name=record.tool_name), self._write_engine.begin() as conn:
+            attempts = conn.execute(stmt).scalar()
+            if attempts is not None:
+                record.claim, record.attempts = CLAIMED, attempts
+                return
+            row = conn.execute(
+                sa.select(tool_calls.c.status, tool_calls.c.output, tool_calls.c.attempts).where(
+                    tool_calls.c.run_id == record.run_id,
+                    tool_calls.c.phase == record.phase,
+                    tool_calls.c.idempotency_key == record.idempotency_key,
+                )
+            ).one()
+            record.claim, record.existing_status = EXISTS, row.status
+            record.existing_output, record.attempts = row.output, row.attempts
+
+    def complete(self, record: CallRecord) -> None:
+        """Write the call's outcome onto its pending row and commit."""
+        assert record.ended_ns is not None and record.claim == CLAIMED
+        stmt = (
+            tool_calls.update()
+            .where(tool_calls.c.call_id == record.call_id, tool_calls.c.status == PENDING)
+            .values(
+                status=record.status,
+                output=record.output,
+                error_type=record.error_type,
+                error_message=record.error_message,
+                cost_usd=record.cost_usd,
+                input_tokens=record.input_tokens,
+                output_tokens=record.output_tokens,
+                model=record.model,
+                ended_at=utc(record.ended_ns),
+            )
+        )
+        with self._guard(f"record the outcome of tool {record.tool_name!r}", run_id=record.run_id,
+                         tool_name=record.tool_name), self._write_engine.begin() as conn:
+            if conn.execute(stmt).rowcount != 1:
+                raise LedgerError(
+                    f"the pending row of call {record.call_id} (tool {record.tool_name!r}, run "
+                    f"{record.run_id}) was no longer pending in the ledger at {self.database}; another "
+                    f"worker settled it. Its outcome here was not recorded.",
+                    database=self.database,
+                    run_id=record.run_id,
+                    tool_name=record.tool_name,
+                )
+        record.completed = True
+
+
+def _reason(exc: sa.exc.SQLAlchemyError) -> str:
+    orig = getattr(exc, "orig", None)
+    return str(orig if orig is not None else exc).strip().splitlines()[0]
+
+
+def _advice(exc: sa.exc.SQLAlchemyError) -> str:
+    text = _reason(exc).lower()
+    if "readonly" in text or "read-only" in text or "read only" in text:
+        return "The database is read-only: point AGENT_RELAY_DATABASE_URL at a writable ledger or fix its permissions."
+    if "locked" in text or "busy" in text:
+        return ("Another process held the ledger's write lock longer than the busy timeout; retry, or raise "
+                "LedgerOptions(busy_timeout_s=...).")
+    if "unable to open" in text:
+        return "Check that the ledger's directory exists and is writable."
+    if "no such table" in text or "no such column" in text or "does not exist" in text:
+        return "The ledger's tables are missing or from another version; open it with a matching agent-relay."
+    return "Check that the database is reachable and writable."

@@ -1,0 +1,163 @@
+"""``AgentRuntime``: the ledger, the tracer provider and the tool registry, shared by every session.
+
+A runtime is thread-safe and meant to live as long as the program: create it once (``from_env()`` or the
+constructor), decorate tools with ``@tool(runtime, ...)``, open sessions with ``runtime.agent_session``,
+and ``shutdown()`` (or use it as a context manager) at exit. Nothing happens at import time; the
+constructor opens the ledger (creating its tables on an empty database) and builds the provider.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType, TracebackType
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.trace import Tracer
+
+from ._version import __version__
+from .errors import ConfigurationError, DuplicateToolError, RuntimeClosedError
+from .ledger import LedgerOptions, LedgerSpanProcessor, LedgerStore
+from .ledger.store import default_owner
+from .session import AgentSession
+from .telemetry import (
+    DATABASE_URL_ENV,
+    DEFAULT_DATABASE_URL,
+    build_tracer_provider,
+    span_exporters_from_env,
+)
+
+if TYPE_CHECKING:
+    from .tooling import ToolSpec
+
+_TRACER_NAME = "agent_relay"
+
+
+class AgentRuntime:
+    """Owns the ledger's database connection, the tracer provider and the registry of tools.
+
+    ``database_url``: a SQLAlchemy URL (default ``sqlite:///agent_relay.db`` in the working directory).
+    ``tracer_provider``: an OpenTelemetry SDK ``TracerProvider`` to record on; AgentRuntime adds its
+    ``LedgerSpanProcessor`` to it and leaves the rest (exporters, shutdown) to its owner. Without one the
+    runtime builds and owns a provider exporting to ``span_exporters`` (default: none) under
+    ``service_name``. The global tracer provider is never set.
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        span_exporters: Sequence[SpanExporter] = (),
+        service_name: str | None = None,
+        ledger_options: LedgerOptions | None = None,
+        wait_timeout_s: float = 60.0,
+    ) -> None:
+        if tracer_provider is not None and not isinstance(tracer_provider, TracerProvider):
+            raise ConfigurationError(
+                f"tracer_provider must be an opentelemetry.sdk.trace.TracerProvider (the ledger is a span "
+                f"processor on it), not {type(tracer_provider).__name__}."
+            )
+        if tracer_provider is not None and span_exporters:
+            raise ConfigurationError(
+                "pass span_exporters only when the runtime builds its own provider; add exporters to your "
+                "own tracer_provider yourself."
+            )
+        self.ledger = LedgerStore(database_url or DEFAULT_DATABASE_URL, ledger_options)
+        self.ledger.open()
+        self._owns_provider = tracer_provider is None
+        self._provider = tracer_provider or build_tracer_provider(service_name, span_exporters, os.environ)
+        self._processor = LedgerSpanProcessor(self.ledger)
+        self._provider.add_span_processor(self._processor)
+        self._tracer: Tracer = self._provider.get_tracer(_TRACER_NAME, __version__)
+        self._tools: dict[str, ToolSpec] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self.owner = default_owner()
+        self.wait_timeout_s = wait_timeout_s
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> AgentRuntime:
+        """A runtime configured by ``AGENT_RELAY_DATABASE_URL`` and the standard ``OTEL_*`` variables.
+
+        ``OTEL_TRACES_EXPORTER`` (``otlp``, ``console``, ``none``; default ``otlp`` when an OTLP endpoint
+        is set, else none), ``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`` (``http/protobuf`` or ``grpc``),
+        ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`` and ``OTEL_SERVICE_NAME``. Keyword arguments override.
+        """
+        env = os.environ if environ is None else environ
+        kwargs.setdefault("database_url", env.get(DATABASE_URL_ENV) or DEFAULT_DATABASE_URL)
+        if "tracer_provider" not in kwargs:
+            kwargs.setdefault("span_exporters", span_exporters_from_env(env))
+            kwargs.setdefault("service_name", env.get("OTEL_SERVICE_NAME"))
+        return cls(**kwargs)
+
+    # --- public --------------------------------------------------------------------------------------
+    @property
+    def tracer_provider(self) -> TracerProvider:
+        """The SDK provider tool and session spans are recorded on; add your own processors to it."""
+        return self._provider
+
+    @property
+    def database(self) -> str:
+        """The ledger's URL, password masked."""
+        return self.ledger.database
+
+    @property
+    def tools(self) -> Mapping[str, ToolSpec]:
+        """The registered tools by name (read-only)."""
+        return MappingProxyType(self._tools)
+
+    def agent_session(self, name: str, input_payload: Any = None) -> AgentSession:
+        """A session recording one run; use it as ``with`` or ``async with``.
+
+        ``input_payload`` is stored on the run's row (canonical JSON; encoding errors are raised here,
+        before anything is recorded).
+        """
+        self._check_open()
+        return AgentSession(self, name, input_payload)
+
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        """Flush and stop exporting (bounded by ``timeout_s``), then close the ledger. Idempotent.
+
+        A provider passed in by the user is flushed but not shut down: it is theirs.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        # An exporter stuck on an unreachable collector must not hold the program: run the SDK's shutdown
+        # in a daemon thread and stop waiting after the timeout.
+        target = self._provider.shutdown if self._owns_provider else \
+            (lambda: self._provider.force_flush(int(timeout_s * 1000)))
+        worker = threading.Thread(target=target, name="agent-relay-shutdown", daemon=True)
+        worker.start()
+        worker.join(timeout_s)
+        self._processor.shutdown()
+        self.ledger.dispose()
+
+    def __enter__(self) -> AgentRuntime:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        return f"<AgentRuntime {self.database} tools={len(self._tools)}>"
+
+    # --- internal ------------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeClosedError(
+                f"the runtime on {self.database} was shut down; create a new AgentRuntime to record more runs."
+            )
+
+    def _register_tool(self, spec: ToolSpec) -> None:
+        with self._lock:
+            existing = self._tools.get(spec.name)
+            if existing is not None:
+                raise DuplicateToolError(spec.name, existing.qualified_name, spec.qualified_name)
+            self._tools[spec.name] = spec

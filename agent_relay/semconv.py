@@ -1,0 +1,39 @@
+"""Span attribute names, in one place.
+
+The GenAI names come from ``opentelemetry-semantic-conventions`` (incubating GenAI attributes); ours live
+under ``agent_relay.*``. No other module spells an attribute key as a string literal.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as _gen_ai
+from opentelemetry.semconv.attributes import error_attributes as _error
+
+# --- OpenTelemetry GenAI semantic conventions ---------------------------------------------------------
+GEN_AI_OPERATION_NAME: Final = _gen_ai.GEN_AI_OPERATION_NAME
+GEN_AI_AGENT_NAME: Final = _gen_ai.GEN_AI_AGENT_NAME
+GEN_AI_AGENT_ID: Final = _gen_ai.GEN_AI_AGENT_ID
+GEN_AI_TOOL_NAME: Final = _gen_ai.GEN_AI_TOOL_NAME
+GEN_AI_TOOL_CALL_ID: Final = _gen_ai.GEN_AI_TOOL_CALL_ID
+GEN_AI_TOOL_TYPE: Final = _gen_ai.GEN_AI_TOOL_TYPE
+GEN_AI_USAGE_INPUT_TOKENS: Final = _gen_ai.GEN_AI_USAGE_INPUT_TOKENS
+GEN_AI_USAGE_OUTPUT_TOKENS: Final = _gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS
+ERROR_TYPE: Final = _error.ERROR_TYPE
+
+OPERATION_INVOKE_AGENT: Final = _gen_ai.GenAiOperationNameValues.INVOKE_AGENT.value
+OPERATION_EXECUTE_TOOL: Final = _gen_ai.GenAiOperationNameValues.EXECUTE_TOOL.value
+TOOL_TYPE_FUNCTION: Final = "function"
+
+# --- AgentRelay's own attributes -----------------------------------------------------------------------
+RUN_ID: Final = "agent_relay.run.id"
+PARENT_RUN_ID: Final = "agent_relay.run.parent_id"
+IDEMPOTENCY_KEY: Final = "agent_relay.idempotency_key"
+TOOL_PHASE: Final = "agent_relay.tool.phase"
+CALL_SEQ: Final = "agent_relay.call.seq"
+CALL_ATTEMPT: Final = "agent_relay.call.attempt"
+COST_USD: Final = "agent_relay.cost.usd"
+REPLAYED: Final = "agent_relay.replayed"
+DEDUPLICATED: Final = "agent_relay.deduplicated"
+BUDGET_LIMIT_USD: Final = "agent_relay.budget.limit_usd"
