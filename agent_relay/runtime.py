@@ -67,7 +67,11 @@ class AgentRuntime:
                 "own tracer_provider yourself."
             )
         self.ledger = LedgerStore(database_url or DEFAULT_DATABASE_URL, ledger_options)
-        self.ledger.open()
+        try:
+            self.ledger.open()
+        except BaseException:
+            self.ledger.dispose()
+            raise
         self._owns_provider = tracer_provider is None
         self._provider = tracer_provider or build_tracer_provider(service_name, span_exporters, os.environ)
         self._processor = LedgerSpanProcessor(self.ledger)

@@ -86,7 +86,9 @@ class LedgerStore:
         self._lock: contextlib.AbstractContextManager[Any] = (
             threading.RLock() if self.is_sqlite else contextlib.nullcontext()
         )
-        self._insert = sqlite.insert if self.is_sqlite else postgresql.insert
+        self._claim_stmt, self._existing_stmt, self._complete_stmt = _call_statements(
+            sqlite.insert if self.is_sqlite else postgresql.insert
+        )
 
     # --- set-up ---------------------------------------------------------------------------------------
     def _create_engine(self) -> Engine:
@@ -201,76 +203,49 @@ class LedgerStore:
         succeeded row already holds the key; ``existing_status`` / ``existing_output`` say which.
         """
         assert record.started_ns is not None
-        ins = self._insert(tool_calls).values(
-            call_id=record.call_id,
-            run_id=record.run_id,
-            seq=record.seq,
-            tool_name=record.tool_name,
-            phase=record.phase,
-            idempotency_key=record.idempotency_key,
-            arguments=record.arguments,
-            status=PENDING,
-            trace_id=record.trace_id,
-            span_id=record.span_id,
-            started_at=utc(record.started_ns),
-            attempts=1,
-            owner=record.owner,
-        )
-        retry_failed = {
-            "status": PENDING,
-            "attempts": tool_calls.c.attempts + 1,
-            "seq": ins.excluded.seq,
-            "trace_id": ins.excluded.trace_id,
-            "span_id": ins.excluded.span_id,
-            "started_at": ins.excluded.started_at,
-            "owner": ins.excluded.owner,
-            "ended_at": None,
-            "output": None,
-            "error_type": None,
-            "error_message": None,
+        params = {
+            "call_id": record.call_id,
+            "run_id": record.run_id,
+            "seq": record.seq,
+            "tool_name": record.tool_name,
+            "phase": record.phase,
+            "idempotency_key": record.idempotency_key,
+            "arguments": record.arguments,
+            "trace_id": record.trace_id,
+            "span_id": record.span_id,
+            "started_at": utc(record.started_ns),
+            "owner": record.owner,
         }
-        stmt = ins.on_conflict_do_update(
-            index_elements=[tool_calls.c.run_id, tool_calls.c.phase, tool_calls.c.idempotency_key],
-            set_=retry_failed,
-            where=tool_calls.c.status == FAILED,
-        ).returning(tool_calls.c.attempts)
         with self._guard(f"claim a call of tool {record.tool_name!r}", run_id=record.run_id,
                          tool_name=record.tool_name), self._write_engine.begin() as conn:
-            attempts = conn.execute(stmt).scalar()
+            attempts = conn.execute(self._claim_stmt, params).scalar()
             if attempts is not None:
                 record.claim, record.attempts = CLAIMED, attempts
                 return
-            row = conn.execute(
-                sa.select(tool_calls.c.status, tool_calls.c.output, tool_calls.c.attempts).where(
-                    tool_calls.c.run_id == record.run_id,
-                    tool_calls.c.phase == record.phase,
-                    tool_calls.c.idempotency_key == record.idempotency_key,
-                )
-            ).one()
+            row = conn.execute(self._existing_stmt, {
+                "run_id": record.run_id, "phase": record.phase, "idempotency_key": record.idempotency_key,
+            }).one()
             record.claim, record.existing_status = EXISTS, row.status
             record.existing_output, record.attempts = row.output, row.attempts
 
     def complete(self, record: CallRecord) -> None:
         """Write the call's outcome onto its pending row and commit."""
         assert record.ended_ns is not None and record.claim == CLAIMED
-        stmt = (
-            tool_calls.update()
-            .where(tool_calls.c.call_id == record.call_id, tool_calls.c.status == PENDING)
-            .values(
-                status=record.status,
-                output=record.output,
-                error_type=record.error_type,
-                error_message=record.error_message,
-                cost_usd=record.cost_usd,
-                input_tokens=record.input_tokens,
-                output_tokens=record.output_tokens,
-                model=record.model,
-                ended_at=utc(record.ended_ns),
-            )
-        )
+        params = {
+            "b_call_id": record.call_id,
+            "status": record.status,
+            "output": record.output,
+            "error_type": record.error_type,
+            "error_message": record.error_message,
+            "cost_usd": record.cost_usd,
+            "input_tokens": record.input_tokens,
+            "output_tokens": record.output_tokens,
+            "model": record.model,
+            "ended_at": utc(record.ended_ns),
+        }
         with self._guard(f"record the outcome of tool {record.tool_name!r}", run_id=record.run_id,
                          tool_name=record.tool_name), self._write_engine.begin() as conn:
-            if conn.execute(stmt).rowcount != 1:
+            if conn.execute(self._complete_stmt, params).rowcount != 1:
                 raise LedgerError(
                     f"the pending row of call {record.call_id} (tool {record.tool_name!r}, run "
                     f"{record.run_id}) was no longer pending in the ledger at {self.database}; another "
@@ -280,6 +255,50 @@ class LedgerStore:
                     tool_name=record.tool_name,
                 )
         record.completed = True
+
+
+def _call_statements(insert: Any) -> tuple[Any, Any, Any]:
+    """The hot-path statements, built once per store (building them per call costs more than running them).
+
+    claim: insert the pending row; on a key conflict re-open the row only if it failed (a retry), else
+    return nothing so the caller reads what holds the key. existing: that read. complete: the outcome.
+    """
+    c = tool_calls.c
+    claim_columns = ("call_id", "run_id", "seq", "tool_name", "phase", "idempotency_key", "arguments",
+                     "trace_id", "span_id", "started_at", "owner")
+    ins = insert(tool_calls).values(
+        {name: sa.bindparam(name, type_=c[name].type) for name in claim_columns} | {"status": PENDING, "attempts": 1}
+    )
+    claim = ins.on_conflict_do_update(
+        index_elements=[c.run_id, c.phase, c.idempotency_key],
+        set_={
+            "status": PENDING,
+            "attempts": c.attempts + 1,
+            "seq": ins.excluded.seq,
+            "trace_id": ins.excluded.trace_id,
+            "span_id": ins.excluded.span_id,
+            "started_at": ins.excluded.started_at,
+            "owner": ins.excluded.owner,
+            "ended_at": None,
+            "output": None,
+            "error_type": None,
+            "error_message": None,
+        },
+        where=c.status == FAILED,
+    ).returning(c.attempts)
+    existing = sa.select(c.status, c.output, c.attempts).where(
+        c.run_id == sa.bindparam("run_id"),
+        c.phase == sa.bindparam("phase"),
+        c.idempotency_key == sa.bindparam("idempotency_key"),
+    )
+    outcome_columns = ("status", "output", "error_type", "error_message", "cost_usd", "input_tokens",
+                       "output_tokens", "model", "ended_at")
+    complete = (
+        tool_calls.update()
+        .where(c.call_id == sa.bindparam("b_call_id"), c.status == PENDING)
+        .values({name: sa.bindparam(name, type_=c[name].type) for name in outcome_columns})
+    )
+    return claim, existing, complete
 
 
 def _reason(exc: sa.exc.SQLAlchemyError) -> str:

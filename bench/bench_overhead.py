@@ -1,0 +1,403 @@
+"""Per-call overhead of an agent_relay tool call, against the floor of doing the same work by hand.
+
+The floor is what a durable, traced tool call cannot avoid: one OpenTelemetry SDK span, plus a pending row
+INSERTed and committed, then UPDATEd to its outcome and committed, with the plain ``sqlite3`` module on a
+WAL database (``synchronous=NORMAL``, the ledger's defaults). Every other case is reported in absolute
+microseconds and as a ratio to that floor, measured in the same process and the same repeats; the ratio
+is the headline, because absolute times drift from machine to machine and run to run.
+
+Run from the repository root: ``python bench/bench_overhead.py`` (see ``--help``). It writes
+``bench/RESULTS.md`` and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import hashlib
+import json
+import os
+import platform
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import sqlalchemy
+from opentelemetry.sdk.trace import TracerProvider
+
+import agent_relay
+from agent_relay import AgentRuntime, tool
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS.md"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# A case sets itself up in a fresh directory, warms up, times ``calls`` tool calls and checks what it
+# recorded; it returns the nanoseconds the timed calls took (set-up, warm-up and checks excluded).
+CaseFn = Callable[[int, int, Path], int]
+
+
+@dataclass(frozen=True)
+class Case:
+    key: str
+    label: str
+    run: CaseFn
+
+
+class BenchError(RuntimeError):
+    """A case did not do what it is meant to measure (wrong row count, body ran too often...)."""
+
+
+# --- the floor: an SDK span + raw sqlite3 ---------------------------------------------------------------
+
+_FLOOR_SCHEMA = """
+CREATE TABLE tool_calls (
+    call_id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    tool_name TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    arguments TEXT,
+    output TEXT,
+    status TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    ended_at TEXT,
+    UNIQUE (run_id, phase, idempotency_key)
+);
+CREATE INDEX ix_tool_calls_run_seq ON tool_calls (run_id, seq);
+CREATE INDEX ix_tool_calls_tool_started_at ON tool_calls (tool_name, started_at);
+CREATE INDEX ix_tool_calls_status ON tool_calls (status);
+"""
+
+_INSERT = (
+    "INSERT INTO tool_calls (call_id, run_id, seq, tool_name, phase, idempotency_key, arguments, status, "
+    "started_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)"
+)
+_UPDATE = "UPDATE tool_calls SET status = 'succeeded', output = ?, ended_at = ? WHERE call_id = ?"
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+def _open_floor_db(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)  # autocommit: transactions are explicit below
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.executescript(_FLOOR_SCHEMA)
+    return conn
+
+
+def run_floor(calls: int, warmup: int, workdir: Path) -> int:
+    provider = TracerProvider()  # no span processors, no exporters
+    tracer = provider.get_tracer("bench")
+    conn = _open_floor_db(workdir / "floor.db")
+    run_id = str(uuid.uuid4())
+
+    def one_call(seq: int, to: str) -> None:
+        span = tracer.start_span(
+            "execute_tool send_email",
+            attributes={
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": "send_email",
+                "gen_ai.tool.type": "function",
+                "gen_ai.tool.call.id": str(seq),
+            },
+        )
+        arguments = json.dumps({"to": to, "subject": "Hello", "body": "Hi"}, separators=(",", ":"))
+        key = hashlib.sha256(arguments.encode()).hexdigest()
+        call_id = uuid.uuid4().hex
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(_INSERT, (call_id, run_id, seq, "send_email", "forward", key, arguments, _now_iso()))
+        conn.execute("COMMIT")
+        output = json.dumps("msg-1")  # the tool body's result
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(_UPDATE, (output, _now_iso(), call_id))
+        conn.execute("COMMIT")
+        span.end()
+
+    try:
+        for i in range(warmup):
+            one_call(i, f"warm{i}@example.com")
+        start = time.perf_counter_ns()
+        for i in range(calls):
+            one_call(warmup + i, f"user{i}@example.com")
+        elapsed = time.perf_counter_ns() - start
+        done = conn.execute("SELECT count(*) FROM tool_calls WHERE status = 'succeeded'").fetchone()[0]
+    finally:
+        conn.close()
+        provider.shutdown()
+    _expect("floor rows", done, warmup + calls)
+    return elapsed
+
+
+# --- agent_relay cases ------------------------------------------------------------------------------------
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.n = 0
+
+
+def _runtime_with_tool(workdir: Path) -> tuple[AgentRuntime, Callable[..., str], _Counter]:
+    runtime = AgentRuntime(f"sqlite:///{workdir}/ledger.db")  # own TracerProvider, no exporters
+    ran = _Counter()
+
+    @tool(runtime, name="send_email")
+    def send_email(to: str, subject: str, body: str) -> str:
+        ran.n += 1
+        return "msg-1"
+
+    return runtime, send_email, ran
+
+
+def _ledger_counts(workdir: Path) -> tuple[int, int]:
+    """(all tool_calls rows, succeeded rows) in the ledger, read after the runtime shut down."""
+    conn = sqlite3.connect(workdir / "ledger.db")
+    try:
+        total, succeeded = conn.execute(
+            "SELECT count(*), coalesce(sum(status = 'succeeded'), 0) FROM tool_calls"
+        ).fetchone()
+    finally:
+        conn.close()
+    return int(total), int(succeeded)
+
+
+def run_live(calls: int, warmup: int, workdir: Path) -> int:
+    runtime, send_email, ran = _runtime_with_tool(workdir)
+    try:
+        with runtime.agent_session(name="bench"):
+            for i in range(warmup):
+                send_email(to=f"warm{i}@example.com", subject="Hello", body="Hi")
+            start = time.perf_counter_ns()
+            for i in range(calls):  # distinct arguments: every call is live (claim + complete)
+                send_email(to=f"user{i}@example.com", subject="Hello", body="Hi")
+            elapsed = time.perf_counter_ns() - start
+    finally:
+        runtime.shutdown()
+    _expect("live: tool body runs", ran.n, warmup + calls)
+    _expect("live: succeeded rows", _ledger_counts(workdir), (warmup + calls, warmup + calls))
+    return elapsed
+
+
+def run_dedup(calls: int, warmup: int, workdir: Path) -> int:
+    runtime, send_email, ran = _runtime_with_tool(workdir)
+    try:
+        with runtime.agent_session(name="bench"):
+            for _ in range(1 + warmup):  # the first call is live; the rest are served
+                send_email(to="user@example.com", subject="Hello", body="Hi")
+            start = time.perf_counter_ns()
+            for _ in range(calls):
+                result = send_email(to="user@example.com", subject="Hello", body="Hi")
+            elapsed = time.perf_counter_ns() - start
+    finally:
+        runtime.shutdown()
+    _expect("dedup: served result", result, "msg-1")
+    _expect("dedup: tool body runs", ran.n, 1)
+    _expect("dedup: rows", _ledger_counts(workdir), (1, 1))
+    return elapsed
+
+
+def run_plain(calls: int, warmup: int, workdir: Path) -> int:
+    runtime, send_email, ran = _runtime_with_tool(workdir)
+    try:
+        for i in range(warmup):
+            send_email(to=f"warm{i}@example.com", subject="Hello", body="Hi")
+        start = time.perf_counter_ns()
+        for i in range(calls):  # outside any session: a span, no ledger row
+            send_email(to=f"user{i}@example.com", subject="Hello", body="Hi")
+        elapsed = time.perf_counter_ns() - start
+    finally:
+        runtime.shutdown()
+    _expect("plain: tool body runs", ran.n, warmup + calls)
+    _expect("plain: rows", _ledger_counts(workdir), (0, 0))
+    return elapsed
+
+
+def _expect(what: str, got: object, want: object) -> None:
+    if got != want:
+        raise BenchError(f"{what}: expected {want!r}, got {got!r}")
+
+
+CASES: tuple[Case, ...] = (
+    Case("floor", "floor: SDK span + raw sqlite3 INSERT and UPDATE, 2 commits", run_floor),
+    Case("live", "agent_relay live call (ledger claim + complete, 2 commits)", run_live),
+    Case("dedup", "agent_relay deduplicated call (served from session, 1 span)", run_dedup),
+    Case("plain", "agent_relay @tool outside any session (span only)", run_plain),
+)
+
+
+# --- running ----------------------------------------------------------------------------------------------
+
+
+def measure(calls: int, repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Per-call microseconds of every case in every repeat; the case order rotates between repeats."""
+    samples: dict[str, list[float]] = {case.key: [] for case in CASES}
+    for r in range(repeats):
+        shift = r % len(CASES)
+        for case in CASES[shift:] + CASES[:shift]:
+            gc.collect()
+            with tempfile.TemporaryDirectory(prefix=f"bench-{case.key}-") as tmp:
+                elapsed_ns = case.run(calls, warmup, Path(tmp))
+            per_call_us = elapsed_ns / calls / 1000
+            samples[case.key].append(per_call_us)
+            print(f"  repeat {r + 1}/{repeats} {case.key:<6} {per_call_us:9.1f} µs/call", file=sys.stderr)
+    return samples
+
+
+def results_table(samples: dict[str, list[float]]) -> str:
+    floor = statistics.median(samples["floor"])
+    lines = [
+        "| Case | µs per call (median) | x floor | min..max µs |",
+        "|---|---:|---:|---:|",
+    ]
+    for case in CASES:
+        values = samples[case.key]
+        median = statistics.median(values)
+        lines.append(
+            f"| {case.label} | {median:.1f} | {median / floor:.2f} | {min(values):.1f}..{max(values):.1f} |"
+        )
+    return "\n".join(lines)
+
+
+# --- the machine ------------------------------------------------------------------------------------------
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _filesystem_of(path: str) -> str:
+    """The filesystem type the temp files live on (Linux only; tmpfs and ext4 differ a lot)."""
+    best, fstype = "", "unknown"
+    try:
+        for line in Path("/proc/mounts").read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 3 and path.startswith(fields[1]) and len(fields[1]) > len(best):
+                best, fstype = fields[1], fields[2]
+    except OSError:
+        pass
+    return fstype
+
+
+def _git_revision() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip()
+
+
+def machine_info() -> list[tuple[str, str]]:
+    tmp = tempfile.gettempdir()
+    return [
+        ("platform", platform.platform()),
+        ("CPU", f"{_cpu_model()} ({os.cpu_count()} logical CPUs)"),
+        ("python", f"{platform.python_implementation()} {platform.python_version()}"),
+        ("sqlite", sqlite3.sqlite_version),
+        ("SQLAlchemy", sqlalchemy.__version__),
+        ("opentelemetry-sdk", metadata.version("opentelemetry-sdk")),
+        ("agent_relay", f"{agent_relay.__version__} (git {_git_revision()})"),
+        ("temp dir", f"{tmp} ({_filesystem_of(tmp)})"),
+    ]
+
+
+# --- report -----------------------------------------------------------------------------------------------
+
+
+def reproduce_command(args: argparse.Namespace) -> str:
+    command = f"python bench/bench_overhead.py --calls {args.calls} --repeats {args.repeats}"
+    if args.out.resolve() != DEFAULT_OUT:
+        command += f" --out {args.out}"
+    return command
+
+
+def render_report(args: argparse.Namespace, warmup: int, table: str) -> str:
+    machine = "\n".join(f"- {name}: {value}" for name, value in machine_info())
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"""# agent_relay overhead benchmark
+
+Generated {when} by `bench/bench_overhead.py`. Per-call time in microseconds: for each case,
+the median over {args.repeats} repeats of (time of {args.calls} timed calls / {args.calls}), each
+repeat after {warmup} untimed warm-up calls, all cases in one process, the case order rotating
+between repeats. "x floor" is that median divided by the floor's median: the headline figure,
+since absolute times drift between machines and runs.
+
+{table}
+
+- **floor**: an OpenTelemetry SDK span (`TracerProvider` without processors or exporters, 4 attributes)
+  around a raw `sqlite3` INSERT of a pending row, committed, then an UPDATE to its outcome, committed
+  (WAL, `synchronous=NORMAL`, `BEGIN IMMEDIATE`; the `tool_calls` columns it needs, its unique key and
+  indexes, no foreign key).
+- **live**: a `@tool` called inside `runtime.agent_session(...)` with distinct arguments on every call,
+  so each one is keyed, claimed (pending row committed) and completed (outcome committed).
+- **dedup**: the same arguments again after a first live call: served from the session, no ledger
+  write, one span.
+- **plain**: the `@tool` called outside any session: a plain call inside one span, no ledger.
+
+Each case runs on a fresh SQLite file in a fresh temporary directory; set-up, session entry and exit,
+and shutdown are not timed. GC stays on; `gc.collect()` runs before each case. The script checks
+what every case recorded (rows, body executions) and fails if it differs from what was meant.
+
+## Machine
+
+{machine}
+
+## Reproduce
+
+From the repository root:
+
+```
+{reproduce_command(args)}
+```
+"""
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--calls", type=int, default=2000, help="timed calls per case and repeat (2000)")
+    parser.add_argument("--repeats", type=int, default=5, help="repeats of every case (5)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="markdown report (bench/RESULTS.md)")
+    args = parser.parse_args(argv)
+    if args.calls < 1 or args.repeats < 1:
+        parser.error("--calls and --repeats must be >= 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    warmup = max(1, min(200, args.calls // 10))
+    banner = f"{len(CASES)} cases, {args.repeats} repeats, {args.calls} calls each (+{warmup} warm-up)"
+    print(banner, file=sys.stderr)
+    table = results_table(measure(args.calls, args.repeats, warmup))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(render_report(args, warmup, table), encoding="utf-8")
+    print(table)
+    print(f"\nwrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

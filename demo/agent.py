@@ -1,0 +1,98 @@
+"""AgentRelay demo: the seed's email flow, end to end, on the default SQLite ledger.
+
+    python demo/agent.py
+
+What it shows:
+  1. a tool call recorded as a durable ledger row and an OpenTelemetry span;
+  2. the agent issuing the same call again (as LLM agents do after a retry): served from the ledger,
+     the email is sent once;
+  3. a failing call recorded as failed, then run again on the next attempt;
+  4. the ledger rows of the run, read back with plain SQL, and the trace id to look up in Jaeger.
+
+Configuration is the runtime's: AGENT_RELAY_DATABASE_URL (default sqlite:///agent_relay.db in the working
+directory) and the standard OTEL_* variables (set OTEL_EXPORTER_OTLP_ENDPOINT to export the trace).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from agent_relay import current_call
+from agent_relay.runtime import AgentRuntime
+from agent_relay.tooling import tool
+
+runtime = AgentRuntime.from_env()
+outbox: list[str] = []  # the "real world": what the tools actually did
+flaky_failures = {"remaining": 1}
+
+
+@tool(runtime, name="send_email", compensation="cancel_email")
+def send_email(to: str, subject: str, body: str) -> str:
+    call = current_call()
+    outbox.append(f"email to {to}: {subject}")
+    # a real mail API would take the key as its own idempotency header
+    return f"msg-{call.idempotency_key[:8]}" if call else "msg-123"
+
+
+@tool(runtime, name="cancel_email")
+def cancel_email(to: str, subject: str, body: str) -> None:
+    outbox.append(f"cancelled email to {to}")
+
+
+@tool(runtime, name="open_ticket", cost=0.002)
+def open_ticket(customer: str, summary: str) -> dict:
+    if flaky_failures["remaining"]:
+        flaky_failures["remaining"] -= 1
+        raise ConnectionError("ticket API timed out")
+    outbox.append(f"ticket for {customer}")
+    return {"ticket_id": "T-1001", "customer": customer}
+
+
+def agent_flow(event: dict) -> dict:
+    msg_id = send_email(to=event["to"], subject=event["subject"], body=event["body"])
+    # The model, unsure whether its first call went through, asks for the very same email again.
+    again = send_email(event["to"], event["subject"], event["body"])
+    assert again == msg_id
+    try:
+        ticket = open_ticket(customer=event["to"], summary=event["subject"])
+    except ConnectionError:
+        ticket = open_ticket(customer=event["to"], summary=event["subject"])  # retry: runs again
+    return {"message_id": msg_id, "ticket": ticket}
+
+
+def print_ledger(run_id: str) -> None:
+    query = sa.text(
+        "SELECT seq, tool_name, phase, status, attempts, error_type, output, substr(idempotency_key, 1, 12) AS key "
+        "FROM tool_calls WHERE run_id = :run_id ORDER BY seq"
+    )
+    with runtime.ledger.engine.connect() as conn:
+        rows = conn.execute(query, {"run_id": run_id}).all()
+        run = conn.execute(sa.text("SELECT status, output, cost_usd, trace_id FROM agent_runs WHERE run_id = :r"),
+                           {"r": run_id}).one()
+    header = ("seq", "tool", "phase", "status", "attempts", "error", "output", "key")
+    table = [header, *[tuple("" if v is None else str(v) for v in row) for row in rows]]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    for r in table:
+        print("  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)))
+    print(f"\nrun {run_id}: {run.status}, cost ${run.cost_usd}, output {run.output}")
+    print(f"trace id: {run.trace_id}  (look it up in Jaeger / Tempo when exporting over OTLP)")
+
+
+def main() -> None:
+    event = {"to": "user@example.com", "subject": "Hello", "body": "Hi"}
+    with runtime.agent_session(name="email_flow", input_payload={"to": event["to"]}) as session:
+        result = agent_flow(event)
+        session.set_output(result)
+    print(f"AgentRelay demo — ledger: {runtime.database}\n")
+    print("what the tools did in the world:")
+    for line in outbox:
+        print(f"  - {line}")
+    sends = sum(1 for line in outbox if line.startswith("email"))
+    print(f"\nsend_email was called twice with the same arguments and ran {sends} time(s): deduplicated.\n")
+    print("ledger rows of this run (SELECT ... FROM tool_calls WHERE run_id = ...):")
+    print_ledger(session.run_id)
+    runtime.shutdown()
+
+
+if __name__ == "__main__":
+    main()

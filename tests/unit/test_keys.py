@@ -1,0 +1,128 @@
+"""Idempotency keys and canonical JSON: deterministic, stable, strict."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import inspect
+import os
+import subprocess
+import sys
+import uuid
+from decimal import Decimal
+
+import pydantic
+import pytest
+
+from agent_relay.encoding import canonical_dumps, decoder_for, to_json_value
+from agent_relay.errors import ArgumentEncodingError
+from agent_relay.keys import bind_arguments, call_id, encode_arguments, idempotency_key
+
+
+def _charge(customer: str, amount: int, currency: str = "usd", *extra: str, **meta: str) -> None: ...
+
+
+SIG = inspect.signature(_charge)
+
+
+def key_of(*args: object, **kwargs: object) -> str:
+    bound = bind_arguments(SIG, args, kwargs)
+    return idempotency_key("charge", "forward", encode_arguments("charge", bound))
+
+
+def test_positional_keyword_and_default_forms_share_a_key() -> None:
+    k = key_of("alice", 100)
+    assert k == key_of(customer="alice", amount=100) == key_of("alice", 100, "usd")
+    assert k == key_of(amount=100, customer="alice", currency="usd")
+    assert k != key_of("alice", 100, "eur")
+    assert k != key_of("alice", 100, "usd", "x")
+    assert k != key_of("alice", 100, note="x")
+
+
+def test_key_depends_on_tool_and_phase() -> None:
+    args = {"a": 1}
+    assert len({idempotency_key("t", "forward", args), idempotency_key("u", "forward", args),
+                idempotency_key("t", "compensation", args)}) == 3
+
+
+def test_key_is_pinned_across_versions_and_processes() -> None:
+    # A changed value here breaks every stored ledger's dedup and replay: never update it casually.
+    # It is sha256 of the documented recipe, checked by hand with sha256sum:
+    # {"args":{"meta":{"a":true,"z":null},"n":3,"price":1.5,"tags":["b","a"],"to":"user@example.com"},
+    #  "phase":"forward","tool":"send_email","v":1}   (one line, no spaces)
+    pinned = "c121b76dd84b253686ae7a45caa615f5269612fb146192f4e1dd164af4686e31"
+    args = {"to": "user@example.com", "n": 3, "tags": ["b", "a"], "price": 1.5, "meta": {"z": None, "a": True}}
+    assert idempotency_key("send_email", "forward", args) == pinned
+    code = (
+        "from agent_relay.keys import idempotency_key;"
+        f"print(idempotency_key('send_email', 'forward', {args!r}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONHASHSEED": "12345"})
+    assert out.stdout.strip() == pinned
+
+
+def test_call_id_is_stable_per_run_phase_and_key() -> None:
+    assert call_id("r1", "forward", "k") == call_id("r1", "forward", "k")
+    assert len({call_id("r1", "forward", "k"), call_id("r2", "forward", "k"),
+                call_id("r1", "compensation", "k")}) == 3
+
+
+def test_canonical_json_sorts_keys_and_is_compact() -> None:
+    assert canonical_dumps({"b": 1, "a": [1, 2.5, "é"]}) == '{"a":[1,2.5,"\\u00e9"],"b":1}'
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+@dataclasses.dataclass
+class Item:
+    sku: str
+    qty: int
+
+
+class Order(pydantic.BaseModel):
+    id: uuid.UUID
+    items: list[Item]
+    at: dt.datetime
+    total: Decimal
+
+
+def test_rich_values_encode_to_plain_json() -> None:
+    order = Order(id=uuid.UUID(int=1), items=[Item("a", 2)], at=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+                  total=Decimal("9.99"))
+    assert to_json_value({"order": order, "colour": Colour.RED, "tags": {"b", "a"}, "pair": (1, 2)}) == {
+        "order": {"id": "00000000-0000-0000-0000-000000000001", "items": [{"sku": "a", "qty": 2}],
+                  "at": "2026-01-01T00:00:00Z", "total": "9.99"},
+        "colour": "red",
+        "tags": ["a", "b"],
+        "pair": [1, 2],
+    }
+
+
+def test_decoding_rebuilds_the_annotated_type() -> None:
+    order = Order(id=uuid.uuid4(), items=[Item("a", 2)], at=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+                  total=Decimal("9.99"))
+    assert decoder_for(Order)(to_json_value(order)) == order
+    assert decoder_for(list[Item])(to_json_value([Item("x", 1)])) == [Item("x", 1)]
+    assert decoder_for(tuple[int, str])([1, "a"]) == (1, "a")
+    assert decoder_for(None)({"raw": 1}) == {"raw": 1}
+
+
+@pytest.mark.parametrize(
+    ("value", "path", "reason"),
+    [
+        ({"x": float("inf")}, "payload.x", "no JSON form"),
+        ({1: "a"}, "payload[1]", "keys must be str"),
+        ([b"raw"], "payload[0]", "base64"),
+        ({"fn": len}, "payload.fn", "cannot be encoded"),
+    ],
+)
+def test_unencodable_values_name_their_place(value: object, path: str, reason: str) -> None:
+    with pytest.raises(ArgumentEncodingError) as caught:
+        encode_arguments("upload", {"payload": value})
+    err = caught.value
+    assert err.path == path and err.argument == "payload" and err.tool_name == "upload"
+    assert reason in str(err) and "tool was not run" in str(err)

@@ -1,0 +1,50 @@
+"""Which exporters the standard OTEL_* variables select."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+from agent_relay.errors import ConfigurationError
+from agent_relay.telemetry import span_exporters_from_env
+
+
+def kinds(env: dict[str, str]) -> list[type]:
+    exporters = span_exporters_from_env(env)
+    try:
+        return [type(e) for e in exporters]
+    finally:
+        for e in exporters:
+            e.shutdown()
+
+
+def test_nothing_is_exported_unless_asked() -> None:
+    assert kinds({}) == []
+    assert kinds({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:4318"}) == []
+
+
+def test_an_endpoint_alone_turns_otlp_on_over_http() -> None:
+    assert kinds({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}) == [HttpExporter]
+    assert kinds({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"}) == [HttpExporter]
+
+
+def test_protocol_selects_grpc_and_signal_specific_wins() -> None:
+    assert kinds({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}) == [GrpcExporter]
+    assert kinds({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                  "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"}) == [HttpExporter]
+
+
+def test_several_exporters_at_once() -> None:
+    assert kinds({"OTEL_TRACES_EXPORTER": "console, otlp"}) == [ConsoleSpanExporter, HttpExporter]
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [({"OTEL_TRACES_EXPORTER": "jaeger"}, "'jaeger'"),
+     ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "OTEL_EXPORTER_OTLP_PROTOCOL")],
+)
+def test_unknown_settings_are_named(env: dict[str, str], names: str) -> None:
+    with pytest.raises(ConfigurationError, match=names):
+        span_exporters_from_env(env)
