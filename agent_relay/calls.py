@@ -41,7 +41,18 @@ _MAX_ERROR_MESSAGE = 4000
 class Invocation:
     """One call of a tool inside a session. Not shared between threads."""
 
-    __slots__ = ("args_json", "flight", "key", "manual", "phase", "record", "served", "session", "span", "spec")
+    __slots__ = (
+        "args_json",
+        "flight",
+        "key",
+        "manual",
+        "phase",
+        "record",
+        "served",
+        "session",
+        "span",
+        "spec",
+    )
 
     def __init__(self, spec: ToolSpec, session: AgentSession, args: tuple[Any, ...], kwargs: dict[str, Any]):
         if session.runtime is not spec.runtime:
@@ -91,8 +102,15 @@ class Invocation:
             return WAIT
         runtime = spec.runtime
         record = CallRecord(
-            ledger=runtime.ledger, run_id=session.run_id, call_id=cid, seq=payload, tool_name=spec.name,
-            phase=self.phase, idempotency_key=self.key, arguments=self.args_json, owner=runtime.owner,
+            ledger=runtime.ledger,
+            run_id=session.run_id,
+            call_id=cid,
+            seq=payload,
+            tool_name=spec.name,
+            phase=self.phase,
+            idempotency_key=self.key,
+            arguments=self.args_json,
+            owner=runtime.owner,
         )
         attributes = self._attributes(cid)
         attributes[semconv.CALL_SEQ] = record.seq
@@ -126,7 +144,9 @@ class Invocation:
             self.session._release(self.phase, self.key, record.existing_output)
             self.served = self.spec.decode(record.existing_output)
             return SERVED
-        err = CallInProgressError(tool_name=self.spec.name, run_id=self.session.run_id, idempotency_key=self.key)
+        err = CallInProgressError(
+            tool_name=self.spec.name, run_id=self.session.run_id, idempotency_key=self.key
+        )
         self._end(err)
         self.session._release(self.phase, self.key)
         raise err
@@ -139,13 +159,21 @@ class Invocation:
 
     def wait(self) -> None:
         assert self.flight is not None
-        self.flight.wait(self.spec.runtime.wait_timeout_s, tool_name=self.spec.name,
-                         run_id=self.session.run_id, key=self.key)
+        self.flight.wait(
+            self.spec.runtime.wait_timeout_s,
+            tool_name=self.spec.name,
+            run_id=self.session.run_id,
+            key=self.key,
+        )
 
     async def wait_async(self) -> None:
         assert self.flight is not None
-        await self.flight.wait_async(self.spec.runtime.wait_timeout_s, tool_name=self.spec.name,
-                                     run_id=self.session.run_id, key=self.key)
+        await self.flight.wait_async(
+            self.spec.runtime.wait_timeout_s,
+            tool_name=self.spec.name,
+            run_id=self.session.run_id,
+            key=self.key,
+        )
 
     # --- running -------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -153,12 +181,21 @@ class Invocation:
         """Make the call's span current and ``current_call()`` answer, around the tool body."""
         record, span = self.record, self.span
         assert record is not None and span is not None
-        token = _current_call.set(CallInfo(
-            run_id=record.run_id, call_id=record.call_id, tool_name=record.tool_name, phase=record.phase,
-            idempotency_key=record.idempotency_key, attempt=record.attempts, seq=record.seq,
-        ))
+        token = _current_call.set(
+            CallInfo(
+                run_id=record.run_id,
+                call_id=record.call_id,
+                tool_name=record.tool_name,
+                phase=record.phase,
+                idempotency_key=record.idempotency_key,
+                attempt=record.attempts,
+                seq=record.seq,
+            )
+        )
         try:
-            with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
+            with trace.use_span(
+                span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+            ):
                 yield
         finally:
             _current_call.reset(token)
@@ -174,7 +211,9 @@ class Invocation:
                 f"tool {self.spec.name!r} ran, but its result at {exc.path!r} ({exc.type_name}) cannot be "
                 f"recorded: {exc.reason}. The call is recorded as failed. Return JSON-compatible values "
                 f"(or a dataclass / Pydantic model of them).",
-                tool_name=self.spec.name, path=exc.path, type_name=exc.type_name,
+                tool_name=self.spec.name,
+                path=exc.path,
+                type_name=exc.type_name,
             )
             self.failed(err)
             raise err from None

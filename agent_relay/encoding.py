@@ -61,8 +61,11 @@ def _walk(value: Any, path: str) -> JSONValue:
         items = [_walk(v, f"{path}{{}}") for v in value]
         return sorted(items, key=canonical_dumps)
     if isinstance(value, (bytes, bytearray, memoryview)):
-        raise _Unencodable(path, type(value).__name__, "bytes have no canonical JSON form (encode them "
-                           "as base64 or hex text first)")
+        raise _Unencodable(
+            path,
+            type(value).__name__,
+            "bytes have no canonical JSON form (encode them as base64 or hex text first)",
+        )
     # Dataclasses, Pydantic models, enums, datetimes, UUIDs, Decimals, paths: pydantic's JSON mode,
     # the same rules its TypeAdapter reverses when a served output is decoded.
     try:

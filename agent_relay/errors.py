@@ -95,8 +95,9 @@ class LedgerError(AgentRelayError):
     ``database`` is the ledger's URL with any password masked.
     """
 
-    def __init__(self, message: str, *, database: str, run_id: str | None = None,
-                 tool_name: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, database: str, run_id: str | None = None, tool_name: str | None = None
+    ) -> None:
         self.database = database
         self.run_id = run_id
         self.tool_name = tool_name

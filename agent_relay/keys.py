@@ -22,7 +22,9 @@ COMPENSATION = "compensation"
 PHASES = (FORWARD, COMPENSATION)
 
 
-def bind_arguments(signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+def bind_arguments(
+    signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
     """Bind a call to ``signature`` with defaults applied; raises ``TypeError`` like the call would."""
     bound = signature.bind(*args, **kwargs)
     bound.apply_defaults()

@@ -8,8 +8,10 @@ constructor opens the ledger (creating its tables on an empty database) and buil
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any
@@ -82,6 +84,8 @@ class AgentRuntime:
         self._closed = False
         self.owner = default_owner()
         self.wait_timeout_s = wait_timeout_s
+        if self._owns_provider:
+            atexit.register(_shutdown_at_exit, weakref.ref(self))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> AgentRuntime:
@@ -134,8 +138,11 @@ class AgentRuntime:
             self._closed = True
         # An exporter stuck on an unreachable collector must not hold the program: run the SDK's shutdown
         # in a daemon thread and stop waiting after the timeout.
-        target = self._provider.shutdown if self._owns_provider else \
-            (lambda: self._provider.force_flush(int(timeout_s * 1000)))
+        target = (
+            self._provider.shutdown
+            if self._owns_provider
+            else (lambda: self._provider.force_flush(int(timeout_s * 1000)))
+        )
         worker = threading.Thread(target=target, name="agent-relay-shutdown", daemon=True)
         worker.start()
         worker.join(timeout_s)
@@ -145,8 +152,9 @@ class AgentRuntime:
     def __enter__(self) -> AgentRuntime:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.shutdown()
 
     def __repr__(self) -> str:
@@ -156,7 +164,8 @@ class AgentRuntime:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeClosedError(
-                f"the runtime on {self.database} was shut down; create a new AgentRuntime to record more runs."
+                f"the runtime on {self.database} was shut down; create a new AgentRuntime to record more "
+                f"runs."
             )
 
     def _register_tool(self, spec: ToolSpec) -> None:
@@ -165,3 +174,9 @@ class AgentRuntime:
             if existing is not None:
                 raise DuplicateToolError(spec.name, existing.qualified_name, spec.qualified_name)
             self._tools[spec.name] = spec
+
+
+def _shutdown_at_exit(ref: weakref.ref[AgentRuntime]) -> None:
+    runtime = ref()
+    if runtime is not None:
+        runtime.shutdown()

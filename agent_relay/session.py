@@ -133,16 +133,18 @@ class AgentSession:
         self._start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._finish(exc)
 
     async def __aenter__(self) -> AgentSession:
         self._start()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._finish(exc)
 
     def __repr__(self) -> str:
@@ -167,7 +169,9 @@ class AgentSession:
         }
         if self.parent_run_id:
             attributes[semconv.PARENT_RUN_ID] = self.parent_run_id
-        span = runtime._tracer.start_span(f"{semconv.OPERATION_INVOKE_AGENT} {self.name}", attributes=attributes)
+        span = runtime._tracer.start_span(
+            f"{semconv.OPERATION_INVOKE_AGENT} {self.name}", attributes=attributes
+        )
         ctx = span.get_span_context()
         self.trace_id = format_trace_id(ctx.trace_id) if ctx.is_valid else None
         try:
@@ -180,7 +184,7 @@ class AgentSession:
                 input_payload=self._input,
                 trace_id=self.trace_id,
                 span_id=format_span_id(ctx.span_id) if ctx.is_valid else None,
-                started_at=dt.datetime.now(dt.timezone.utc),
+                started_at=dt.datetime.now(dt.UTC),
             )
         except LedgerError as exc:
             span.set_status(Status(StatusCode.ERROR, str(exc)))
@@ -210,7 +214,7 @@ class AgentSession:
                 cost_usd=self._cost,
                 input_tokens=self._input_tokens,
                 output_tokens=self._output_tokens,
-                ended_at=dt.datetime.now(dt.timezone.utc),
+                ended_at=dt.datetime.now(dt.UTC),
             )
         except LedgerError as err:
             ledger_error = err
@@ -246,7 +250,9 @@ class AgentSession:
             self._inflight[(phase, key)] = Flight()
             return "run", next(self._seq)
 
-    def _release(self, phase: str, key: str, output: JSONValue = _MISSING, cost: Decimal | None = None) -> None:
+    def _release(
+        self, phase: str, key: str, output: JSONValue = _MISSING, cost: Decimal | None = None
+    ) -> None:
         """Settle a reserved call: succeeded (``output`` given) or not; wake its waiters."""
         with self._lock:
             if output is not _MISSING:

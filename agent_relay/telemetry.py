@@ -38,7 +38,9 @@ def span_exporters_from_env(environ: Mapping[str, str]) -> list[SpanExporter]:
     """The span exporters the OTEL_* variables in ``environ`` ask for (possibly none)."""
     endpoint = environ.get(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) or environ.get(OTEL_EXPORTER_OTLP_ENDPOINT)
     raw = environ.get(OTEL_TRACES_EXPORTER, "").strip()
-    names = [n.strip().lower() for n in raw.split(",") if n.strip()] if raw else (["otlp"] if endpoint else [])
+    names = (
+        [n.strip().lower() for n in raw.split(",") if n.strip()] if raw else (["otlp"] if endpoint else [])
+    )
     exporters: list[SpanExporter] = []
     for name in names:
         if name == "none":
@@ -56,8 +58,11 @@ def span_exporters_from_env(environ: Mapping[str, str]) -> list[SpanExporter]:
 
 
 def _otlp_exporter(environ: Mapping[str, str]) -> SpanExporter:
-    var = OTEL_EXPORTER_OTLP_TRACES_PROTOCOL if environ.get(OTEL_EXPORTER_OTLP_TRACES_PROTOCOL) else \
-        OTEL_EXPORTER_OTLP_PROTOCOL
+    var = (
+        OTEL_EXPORTER_OTLP_TRACES_PROTOCOL
+        if environ.get(OTEL_EXPORTER_OTLP_TRACES_PROTOCOL)
+        else OTEL_EXPORTER_OTLP_PROTOCOL
+    )
     protocol = environ.get(var, "http/protobuf").strip().lower()
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
@@ -67,9 +72,7 @@ def _otlp_exporter(environ: Mapping[str, str]) -> SpanExporter:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 
         return HttpExporter()
-    raise ConfigurationError(
-        f"{var}={protocol!r} is not supported; use one of {', '.join(PROTOCOLS)}."
-    )
+    raise ConfigurationError(f"{var}={protocol!r} is not supported; use one of {', '.join(PROTOCOLS)}.")
 
 
 def build_tracer_provider(
@@ -77,7 +80,9 @@ def build_tracer_provider(
 ) -> TracerProvider:
     """A provider of the runtime's own, exporting through batch processors."""
     name = service_name or environ.get(OTEL_SERVICE_NAME) or DEFAULT_SERVICE_NAME
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}))
+    # The runtime shuts its provider down itself, bounded (the SDK's own atexit hook would wait for the
+    # exporter's full retry schedule against a collector that is down).
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}), shutdown_on_exit=False)
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider

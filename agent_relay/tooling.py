@@ -98,8 +98,9 @@ def tool(
             f"{runtime!r}."
         )
     if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > _MAX_NAME):
-        raise ConfigurationError(f"@tool(name=...) must be a non-empty string of at most {_MAX_NAME} "
-                                 f"characters, not {name!r}.")
+        raise ConfigurationError(
+            f"@tool(name=...) must be a non-empty string of at most {_MAX_NAME} characters, not {name!r}."
+        )
     if compensation is not None and (not isinstance(compensation, str) or not compensation.strip()):
         raise ConfigurationError(f"@tool(compensation=...) must name a tool, not {compensation!r}.")
     if cost is not None and not callable(cost):
@@ -112,14 +113,18 @@ def tool(
         if not tool_name:
             raise ConfigurationError(f"@tool could not name {func!r}; pass name=....")
         spec = ToolSpec(
-            runtime=runtime, name=tool_name, func=func, compensation=compensation, cost=cost,
+            runtime=runtime,
+            name=tool_name,
+            func=func,
+            compensation=compensation,
+            cost=cost,
             is_async=inspect.iscoroutinefunction(func),
             span_name=f"{semconv.OPERATION_EXECUTE_TOOL} {tool_name}",
             signature=inspect.signature(func),
         )
         wrapper = _async_wrapper(spec) if spec.is_async else _sync_wrapper(spec)
         functools.update_wrapper(wrapper, func)
-        wrapper.__agent_relay_tool__ = spec  # type: ignore[attr-defined]
+        wrapper.__agent_relay_tool__ = spec  # type: ignore[union-attr]
         runtime._register_tool(spec)
         return cast(Callable[P, R], wrapper)
 

@@ -62,13 +62,16 @@ def agent_flow(event: dict) -> dict:
 
 def print_ledger(run_id: str) -> None:
     query = sa.text(
-        "SELECT seq, tool_name, phase, status, attempts, error_type, output, substr(idempotency_key, 1, 12) AS key "
+        "SELECT seq, tool_name, phase, status, attempts, error_type, output, "
+        "substr(idempotency_key, 1, 12) AS key "
         "FROM tool_calls WHERE run_id = :run_id ORDER BY seq"
     )
     with runtime.ledger.engine.connect() as conn:
         rows = conn.execute(query, {"run_id": run_id}).all()
-        run = conn.execute(sa.text("SELECT status, output, cost_usd, trace_id FROM agent_runs WHERE run_id = :r"),
-                           {"r": run_id}).one()
+        run = conn.execute(
+            sa.text("SELECT status, output, cost_usd, trace_id FROM agent_runs WHERE run_id = :r"),
+            {"r": run_id},
+        ).one()
     header = ("seq", "tool", "phase", "status", "attempts", "error", "output", "key")
     table = [header, *[tuple("" if v is None else str(v) for v in row) for row in rows]]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]

@@ -13,9 +13,13 @@ from agent_relay.ledger import agent_runs, tool_calls
 def calls_of(runtime: AgentRuntime, run_id: str) -> list[dict[str, Any]]:
     """The run's tool_calls rows, in seq order, read with plain SQL like a user would."""
     with runtime.ledger.engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(tool_calls).where(tool_calls.c.run_id == run_id).order_by(tool_calls.c.seq)
-        ).mappings().all()
+        rows = (
+            conn.execute(
+                sa.select(tool_calls).where(tool_calls.c.run_id == run_id).order_by(tool_calls.c.seq)
+            )
+            .mappings()
+            .all()
+        )
     return [dict(r) for r in rows]
 
 
@@ -23,4 +27,3 @@ def run_row(runtime: AgentRuntime, run_id: str) -> dict[str, Any]:
     with runtime.ledger.engine.connect() as conn:
         row = conn.execute(sa.select(agent_runs).where(agent_runs.c.run_id == run_id)).mappings().one()
     return dict(row)
-

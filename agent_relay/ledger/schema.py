@@ -76,8 +76,9 @@ tool_calls = sa.Table(
     "tool_calls",
     metadata,
     sa.Column("call_id", sa.String(32), primary_key=True),
-    sa.Column("run_id", sa.String(36), sa.ForeignKey("agent_runs.run_id", name="fk_tool_calls_run"),
-              nullable=False),
+    sa.Column(
+        "run_id", sa.String(36), sa.ForeignKey("agent_runs.run_id", name="fk_tool_calls_run"), nullable=False
+    ),
     sa.Column("seq", sa.Integer, nullable=False),
     sa.Column("tool_name", sa.String(200), nullable=False),
     sa.Column("phase", sa.String(16), nullable=False),  # forward | compensation

@@ -15,8 +15,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import socket
 import os
+import socket
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -69,7 +69,7 @@ def default_owner() -> str:
 
 
 def utc(ns: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.timezone.utc)
+    return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC)
 
 
 class LedgerStore:
@@ -95,7 +95,10 @@ class LedgerStore:
         kwargs: dict[str, Any] = {"json_serializer": compact_dumps}
         if self.is_sqlite:
             db = self.url.database
-            connect_args: dict[str, Any] = {"check_same_thread": False, "timeout": self.options.busy_timeout_s}
+            connect_args: dict[str, Any] = {
+                "check_same_thread": False,
+                "timeout": self.options.busy_timeout_s,
+            }
             if not db or db == ":memory:" or (self.url.query.get("mode") == "memory"):
                 kwargs["poolclass"] = StaticPool
             kwargs["connect_args"] = connect_args
@@ -142,8 +145,11 @@ class LedgerStore:
                 with self._write_engine.begin() as conn:
                     metadata.create_all(conn)
                     if conn.execute(sa.select(schema_info.c.version)).first() is None:
-                        conn.execute(schema_info.insert().values(
-                            id=1, version=SCHEMA_VERSION, created_at=dt.datetime.now(dt.timezone.utc)))
+                        conn.execute(
+                            schema_info.insert().values(
+                                id=1, version=SCHEMA_VERSION, created_at=dt.datetime.now(dt.UTC)
+                            )
+                        )
                 found = self._read_version()
         if found != SCHEMA_VERSION:
             raise SchemaVersionError(database=self.database, found=found or 0, expected=SCHEMA_VERSION)
@@ -159,7 +165,9 @@ class LedgerStore:
 
     # --- error handling -------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _guard(self, action: str, *, run_id: str | None = None, tool_name: str | None = None) -> Iterator[None]:
+    def _guard(
+        self, action: str, *, run_id: str | None = None, tool_name: str | None = None
+    ) -> Iterator[None]:
         """Serialise (SQLite), keep our own SQL out of traces, and turn driver errors into LedgerError."""
         token = otel_context.attach(otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True))
         try:
@@ -177,8 +185,10 @@ class LedgerStore:
 
     # --- runs ----------------------------------------------------------------------------------------
     def insert_run(self, **values: Any) -> None:
-        with self._guard("record the start of the run", run_id=values.get("run_id")), \
-                self._write_engine.begin() as conn:
+        with (
+            self._guard("record the start of the run", run_id=values.get("run_id")),
+            self._write_engine.begin() as conn,
+        ):
             conn.execute(agent_runs.insert().values(**values))
 
     def finish_run(self, run_id: str, **values: Any) -> None:
@@ -216,15 +226,24 @@ class LedgerStore:
             "started_at": utc(record.started_ns),
             "owner": record.owner,
         }
-        with self._guard(f"claim a call of tool {record.tool_name!r}", run_id=record.run_id,
-                         tool_name=record.tool_name), self._write_engine.begin() as conn:
+        with (
+            self._guard(
+                f"claim a call of tool {record.tool_name!r}", run_id=record.run_id, tool_name=record.tool_name
+            ),
+            self._write_engine.begin() as conn,
+        ):
             attempts = conn.execute(self._claim_stmt, params).scalar()
             if attempts is not None:
                 record.claim, record.attempts = CLAIMED, attempts
                 return
-            row = conn.execute(self._existing_stmt, {
-                "run_id": record.run_id, "phase": record.phase, "idempotency_key": record.idempotency_key,
-            }).one()
+            row = conn.execute(
+                self._existing_stmt,
+                {
+                    "run_id": record.run_id,
+                    "phase": record.phase,
+                    "idempotency_key": record.idempotency_key,
+                },
+            ).one()
             record.claim, record.existing_status = EXISTS, row.status
             record.existing_output, record.attempts = row.output, row.attempts
 
@@ -243,8 +262,14 @@ class LedgerStore:
             "model": record.model,
             "ended_at": utc(record.ended_ns),
         }
-        with self._guard(f"record the outcome of tool {record.tool_name!r}", run_id=record.run_id,
-                         tool_name=record.tool_name), self._write_engine.begin() as conn:
+        with (
+            self._guard(
+                f"record the outcome of tool {record.tool_name!r}",
+                run_id=record.run_id,
+                tool_name=record.tool_name,
+            ),
+            self._write_engine.begin() as conn,
+        ):
             if conn.execute(self._complete_stmt, params).rowcount != 1:
                 raise LedgerError(
                     f"the pending row of call {record.call_id} (tool {record.tool_name!r}, run "
@@ -264,10 +289,22 @@ def _call_statements(insert: Any) -> tuple[Any, Any, Any]:
     return nothing so the caller reads what holds the key. existing: that read. complete: the outcome.
     """
     c = tool_calls.c
-    claim_columns = ("call_id", "run_id", "seq", "tool_name", "phase", "idempotency_key", "arguments",
-                     "trace_id", "span_id", "started_at", "owner")
+    claim_columns = (
+        "call_id",
+        "run_id",
+        "seq",
+        "tool_name",
+        "phase",
+        "idempotency_key",
+        "arguments",
+        "trace_id",
+        "span_id",
+        "started_at",
+        "owner",
+    )
     ins = insert(tool_calls).values(
-        {name: sa.bindparam(name, type_=c[name].type) for name in claim_columns} | {"status": PENDING, "attempts": 1}
+        {name: sa.bindparam(name, type_=c[name].type) for name in claim_columns}
+        | {"status": PENDING, "attempts": 1}
     )
     claim = ins.on_conflict_do_update(
         index_elements=[c.run_id, c.phase, c.idempotency_key],
@@ -291,8 +328,17 @@ def _call_statements(insert: Any) -> tuple[Any, Any, Any]:
         c.phase == sa.bindparam("phase"),
         c.idempotency_key == sa.bindparam("idempotency_key"),
     )
-    outcome_columns = ("status", "output", "error_type", "error_message", "cost_usd", "input_tokens",
-                       "output_tokens", "model", "ended_at")
+    outcome_columns = (
+        "status",
+        "output",
+        "error_type",
+        "error_message",
+        "cost_usd",
+        "input_tokens",
+        "output_tokens",
+        "model",
+        "ended_at",
+    )
     complete = (
         tool_calls.update()
         .where(c.call_id == sa.bindparam("b_call_id"), c.status == PENDING)
@@ -309,10 +355,15 @@ def _reason(exc: sa.exc.SQLAlchemyError) -> str:
 def _advice(exc: sa.exc.SQLAlchemyError) -> str:
     text = _reason(exc).lower()
     if "readonly" in text or "read-only" in text or "read only" in text:
-        return "The database is read-only: point AGENT_RELAY_DATABASE_URL at a writable ledger or fix its permissions."
+        return (
+            "The database is read-only: point AGENT_RELAY_DATABASE_URL at a writable ledger or fix its "
+            "permissions."
+        )
     if "locked" in text or "busy" in text:
-        return ("Another process held the ledger's write lock longer than the busy timeout; retry, or raise "
-                "LedgerOptions(busy_timeout_s=...).")
+        return (
+            "Another process held the ledger's write lock longer than the busy timeout; retry, or raise "
+            "LedgerOptions(busy_timeout_s=...)."
+        )
     if "unable to open" in text:
         return "Check that the ledger's directory exists and is writable."
     if "no such table" in text or "no such column" in text or "does not exist" in text:

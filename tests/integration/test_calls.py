@@ -175,9 +175,8 @@ def test_unencodable_argument_is_refused_before_the_tool_runs(runtime: AgentRunt
     def upload(path: str, meta: dict) -> None:
         ran.append(path)
 
-    with runtime.agent_session(name="upload") as session:
-        with pytest.raises(ArgumentEncodingError) as caught:
-            upload("a.txt", meta={"tags": ["x", object()]})
+    with runtime.agent_session(name="upload") as session, pytest.raises(ArgumentEncodingError) as caught:
+        upload("a.txt", meta={"tags": ["x", object()]})
     assert ran == []
     assert calls_of(runtime, session.run_id) == []
     err = caught.value
@@ -200,9 +199,11 @@ def test_unencodable_result_fails_the_call_instead_of_pretending(runtime: AgentR
     def connect(host: str) -> object:
         return object()
 
-    with runtime.agent_session(name="c") as session:
-        with pytest.raises(OutputEncodingError, match="'connect' ran"):
-            connect("db")
+    with (
+        runtime.agent_session(name="c") as session,
+        pytest.raises(OutputEncodingError, match="'connect' ran"),
+    ):
+        connect("db")
     (row,) = calls_of(runtime, session.run_id)
     assert row["status"] == "failed"
     assert row["error_type"] == "agent_relay.errors.OutputEncodingError"
@@ -226,7 +227,7 @@ def test_served_outputs_come_back_as_the_annotated_type(runtime: AgentRuntime) -
     @tool(runtime)
     def receipt(amount: int) -> Receipt:
         counts["receipt"] += 1
-        return Receipt(id="r1", amount=amount, at=dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc))
+        return Receipt(id="r1", amount=amount, at=dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC))
 
     @tool(runtime)
     def tickets(n: int) -> list[Ticket]:

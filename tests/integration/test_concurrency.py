@@ -107,8 +107,7 @@ async def test_session_crosses_into_tasks_created_inside_it(runtime: AgentRuntim
         await asyncio.sleep(0)
         return note("from a task")
 
-    async with runtime.agent_session(name="tasks") as session:
-        async with asyncio.TaskGroup() as tg:
-            task = tg.create_task(subtask())
+    async with runtime.agent_session(name="tasks") as session, asyncio.TaskGroup() as tg:
+        task = tg.create_task(subtask())
     assert task.result() == "from a task"
     assert [r["output"] for r in calls_of(runtime, session.run_id)] == ["from a task"]

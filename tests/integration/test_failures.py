@@ -41,10 +41,16 @@ def test_duplicate_tool_name_is_a_clear_error(runtime: AgentRuntime) -> None:
 
 @pytest.mark.parametrize(
     ("options", "message"),
-    [({"name": ""}, "non-empty string"), ({"compensation": 3}, "must name a tool"), ({"cost": -1}, ">= 0"),
-     ({"cost": "cheap"}, "number of USD")],
+    [
+        ({"name": ""}, "non-empty string"),
+        ({"compensation": 3}, "must name a tool"),
+        ({"cost": -1}, ">= 0"),
+        ({"cost": "cheap"}, "number of USD"),
+    ],
 )
-def test_bad_tool_options_are_refused_at_decoration(runtime: AgentRuntime, options: dict, message: str) -> None:
+def test_bad_tool_options_are_refused_at_decoration(
+    runtime: AgentRuntime, options: dict, message: str
+) -> None:
     with pytest.raises(ConfigurationError, match=message):
         tool(runtime, **options)
 
@@ -149,7 +155,7 @@ def test_ledger_failure_after_the_tool_ran_is_raised_not_swallowed(tmp_path: Pat
 
 
 def test_unopenable_ledger_names_the_database() -> None:
-    with pytest.raises(LedgerError, match="/no/such/dir/ledger.db") as caught:
+    with pytest.raises(LedgerError, match=r"/no/such/dir/ledger\.db") as caught:
         AgentRuntime("sqlite:////no/such/dir/ledger.db")
     assert "writable" in str(caught.value)
 

@@ -42,8 +42,16 @@ def test_positional_keyword_and_default_forms_share_a_key() -> None:
 
 def test_key_depends_on_tool_and_phase() -> None:
     args = {"a": 1}
-    assert len({idempotency_key("t", "forward", args), idempotency_key("u", "forward", args),
-                idempotency_key("t", "compensation", args)}) == 3
+    assert (
+        len(
+            {
+                idempotency_key("t", "forward", args),
+                idempotency_key("u", "forward", args),
+                idempotency_key("t", "compensation", args),
+            }
+        )
+        == 3
+    )
 
 
 def test_key_is_pinned_across_versions_and_processes() -> None:
@@ -52,21 +60,36 @@ def test_key_is_pinned_across_versions_and_processes() -> None:
     # {"args":{"meta":{"a":true,"z":null},"n":3,"price":1.5,"tags":["b","a"],"to":"user@example.com"},
     #  "phase":"forward","tool":"send_email","v":1}   (one line, no spaces)
     pinned = "c121b76dd84b253686ae7a45caa615f5269612fb146192f4e1dd164af4686e31"
-    args = {"to": "user@example.com", "n": 3, "tags": ["b", "a"], "price": 1.5, "meta": {"z": None, "a": True}}
+    args = {
+        "to": "user@example.com",
+        "n": 3,
+        "tags": ["b", "a"],
+        "price": 1.5,
+        "meta": {"z": None, "a": True},
+    }
     assert idempotency_key("send_email", "forward", args) == pinned
     code = (
         "from agent_relay.keys import idempotency_key;"
         f"print(idempotency_key('send_email', 'forward', {args!r}))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONHASHSEED": "12345"})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+    )
     assert out.stdout.strip() == pinned
 
 
 def test_call_id_is_stable_per_run_phase_and_key() -> None:
     assert call_id("r1", "forward", "k") == call_id("r1", "forward", "k")
-    assert len({call_id("r1", "forward", "k"), call_id("r2", "forward", "k"),
-                call_id("r1", "compensation", "k")}) == 3
+    assert (
+        len(
+            {call_id("r1", "forward", "k"), call_id("r2", "forward", "k"), call_id("r1", "compensation", "k")}
+        )
+        == 3
+    )
 
 
 def test_canonical_json_sorts_keys_and_is_compact() -> None:
@@ -91,11 +114,19 @@ class Order(pydantic.BaseModel):
 
 
 def test_rich_values_encode_to_plain_json() -> None:
-    order = Order(id=uuid.UUID(int=1), items=[Item("a", 2)], at=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
-                  total=Decimal("9.99"))
+    order = Order(
+        id=uuid.UUID(int=1),
+        items=[Item("a", 2)],
+        at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        total=Decimal("9.99"),
+    )
     assert to_json_value({"order": order, "colour": Colour.RED, "tags": {"b", "a"}, "pair": (1, 2)}) == {
-        "order": {"id": "00000000-0000-0000-0000-000000000001", "items": [{"sku": "a", "qty": 2}],
-                  "at": "2026-01-01T00:00:00Z", "total": "9.99"},
+        "order": {
+            "id": "00000000-0000-0000-0000-000000000001",
+            "items": [{"sku": "a", "qty": 2}],
+            "at": "2026-01-01T00:00:00Z",
+            "total": "9.99",
+        },
         "colour": "red",
         "tags": ["a", "b"],
         "pair": [1, 2],
@@ -103,8 +134,12 @@ def test_rich_values_encode_to_plain_json() -> None:
 
 
 def test_decoding_rebuilds_the_annotated_type() -> None:
-    order = Order(id=uuid.uuid4(), items=[Item("a", 2)], at=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
-                  total=Decimal("9.99"))
+    order = Order(
+        id=uuid.uuid4(),
+        items=[Item("a", 2)],
+        at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        total=Decimal("9.99"),
+    )
     assert decoder_for(Order)(to_json_value(order)) == order
     assert decoder_for(list[Item])(to_json_value([Item("x", 1)])) == [Item("x", 1)]
     assert decoder_for(tuple[int, str])([1, "a"]) == (1, "a")

@@ -11,10 +11,25 @@ import agent_relay
 from agent_relay import errors
 
 EXPECTED = {
-    "AgentRelayError", "AgentRuntime", "AgentSession", "ArgumentEncodingError", "CallInProgressError",
-    "CallInfo", "ConfigurationError", "DuplicateToolError", "EncodingError", "LedgerError", "LedgerOptions",
-    "LedgerSpanProcessor", "OutputEncodingError", "RuntimeClosedError", "SchemaVersionError",
-    "SessionStateError", "__version__", "current_call", "tool",
+    "AgentRelayError",
+    "AgentRuntime",
+    "AgentSession",
+    "ArgumentEncodingError",
+    "CallInProgressError",
+    "CallInfo",
+    "ConfigurationError",
+    "DuplicateToolError",
+    "EncodingError",
+    "LedgerError",
+    "LedgerOptions",
+    "LedgerSpanProcessor",
+    "OutputEncodingError",
+    "RuntimeClosedError",
+    "SchemaVersionError",
+    "SessionStateError",
+    "__version__",
+    "current_call",
+    "tool",
 }
 
 
@@ -34,8 +49,13 @@ def test_every_error_has_one_root_and_is_drawn_in_the_tree() -> None:
 
 
 def test_configuration_and_encoding_errors_are_value_errors() -> None:
-    for cls in (errors.ConfigurationError, errors.DuplicateToolError, errors.EncodingError,
-                errors.ArgumentEncodingError, errors.OutputEncodingError):
+    for cls in (
+        errors.ConfigurationError,
+        errors.DuplicateToolError,
+        errors.EncodingError,
+        errors.ArgumentEncodingError,
+        errors.OutputEncodingError,
+    ):
         assert issubclass(cls, ValueError), cls
 
 
@@ -44,6 +64,8 @@ def test_importing_creates_no_ledger_and_no_threads(tmp_path: Path) -> None:
         "import threading, agent_relay, agent_relay.runtime, agent_relay.tooling, agent_relay.testing;"
         "print(threading.active_count())"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, check=True, capture_output=True, text=True
+    )
     assert out.stdout.strip() == "1"
     assert list(tmp_path.iterdir()) == []

@@ -32,8 +32,13 @@ def test_an_endpoint_alone_turns_otlp_on_over_http() -> None:
 
 def test_protocol_selects_grpc_and_signal_specific_wins() -> None:
     assert kinds({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}) == [GrpcExporter]
-    assert kinds({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-                  "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"}) == [HttpExporter]
+    assert kinds(
+        {
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+        }
+    ) == [HttpExporter]
 
 
 def test_several_exporters_at_once() -> None:
@@ -42,8 +47,13 @@ def test_several_exporters_at_once() -> None:
 
 @pytest.mark.parametrize(
     ("env", "names"),
-    [({"OTEL_TRACES_EXPORTER": "jaeger"}, "'jaeger'"),
-     ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "OTEL_EXPORTER_OTLP_PROTOCOL")],
+    [
+        ({"OTEL_TRACES_EXPORTER": "jaeger"}, "'jaeger'"),
+        (
+            {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ),
+    ],
 )
 def test_unknown_settings_are_named(env: dict[str, str], names: str) -> None:
     with pytest.raises(ConfigurationError, match=names):

@@ -1,0 +1,72 @@
+"""The README's examples and the demo run as written, on a fresh ledger."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+BLOCKS = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "AGENT_RELAY_"))}
+    return env
+
+
+def test_readme_has_examples() -> None:
+    assert len(BLOCKS) >= 2
+
+
+@pytest.mark.parametrize("index", range(len(BLOCKS)))
+def test_readme_example_runs(index: int, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", BLOCKS[index]],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_seed_example_leaves_the_promised_rows(tmp_path: Path) -> None:
+    seed = next(b for b in BLOCKS if "email_flow" in b)
+    subprocess.run([sys.executable, "-c", seed], cwd=tmp_path, env=_env(), check=True, timeout=120)
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'agent_relay.db'}")  # the documented default
+    with engine.connect() as conn:
+        calls = conn.exec_driver_sql("SELECT tool_name, phase, status, output FROM tool_calls").all()
+        runs = conn.exec_driver_sql("SELECT name, status, output FROM agent_runs").all()
+    engine.dispose()
+    assert calls == [("send_email", "forward", "succeeded", '"msg-123"')]
+    assert runs == [("email_flow", "succeeded", '{"message_id":"msg-123"}')]
+
+
+def test_demo_runs_on_the_default_sqlite_ledger(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "demo" / "agent.py")],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "ran 1 time(s): deduplicated" in out
+    assert re.search(r"trace id: [0-9a-f]{32}", out)
+    assert (tmp_path / "agent_relay.db").exists()
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'agent_relay.db'}")
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT tool_name, status, attempts FROM tool_calls ORDER BY seq").all()
+    engine.dispose()
+    assert rows == [("send_email", "succeeded", 1), ("open_ticket", "succeeded", 2)]
