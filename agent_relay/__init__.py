@@ -2,7 +2,8 @@
 
 Tools decorated with ``@tool`` and called inside ``runtime.agent_session(...)`` emit OpenTelemetry spans
 (GenAI conventions) and are recorded as rows of a SQL ``tool_calls`` ledger by a span processor; calls
-are keyed, deduplicated, and (in later releases) compensated, replayed and budgeted.
+are keyed and deduplicated, compensated in reverse order when the run fails, and counted against the
+run's budget.
 """
 
 from ._version import __version__
@@ -10,6 +11,8 @@ from .context import CallInfo, current_call
 from .errors import (
     AgentRelayError,
     ArgumentEncodingError,
+    BudgetExceededError,
+    CallInDoubtError,
     CallInProgressError,
     ConfigurationError,
     DuplicateToolError,
@@ -19,10 +22,15 @@ from .errors import (
     RuntimeClosedError,
     SchemaVersionError,
     SessionStateError,
+    UnknownRunError,
+    UnknownToolError,
+    UnpricedUsageError,
+    UnpricedUsageWarning,
 )
 from .ledger import LedgerOptions, LedgerSpanProcessor
+from .pricing import ModelPrice
 from .runtime import AgentRuntime
-from .session import AgentSession
+from .session import AgentSession, CompensationFailure
 from .tooling import tool
 
 __all__ = [
@@ -30,18 +38,26 @@ __all__ = [
     "AgentRuntime",
     "AgentSession",
     "ArgumentEncodingError",
+    "BudgetExceededError",
+    "CallInDoubtError",
     "CallInProgressError",
     "CallInfo",
+    "CompensationFailure",
     "ConfigurationError",
     "DuplicateToolError",
     "EncodingError",
     "LedgerError",
     "LedgerOptions",
     "LedgerSpanProcessor",
+    "ModelPrice",
     "OutputEncodingError",
     "RuntimeClosedError",
     "SchemaVersionError",
     "SessionStateError",
+    "UnknownRunError",
+    "UnknownToolError",
+    "UnpricedUsageError",
+    "UnpricedUsageWarning",
     "__version__",
     "current_call",
     "tool",

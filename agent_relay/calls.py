@@ -1,18 +1,19 @@
 """The path one tool call takes inside a session, shared by the sync and async wrappers.
 
-``Invocation`` binds and encodes the arguments and derives the key (errors here happen before anything
-else), then ``begin()`` decides: serve the stored output (deduplicated), wait for an identical call in
-flight, or run live — which starts the ``execute_tool`` span whose processor claims the pending row.
-The wrapper runs the body inside ``running()`` and reports ``succeeded(result)`` or ``failed(exc)``,
-which end the span (the processor completes the row) and raise any ledger failure. Only the awaiting
-differs between the sync and async wrappers.
+``Invocation`` holds the call's encoded arguments and key (computed before anything else happens), then
+``begin()`` decides: serve the stored output (deduplicated), wait for an identical call in flight, refuse
+(budget spent), or run live — which starts the ``execute_tool`` span whose processor claims the pending
+row. ``execute`` / ``execute_async`` run the body inside ``running()`` and report ``succeeded(result)``
+or ``failed(exc)``, which end the span (the processor completes the row) and raise any ledger failure.
+Only the awaiting differs between the two.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
@@ -20,15 +21,18 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode, format_trace_id
 
 from . import semconv
-from .context import CallInfo, _current_call
-from .encoding import _Unencodable, to_json_value
-from .errors import CallInProgressError, ConfigurationError, OutputEncodingError
-from .keys import FORWARD, bind_arguments, call_id, encode_arguments, idempotency_key
+from .context import CallInfo, Flight, _current_call, current_session, error_type_name
+from .encoding import JSONValue, _Unencodable, to_json_value
+from .errors import CallInDoubtError, CallInProgressError, ConfigurationError, OutputEncodingError
+from .keys import COMPENSATION, FORWARD, bind_arguments, call_id, encode_arguments, idempotency_key
 from .ledger.processor import binding, claim, complete
 from .ledger.records import CLAIMED, FAILED, PENDING, SUCCEEDED, CallRecord
-from .session import AgentSession, Flight, current_session, error_type_name
+from .ledger.store import owner_is_gone
+from .usage import TokenUsage, usage_from_result
 
 if TYPE_CHECKING:
+    from .compensation import Step
+    from .session import AgentSession
     from .tooling import ToolSpec
 
 SERVED: Final = "served"
@@ -36,6 +40,13 @@ WAIT: Final = "wait"
 RUN: Final = "run"
 
 _MAX_ERROR_MESSAGE = 4000
+
+_active: ContextVar[Invocation | None] = ContextVar("agent_relay_active_invocation", default=None)
+
+
+def active_invocation() -> Invocation | None:
+    """The live tool call whose body is running in this context, if any."""
+    return _active.get()
 
 
 class Invocation:
@@ -52,9 +63,10 @@ class Invocation:
         "session",
         "span",
         "spec",
+        "usage_cost",
     )
 
-    def __init__(self, spec: ToolSpec, session: AgentSession, args: tuple[Any, ...], kwargs: dict[str, Any]):
+    def __init__(self, spec: ToolSpec, session: AgentSession, phase: str, args_json: dict[str, JSONValue]):
         if session.runtime is not spec.runtime:
             raise ConfigurationError(
                 f"tool {spec.name!r} is registered on another runtime than the one running session "
@@ -62,20 +74,31 @@ class Invocation:
             )
         self.spec = spec
         self.session = session
-        self.phase = FORWARD
-        self.args_json = encode_arguments(spec.name, bind_arguments(spec.signature, args, kwargs))
-        self.key = idempotency_key(spec.name, self.phase, self.args_json)
+        self.phase = phase
+        self.args_json = args_json
+        self.key = idempotency_key(spec.name, phase, args_json)
         self.flight: Flight | None = None
         self.record: CallRecord | None = None
         self.span: Span | None = None
         self.served: Any = None
         self.manual = False
+        self.usage_cost = Decimal(0)
 
     @staticmethod
-    def create(spec: ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Invocation | None:
-        """An invocation for the current session, or ``None`` outside any session (plain call)."""
+    def forward(spec: ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Invocation | None:
+        """A forward call in the current session, or ``None`` outside any session (a plain call)."""
         session = current_session()
-        return None if session is None else Invocation(spec, session, args, kwargs)
+        if session is None:
+            return None
+        return Invocation(
+            spec, session, FORWARD, encode_arguments(spec.name, bind_arguments(spec.signature, args, kwargs))
+        )
+
+    @staticmethod
+    def compensating(step: Step, session: AgentSession) -> Invocation:
+        """The compensation of a recorded forward call: keyed by the compensating tool's name, phase
+        ``compensation`` and the forward call's arguments."""
+        return Invocation(step.compensation, session, COMPENSATION, dict(step.arguments))
 
     def _attributes(self, cid: str) -> dict[str, Any]:
         return {
@@ -92,8 +115,12 @@ class Invocation:
     def begin(self) -> str:
         """``SERVED`` (value in ``self.served``), ``WAIT`` (on ``self.flight``) or ``RUN``."""
         session, spec = self.session, self.spec
-        fate, payload = session._reserve(self.phase, self.key)
         cid = call_id(session.run_id, self.phase, self.key)
+        fate, payload = session._reserve(self.phase, self.key, spec.name)
+        if fate == "refuse":
+            span = spec.runtime._tracer.start_span(spec.span_name, attributes=self._attributes(cid))
+            _end_span(span, payload)
+            raise payload
         if fate == "serve":
             self.served = self._serve(cid, payload)
             return SERVED
@@ -128,28 +155,55 @@ class Invocation:
             raise
         self.record, self.span = record, span
         if record.ledger_error is not None:
-            self._end(record.ledger_error)
-            session._release(self.phase, self.key)
-            raise record.ledger_error
+            self._abandon(record.ledger_error)
         if record.claim != CLAIMED:
             return self._existing(record, span)
         span.set_attribute(semconv.CALL_ATTEMPT, record.attempts)
         return RUN
 
     def _existing(self, record: CallRecord, span: Span) -> str:
-        """A row already holds this key: serve it if it succeeded, else another worker has it."""
+        """A row already holds this key: serve it if it succeeded; take it over if its owner is gone."""
         if record.existing_status == SUCCEEDED:
             span.set_attribute(semconv.DEDUPLICATED, True)
             span.end()
             self.session._release(self.phase, self.key, record.existing_output)
             self.served = self.spec.decode(record.existing_output)
             return SERVED
-        err = CallInProgressError(
-            tool_name=self.spec.name, run_id=self.session.run_id, idempotency_key=self.key
-        )
-        self._end(err)
+        if not owner_is_gone(record.existing_owner):
+            self._abandon(
+                CallInProgressError(
+                    tool_name=self.spec.name, run_id=self.session.run_id, idempotency_key=self.key
+                )
+            )
+        if not self.spec.idempotent:
+            self._abandon(
+                CallInDoubtError(
+                    tool_name=self.spec.name,
+                    run_id=self.session.run_id,
+                    call_id=record.call_id,
+                    owner=record.existing_owner,
+                )
+            )
+        try:
+            taken = self.spec.runtime.ledger.take_over(record)
+        except Exception as exc:
+            self._abandon(exc)
+        if not taken:
+            self._abandon(
+                CallInProgressError(
+                    tool_name=self.spec.name, run_id=self.session.run_id, idempotency_key=self.key
+                )
+            )
+        span.set_attribute(semconv.CALL_ATTEMPT, record.attempts)
+        return RUN
+
+    def _abandon(self, exc: BaseException) -> None:
+        """End the span with ``exc``, release the reservation and raise ``exc``; the tool does not run."""
+        assert self.span is not None
+        self.manual = False  # nothing of ours to complete
+        _end_span(self.span, exc)
         self.session._release(self.phase, self.key)
-        raise err
+        raise exc
 
     def _serve(self, cid: str, output: Any) -> Any:
         attributes = self._attributes(cid)
@@ -157,23 +211,32 @@ class Invocation:
         self.spec.runtime._tracer.start_span(self.spec.span_name, attributes=attributes).end()
         return self.spec.decode(output)
 
-    def wait(self) -> None:
-        assert self.flight is not None
-        self.flight.wait(
-            self.spec.runtime.wait_timeout_s,
-            tool_name=self.spec.name,
-            run_id=self.session.run_id,
-            key=self.key,
-        )
+    # --- usage and cost ------------------------------------------------------------------------------
+    def add_usage(self, usage: TokenUsage, cost: Decimal | None) -> None:
+        """Count model usage against this call (its row, its span); the session is told at the end."""
+        record = self.record
+        assert record is not None
+        record.input_tokens = (record.input_tokens or 0) + usage.input_tokens
+        record.output_tokens = (record.output_tokens or 0) + usage.output_tokens
+        record.model = usage.model or record.model
+        if cost is None:
+            record.cost_unknown = True  # cost_usd stays the known part: a lower bound
+        else:
+            self.usage_cost += cost
 
-    async def wait_async(self) -> None:
-        assert self.flight is not None
-        await self.flight.wait_async(
-            self.spec.runtime.wait_timeout_s,
-            tool_name=self.spec.name,
-            run_id=self.session.run_id,
-            key=self.key,
-        )
+    def _settle_cost(self, tool_cost: Decimal | None) -> Decimal | None:
+        """Put the call's cost (usage plus the tool's own) on its row and span; return it."""
+        record, span = self.record, self.span
+        assert record is not None and span is not None
+        if tool_cost is not None or record.input_tokens is not None:
+            record.cost_usd = self.usage_cost + (tool_cost or 0)
+            span.set_attribute(semconv.COST_USD, float(record.cost_usd))
+        if record.input_tokens is not None:
+            span.set_attribute(semconv.GEN_AI_USAGE_INPUT_TOKENS, record.input_tokens)
+            span.set_attribute(semconv.GEN_AI_USAGE_OUTPUT_TOKENS, record.output_tokens or 0)
+        if record.model:
+            span.set_attribute(semconv.GEN_AI_REQUEST_MODEL, record.model)
+        return record.cost_usd
 
     # --- running -------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -192,12 +255,14 @@ class Invocation:
                 seq=record.seq,
             )
         )
+        active = _active.set(self)
         try:
             with trace.use_span(
                 span, end_on_exit=False, record_exception=False, set_status_on_exception=False
             ):
                 yield
         finally:
+            _active.reset(active)
             _current_call.reset(token)
 
     def succeeded(self, result: Any) -> Any:
@@ -218,18 +283,22 @@ class Invocation:
             self.failed(err)
             raise err from None
         try:
-            cost = self.spec.cost_of(result)
+            tool_cost = self.spec.cost_of(result)
+            if self.spec.kind == "llm":
+                usage = usage_from_result(result)
+                if usage is not None:
+                    self.add_usage(usage, self.spec.runtime.prices.cost(usage))
         except Exception as exc:
             self.failed(exc)
             raise
-        record.status, record.output, record.cost_usd = SUCCEEDED, output, cost
-        if cost is not None:
-            self.span.set_attribute(semconv.COST_USD, float(cost))  # type: ignore[union-attr]
+        record.status, record.output = SUCCEEDED, output
+        cost = self._settle_cost(tool_cost)
         self._end(None)
         if record.ledger_error is not None:
             self.session._release(self.phase, self.key)
             raise record.ledger_error
-        self.session._release(self.phase, self.key, output, cost)
+        self.session._release(self.phase, self.key, output)
+        self.session._after_call(record, cost)
         return result
 
     def failed(self, exc: BaseException) -> None:
@@ -240,22 +309,71 @@ class Invocation:
             record.status = FAILED
             record.error_type = error_type_name(exc)
             record.error_message = str(exc)[:_MAX_ERROR_MESSAGE]
+            cost = self._settle_cost(None)
             self._end(exc)
             self.session._release(self.phase, self.key)
+            if record.ledger_error is None:
+                self.session._after_call(record, cost, raise_budget=False)
         if record.ledger_error is not None:
             raise record.ledger_error from exc
 
     def _end(self, exc: BaseException | None) -> None:
         span, record = self.span, self.record
         assert span is not None and record is not None
-        if exc is not None:
-            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-            span.set_attribute(semconv.ERROR_TYPE, error_type_name(exc))
-            span.record_exception(exc)
-        span.end()
+        _end_span(span, exc)
         if self.manual:
             record.ended_ns = time.time_ns()
             complete(self.spec.runtime.ledger, record)
+
+
+def _end_span(span: Span, exc: BaseException | None) -> None:
+    if exc is not None:
+        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        span.set_attribute(semconv.ERROR_TYPE, error_type_name(exc))
+        span.record_exception(exc)
+    span.end()
+
+
+def execute(call: Invocation, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Run ``call`` to its end: served, or ``func`` run live and recorded."""
+    while (fate := call.begin()) == WAIT:
+        call.flight.wait(
+            call.spec.runtime.wait_timeout_s,
+            tool_name=call.spec.name,  # type: ignore[union-attr]
+            run_id=call.session.run_id,
+            key=call.key,
+        )
+    if fate == SERVED:
+        return call.served
+    try:
+        with call.running():
+            result = func(*args, **kwargs)
+    except BaseException as exc:
+        call.failed(exc)
+        raise
+    return call.succeeded(result)
+
+
+async def execute_async(
+    call: Invocation, func: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``execute`` for coroutine functions: the span lasts until the awaited body ends."""
+    while (fate := call.begin()) == WAIT:
+        await call.flight.wait_async(
+            call.spec.runtime.wait_timeout_s,  # type: ignore[union-attr]
+            tool_name=call.spec.name,
+            run_id=call.session.run_id,
+            key=call.key,
+        )
+    if fate == SERVED:
+        return call.served
+    try:
+        with call.running():
+            result = await func(*args, **kwargs)
+    except BaseException as exc:
+        call.failed(exc)
+        raise
+    return call.succeeded(result)
 
 
 @contextlib.contextmanager
@@ -274,13 +392,3 @@ def plain_call(spec: ToolSpec) -> Iterator[None]:
         except BaseException as exc:
             span.set_attribute(semconv.ERROR_TYPE, error_type_name(exc))
             raise
-
-
-def to_cost(value: Any, tool_name: str) -> Decimal:
-    """A USD cost as an exact Decimal; negative, NaN or non-numeric is a ConfigurationError."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
-        raise ConfigurationError(f"tool {tool_name!r}: cost must be a number of USD, not {value!r}.")
-    cost = value if isinstance(value, Decimal) else Decimal(str(value))
-    if not cost.is_finite() or cost < 0:
-        raise ConfigurationError(f"tool {tool_name!r}: cost must be a finite number >= 0, not {value!r}.")
-    return cost

@@ -1,9 +1,21 @@
-"""What a running tool can know about its own call: ``current_call()``."""
+"""What is current in this context: the session, and the tool call whose body is running.
+
+Both travel in context variables, so they follow asyncio tasks and ``contextvars.copy_context()``.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import threading
+import time
 from contextvars import ContextVar
+from typing import TYPE_CHECKING
+
+from .errors import CallInProgressError
+
+if TYPE_CHECKING:
+    from .session import AgentSession
 
 _current_call: ContextVar[CallInfo | None] = ContextVar("agent_relay_current_call", default=None)
 
@@ -29,3 +41,41 @@ class CallInfo:
 def current_call() -> CallInfo | None:
     """The tool call running in this context, or ``None`` outside a tool body or outside a session."""
     return _current_call.get()
+
+
+# --- the session open in this context (set by AgentSession, read by the tool wrapper) ------------------
+
+_current_session: ContextVar[AgentSession | None] = ContextVar("agent_relay_session", default=None)
+
+
+def current_session() -> AgentSession | None:
+    """The session open in this context, if any."""
+    return _current_session.get()
+
+
+def error_type_name(exc: BaseException) -> str:
+    """``error.type`` as OpenTelemetry spells it: the qualified class name (no module for builtins)."""
+    cls = type(exc)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+class Flight:
+    """A live call that callers with the same key wait for (threads block, tasks poll)."""
+
+    __slots__ = ("done", "thread_id")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.thread_id = threading.get_ident()
+
+    def wait(self, timeout: float, *, tool_name: str, run_id: str, key: str) -> None:
+        # the same thread waiting on its own call would wait forever (a tool calling itself)
+        if self.thread_id == threading.get_ident() or not self.done.wait(timeout):
+            raise CallInProgressError(tool_name=tool_name, run_id=run_id, idempotency_key=key)
+
+    async def wait_async(self, timeout: float, *, tool_name: str, run_id: str, key: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.done.is_set():
+            if time.monotonic() > deadline:
+                raise CallInProgressError(tool_name=tool_name, run_id=run_id, idempotency_key=key)
+            await asyncio.sleep(0.001)

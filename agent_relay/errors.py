@@ -8,21 +8,33 @@ input the usual way catches them too::
     AgentRelayError
     ├── ConfigurationError (ValueError)      a runtime, tool or session was set up wrongly
     │   ├── DuplicateToolError               two tools registered under one name
+    │   ├── UnknownToolError                 a name (a compensation, a recorded tool) matches no tool
+    │   ├── UnknownRunError                  no run has this id
+    │   ├── UnpricedUsageError               token usage of a model with no known price, under a budget
     │   └── SessionStateError                a session used outside its lifetime or entered twice
     ├── EncodingError (ValueError)           a value cannot be stored as canonical JSON
     │   ├── ArgumentEncodingError            ... a tool argument (raised before the tool runs)
     │   └── OutputEncodingError              ... a tool's result or a session output
     ├── LedgerError                          the ledger could not be read or written
     │   └── SchemaVersionError               the ledger was made by another schema version
+    ├── BudgetExceededError                  the run spent more than its budget_limit
     ├── CallInProgressError                  another worker holds the claim on this call
+    ├── CallInDoubtError                     a call's process died mid-call; its outcome is unknown
     └── RuntimeClosedError                   the runtime was shut down
+
+Warnings: ``UnpricedUsageWarning`` (a ``UserWarning``): usage of a model with no known price was recorded
+as unpriced in a session without a budget.
 """
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 __all__ = [
     "AgentRelayError",
     "ArgumentEncodingError",
+    "BudgetExceededError",
+    "CallInDoubtError",
     "CallInProgressError",
     "ConfigurationError",
     "DuplicateToolError",
@@ -32,6 +44,10 @@ __all__ = [
     "RuntimeClosedError",
     "SchemaVersionError",
     "SessionStateError",
+    "UnknownRunError",
+    "UnknownToolError",
+    "UnpricedUsageError",
+    "UnpricedUsageWarning",
 ]
 
 
@@ -51,6 +67,37 @@ class DuplicateToolError(ConfigurationError):
         super().__init__(
             f"tool name {tool_name!r} is already registered on this runtime (by {existing}); "
             f"{new} cannot take it too. Pass a different name=... to @tool, or use another runtime."
+        )
+
+
+class UnknownToolError(ConfigurationError):
+    """A tool name (a compensation, or a tool recorded in a run) matches no tool of this runtime."""
+
+    def __init__(self, message: str, *, tool_name: str) -> None:
+        self.tool_name = tool_name
+        super().__init__(message)
+
+
+class UnknownRunError(ConfigurationError):
+    """No run with this id is in the ledger."""
+
+    def __init__(self, run_id: str, database: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"no run {run_id!r} in the ledger at {database}; check the id (agent_runs.run_id).")
+
+
+class UnpricedUsageError(ConfigurationError):
+    """Token usage of a model without a known price was recorded in a session with a budget."""
+
+    def __init__(self, *, model: str, provider: str | None, run_id: str) -> None:
+        self.model = model
+        self.provider = provider
+        self.run_id = run_id
+        super().__init__(
+            f"run {run_id}: no price is known for model {model!r}"
+            f"{f' of provider {provider!r}' if provider else ''}, so its usage cannot be counted against the "
+            f"budget. Pass cost_usd= to record_usage(), or price it: "
+            f"AgentRuntime(prices={{{model!r}: ModelPrice(input_per_mtok=..., output_per_mtok=...)}})."
         )
 
 
@@ -121,6 +168,44 @@ class SchemaVersionError(LedgerError):
         )
 
 
+class BudgetExceededError(AgentRelayError):
+    """The run's spending passed its ``budget_limit`` (spent > limit); no later tool call runs.
+
+    The call that passed the limit was recorded (with its cost) before this was raised.
+    """
+
+    def __init__(self, *, limit: Decimal, spent: Decimal, run_id: str, tool_name: str | None = None) -> None:
+        self.limit = limit
+        self.spent = spent
+        self.run_id = run_id
+        self.tool_name = tool_name
+        by = f" (passed by tool {tool_name!r})" if tool_name else ""
+        super().__init__(
+            f"run {run_id} spent ${spent} of its ${limit} budget{by}; no further tool calls run in it. "
+            f"Raise budget_limit, or make the agent cheaper."
+        )
+
+
+class CallInDoubtError(AgentRelayError):
+    """A call was claimed by a process that died before recording its outcome.
+
+    Whether its side effect happened is unknown, so it is not run again unless its tool is declared
+    ``idempotent=True``.
+    """
+
+    def __init__(self, *, tool_name: str, run_id: str, call_id: str, owner: str | None) -> None:
+        self.tool_name = tool_name
+        self.run_id = run_id
+        self.call_id = call_id
+        self.owner = owner
+        super().__init__(
+            f"tool call {tool_name!r} (call_id {call_id}) of run {run_id} was claimed by {owner}, which died "
+            f"before recording its outcome: it may or may not have happened. Check the real outcome, then "
+            f"settle the call (UPDATE tool_calls SET status='succeeded' or 'failed' WHERE call_id='{call_id}'), "
+            f"or declare the tool @tool(..., idempotent=True) if running it again is safe."
+        )
+
+
 class CallInProgressError(AgentRelayError):
     """Another worker holds the pending claim on this call, so it was not run here."""
 
@@ -137,3 +222,7 @@ class CallInProgressError(AgentRelayError):
 
 class RuntimeClosedError(AgentRelayError):
     """The runtime was shut down; create a new one to record more runs."""
+
+
+class UnpricedUsageWarning(UserWarning):
+    """Usage of a model with no known price was recorded as unpriced (the run's cost is a lower bound)."""

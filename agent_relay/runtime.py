@@ -9,6 +9,7 @@ constructor opens the ledger (creating its tables on an empty database) and buil
 from __future__ import annotations
 
 import atexit
+import itertools
 import os
 import threading
 import weakref
@@ -21,10 +22,18 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import Tracer
 
 from ._version import __version__
-from .errors import ConfigurationError, DuplicateToolError, RuntimeClosedError
+from . import compensation
+from .errors import (
+    ConfigurationError,
+    DuplicateToolError,
+    RuntimeClosedError,
+    SessionStateError,
+    UnknownRunError,
+)
 from .ledger import LedgerOptions, LedgerSpanProcessor, LedgerStore
-from .ledger.store import default_owner
-from .session import AgentSession
+from .ledger.store import default_owner, owner_is_gone
+from .pricing import ModelPrice, PriceTable
+from .session import RUNNING, SUCCEEDED, AgentSession
 from .telemetry import (
     DATABASE_URL_ENV,
     DEFAULT_DATABASE_URL,
@@ -45,7 +54,9 @@ class AgentRuntime:
     ``tracer_provider``: an OpenTelemetry SDK ``TracerProvider`` to record on; AgentRuntime adds its
     ``LedgerSpanProcessor`` to it and leaves the rest (exporters, shutdown) to its owner. Without one the
     runtime builds and owns a provider exporting to ``span_exporters`` (default: none) under
-    ``service_name``. The global tracer provider is never set.
+    ``service_name``. The global tracer provider is never set. ``prices``: your own prices by model name
+    (``{"my-model": ModelPrice(input_per_mtok=1, output_per_mtok=2)}``), consulted before the
+    ``genai-prices`` table.
     """
 
     def __init__(
@@ -56,6 +67,7 @@ class AgentRuntime:
         span_exporters: Sequence[SpanExporter] = (),
         service_name: str | None = None,
         ledger_options: LedgerOptions | None = None,
+        prices: Mapping[str, ModelPrice] | None = None,
         wait_timeout_s: float = 60.0,
     ) -> None:
         if tracer_provider is not None and not isinstance(tracer_provider, TracerProvider):
@@ -68,6 +80,7 @@ class AgentRuntime:
                 "pass span_exporters only when the runtime builds its own provider; add exporters to your "
                 "own tracer_provider yourself."
             )
+        self.prices = PriceTable(prices)
         self.ledger = LedgerStore(database_url or DEFAULT_DATABASE_URL, ledger_options)
         try:
             self.ledger.open()
@@ -118,14 +131,44 @@ class AgentRuntime:
         """The registered tools by name (read-only)."""
         return MappingProxyType(self._tools)
 
-    def agent_session(self, name: str, input_payload: Any = None) -> AgentSession:
+    def agent_session(
+        self, name: str, input_payload: Any = None, *, budget_limit: Any = None
+    ) -> AgentSession:
         """A session recording one run; use it as ``with`` or ``async with``.
 
-        ``input_payload`` is stored on the run's row (canonical JSON; encoding errors are raised here,
-        before anything is recorded).
+        ``input_payload`` is stored on the run's row (canonical JSON). ``budget_limit``: USD the run may
+        spend; the call that passes it is recorded, then ``BudgetExceededError`` is raised and no later
+        call runs. Bad arguments raise here, before anything is recorded.
         """
         self._check_open()
-        return AgentSession(self, name, input_payload)
+        return AgentSession(self, name, input_payload, budget_limit=budget_limit)
+
+    def compensate(self, run_id: str, *, force: bool = False) -> AgentSession:
+        """Unwind run ``run_id`` (its process died before it could, or some compensations failed).
+
+        Runs, latest first, the compensation of every succeeded forward call that has not been compensated
+        yet; compensations that already succeeded are not run again, so calling this twice is safe. The
+        tools (and their compensations) must be registered on this runtime. A run still ``running`` in a
+        live process is refused unless ``force=True`` (its owner on another host cannot be checked).
+        Returns the finished recovery session: ``status`` and ``compensation_errors`` say how it went.
+        """
+        self._check_open()
+        row = self.ledger.get_run(run_id)
+        if row is None:
+            raise UnknownRunError(run_id, self.database)
+        if row.status == SUCCEEDED:
+            raise SessionStateError(f"run {run_id} succeeded; there is nothing to compensate.")
+        if row.status == RUNNING and not force and not owner_is_gone(row.owner):
+            raise SessionStateError(
+                f"run {run_id} is still running in {row.owner}; wait for it, or pass force=True if that "
+                f"process is gone."
+            )
+        session = AgentSession(self, row.name)
+        session.run_id, session.trace_id, session._recovering = run_id, row.trace_id, True
+        session._seq = itertools.count(self.ledger.max_seq(run_id) + 1)
+        with session:
+            session._unwind()
+        return session
 
     def shutdown(self, timeout_s: float = 5.0) -> None:
         """Flush and stop exporting (bounded by ``timeout_s``), then close the ledger. Idempotent.
@@ -167,6 +210,14 @@ class AgentRuntime:
                 f"the runtime on {self.database} was shut down; create a new AgentRuntime to record more "
                 f"runs."
             )
+
+    def _check_compensations(self) -> None:
+        """Every compensation a tool names resolves (raised when a session starts, not at unwind time)."""
+        with self._lock:
+            tools = dict(self._tools)
+        for spec in tools.values():
+            if spec.compensation is not None:
+                compensation.resolve(spec, tools)
 
     def _register_tool(self, spec: ToolSpec) -> None:
         with self._lock:

@@ -1,24 +1,31 @@
 """``AgentSession``: one recorded run, from ``agent_session(...)`` entry to exit.
 
 A session is carried by a context variable, so it is visible to every tool called in its ``with`` block,
-in threads started with ``contextvars.copy_context()`` and in every asyncio task created inside it.
-It is thread-safe: parallel tool calls in one session are recorded without loss, and two concurrent calls
-with one idempotency key run the tool once (the second waits and is served).
+in threads started with ``contextvars.copy_context()`` and in every asyncio task created inside it. It is
+thread-safe: parallel tool calls in one session are recorded without loss, and two concurrent calls with
+one idempotency key run the tool once (the second waits and is served).
 
 Nesting: a session opened inside another records its own run, linked to the outer run by
 ``parent_run_id``, with its span a child of the outer session's span; tools called inside belong to the
 inner run until it exits.
+
+Saga: when the block raises an ``Exception`` (``BudgetExceededError`` included), every succeeded forward
+call whose tool names a compensation is compensated, latest first, before the exception propagates —
+unchanged, with any compensation failures attached as notes and on ``compensation_errors``.
+``BaseException``s that are not ``Exception``s (``KeyboardInterrupt``, ``SystemExit``) leave the run
+``failed`` without unwinding; ``runtime.compensate(run_id)`` unwinds it later.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import itertools
 import threading
-import time
 import uuid
-from contextvars import ContextVar
+import warnings
+from collections.abc import Coroutine, Iterator
 from decimal import Decimal
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
@@ -27,15 +34,25 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode, format_span_id, format_trace_id
 
-from . import semconv
+from . import compensation, semconv
+from .budget import BudgetMeter, parse_limit
+from .calls import Invocation, active_invocation, execute, execute_async
+from .context import _current_session, error_type_name
 from .encoding import JSONValue, _Unencodable, to_json_value
 from .errors import (
-    CallInProgressError,
+    AgentRelayError,
+    BudgetExceededError,
     EncodingError,
     LedgerError,
     OutputEncodingError,
     SessionStateError,
+    UnpricedUsageError,
+    UnpricedUsageWarning,
 )
+from .keys import FORWARD
+from .ledger.records import CallRecord
+from .pricing import to_usd
+from .usage import TokenUsage
 
 if TYPE_CHECKING:
     from .runtime import AgentRuntime
@@ -43,70 +60,58 @@ if TYPE_CHECKING:
 RUNNING: Final = "running"
 SUCCEEDED: Final = "succeeded"
 FAILED: Final = "failed"
-
-_current_session: ContextVar[AgentSession | None] = ContextVar("agent_relay_session", default=None)
+COMPENSATED: Final = "compensated"
+COMPENSATION_FAILED: Final = "compensation_failed"
 
 _MISSING: Any = object()
 
 
-def current_session() -> AgentSession | None:
-    """The session open in this context, if any."""
-    return _current_session.get()
+@dataclasses.dataclass(frozen=True, slots=True)
+class CompensationFailure:
+    """A compensation that could not be completed during an unwind."""
 
+    tool_name: str
+    forward_tool: str | None
+    forward_seq: int | None
+    error: BaseException
 
-def error_type_name(exc: BaseException) -> str:
-    """``error.type`` as OpenTelemetry spells it: the qualified class name (no module for builtins)."""
-    cls = type(exc)
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-
-
-class Flight:
-    """A live call other callers with the same key wait for (threads block, tasks poll)."""
-
-    __slots__ = ("done", "thread_id")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.thread_id = threading.get_ident()
-
-    def wait(self, timeout: float, *, tool_name: str, run_id: str, key: str) -> None:
-        if self.thread_id == threading.get_ident() or not self.done.wait(timeout):
-            raise CallInProgressError(tool_name=tool_name, run_id=run_id, idempotency_key=key)
-
-    async def wait_async(self, timeout: float, *, tool_name: str, run_id: str, key: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.done.is_set():
-            if time.monotonic() > deadline:
-                raise CallInProgressError(tool_name=tool_name, run_id=run_id, idempotency_key=key)
-            await asyncio.sleep(0.001)
+    def __str__(self) -> str:
+        of = f" of {self.forward_tool!r} (seq {self.forward_seq})" if self.forward_tool else ""
+        return f"compensation {self.tool_name!r}{of} failed: {type(self.error).__name__}: {self.error}"
 
 
 class AgentSession:
     """One run of an agent, recorded as an ``agent_runs`` row and an ``invoke_agent`` span.
 
     Use it once, as ``with runtime.agent_session(...) as session`` or ``async with``. On exit the run is
-    marked ``succeeded`` or, when the block raised, ``failed`` with the error's type and message; the
-    exception propagates unchanged. ``set_output`` stores the run's result.
+    marked ``succeeded``; when the block raised, ``failed`` — or ``compensated`` /
+    ``compensation_failed`` when the saga had something to undo — with the error's type and message.
     """
 
-    def __init__(self, runtime: AgentRuntime, name: str, input_payload: Any = None) -> None:
+    def __init__(
+        self, runtime: AgentRuntime, name: str, input_payload: Any = None, *, budget_limit: Any = None
+    ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise SessionStateError(f"agent_session(name=...) must be a non-empty string, not {name!r}.")
         self._runtime = runtime
         self.name = name
+        self._meter = BudgetMeter(parse_limit(budget_limit))
         self._input = _encode(input_payload, "input_payload", what="agent_session", error=EncodingError)
         self.run_id = str(uuid.uuid4())
         self.parent_run_id: str | None = None
         self.trace_id: str | None = None
         self.status = "new"
+        self.compensation_errors: list[CompensationFailure] = []
         self._output: JSONValue = None
         self._lock = threading.Lock()
         self._seq = itertools.count(1)
         self._done: dict[tuple[str, str], JSONValue] = {}
-        self._inflight: dict[tuple[str, str], Flight] = {}
-        self._cost = Decimal(0)
+        self._inflight: dict[tuple[str, str], Any] = {}
         self._input_tokens = 0
         self._output_tokens = 0
+        self._unwinding = False
+        self._recovering = False
+        self._compensations_run = 0
         self._span: trace.Span | None = None
         self._tokens: tuple[Any, Any] | None = None
 
@@ -116,9 +121,26 @@ class AgentSession:
         return self._runtime
 
     @property
+    def budget_limit(self) -> Decimal | None:
+        return self._meter.limit
+
+    @property
     def cost_usd(self) -> Decimal:
-        """What the run's calls have cost so far, in USD."""
-        return self._cost
+        """What the run has cost so far, in USD (a lower bound when ``cost_unknown``)."""
+        return self._meter.spent
+
+    @property
+    def cost_unknown(self) -> bool:
+        """True when some usage of the run could not be priced."""
+        return self._meter.unknown
+
+    @property
+    def input_tokens(self) -> int:
+        return self._input_tokens
+
+    @property
+    def output_tokens(self) -> int:
+        return self._output_tokens
 
     def set_output(self, value: Any) -> None:
         """Store the run's result (canonical JSON) on its ``agent_runs`` row when the session exits."""
@@ -129,6 +151,50 @@ class AgentSession:
             )
         self._output = _encode(value, "output", what="set_output", error=OutputEncodingError)
 
+    def record_usage(
+        self,
+        model: str,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        *,
+        cost_usd: Any = None,
+        provider: str | None = None,
+    ) -> Decimal | None:
+        """Count a model call's tokens (and cost) against the run; return the cost counted.
+
+        Without ``cost_usd`` the usage is priced from the runtime's ``prices``, then the ``genai-prices``
+        table. A model neither knows is *unpriced*: counted as unknown (``cost_unknown``), warned about,
+        and an ``UnpricedUsageError`` when the session has a budget. Called inside a tool body, the usage
+        also lands on that call's ``tool_calls`` row, and the budget is checked when the call ends;
+        otherwise it is checked at once (``BudgetExceededError`` when this usage passed the limit).
+        """
+        if not isinstance(model, str) or not model:
+            raise SessionStateError(f"record_usage(model=...) must name the model, not {model!r}.")
+        for label, count in (("input_tokens", input_tokens), ("output_tokens", output_tokens)):
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise SessionStateError(f"record_usage({label}=...) must be an int >= 0, not {count!r}.")
+        usage = TokenUsage(model, provider, input_tokens, output_tokens)
+        cost = (
+            to_usd(cost_usd, "record_usage(cost_usd=...)")
+            if cost_usd is not None
+            else self._runtime.prices.cost(usage)
+        )
+        if self.status != RUNNING:
+            raise SessionStateError(f"record_usage() on session {self.name!r} which is {self.status}.")
+        call = active_invocation()
+        if call is not None and call.session is self:
+            call.add_usage(usage, cost)
+            return cost
+        with self._lock:
+            self._input_tokens += input_tokens
+            self._output_tokens += output_tokens
+            passed = self._meter.add(cost)
+        if cost is None:
+            self._unpriced(model, provider)
+        if passed:
+            raise self._budget_error(None)
+        return cost
+
     def __enter__(self) -> AgentSession:
         self._start()
         return self
@@ -136,6 +202,8 @@ class AgentSession:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._should_unwind(exc):
+            self._unwind()
         self._finish(exc)
 
     async def __aenter__(self) -> AgentSession:
@@ -145,6 +213,8 @@ class AgentSession:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._should_unwind(exc):
+            await self._unwind_async()
         self._finish(exc)
 
     def __repr__(self) -> str:
@@ -159,8 +229,9 @@ class AgentSession:
             )
         runtime = self._runtime
         runtime._check_open()
+        runtime._check_compensations()
         parent = _current_session.get()
-        if parent is not None:
+        if parent is not None and not self._recovering:
             self.parent_run_id = parent.run_id
         attributes: dict[str, Any] = {
             semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_INVOKE_AGENT,
@@ -169,61 +240,87 @@ class AgentSession:
         }
         if self.parent_run_id:
             attributes[semconv.PARENT_RUN_ID] = self.parent_run_id
+        if self._meter.limit is not None:
+            attributes[semconv.BUDGET_LIMIT_USD] = float(self._meter.limit)
         span = runtime._tracer.start_span(
             f"{semconv.OPERATION_INVOKE_AGENT} {self.name}", attributes=attributes
         )
         ctx = span.get_span_context()
-        self.trace_id = format_trace_id(ctx.trace_id) if ctx.is_valid else None
-        try:
-            runtime.ledger.insert_run(
-                run_id=self.run_id,
-                name=self.name,
-                status=RUNNING,
-                mode="live",
-                parent_run_id=self.parent_run_id,
-                input_payload=self._input,
-                trace_id=self.trace_id,
-                span_id=format_span_id(ctx.span_id) if ctx.is_valid else None,
-                started_at=dt.datetime.now(dt.UTC),
-            )
-        except LedgerError as exc:
-            span.set_status(Status(StatusCode.ERROR, str(exc)))
-            span.set_attribute(semconv.ERROR_TYPE, error_type_name(exc))
-            span.end()
-            self.status = FAILED
-            raise
+        if not self._recovering:
+            self.trace_id = format_trace_id(ctx.trace_id) if ctx.is_valid else None
+            try:
+                runtime.ledger.insert_run(
+                    run_id=self.run_id,
+                    name=self.name,
+                    status=RUNNING,
+                    mode="live",
+                    parent_run_id=self.parent_run_id,
+                    input_payload=self._input,
+                    budget_limit_usd=self._meter.limit,
+                    trace_id=self.trace_id,
+                    span_id=format_span_id(ctx.span_id) if ctx.is_valid else None,
+                    owner=runtime.owner,
+                    started_at=dt.datetime.now(dt.timezone.utc),
+                )
+            except LedgerError as exc:
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                span.set_attribute(semconv.ERROR_TYPE, error_type_name(exc))
+                span.end()
+                self.status = FAILED
+                raise
         self._span = span
-        self._tokens = (
-            otel_context.attach(trace.set_span_in_context(span)),
-            _current_session.set(self),
-        )
+        self._tokens = (otel_context.attach(trace.set_span_in_context(span)), _current_session.set(self))
         self.status = RUNNING
+
+    def _should_unwind(self, exc: BaseException | None) -> bool:
+        return isinstance(exc, Exception) and self.status == RUNNING
+
+    def _final_status(self, exc: BaseException | None) -> str:
+        if self.compensation_errors:
+            return COMPENSATION_FAILED
+        if self._compensations_run:
+            return COMPENSATED
+        return FAILED if exc is not None or self._recovering else SUCCEEDED
 
     def _finish(self, exc: BaseException | None) -> None:
         assert self._span is not None and self._tokens is not None
         span, (otel_token, session_token) = self._span, self._tokens
-        self.status = FAILED if exc is not None else SUCCEEDED
-        ledger_error: LedgerError | None = None
-        try:
-            self._runtime.ledger.finish_run(
-                self.run_id,
-                status=self.status,
+        self.status = self._final_status(exc)
+        values: dict[str, Any] = {"status": self.status, "ended_at": dt.datetime.now(dt.timezone.utc)}
+        if not self._recovering:
+            values.update(
                 output=self._output,
                 error_type=error_type_name(exc) if exc is not None else None,
                 error_message=str(exc) if exc is not None else None,
-                cost_usd=self._cost,
+                cost_usd=self._meter.spent,
+                cost_unknown=self._meter.unknown,
                 input_tokens=self._input_tokens,
                 output_tokens=self._output_tokens,
-                ended_at=dt.datetime.now(dt.UTC),
             )
+        ledger_error: LedgerError | None = None
+        try:
+            self._runtime.ledger.finish_run(self.run_id, **values)
         except LedgerError as err:
             ledger_error = err
         if exc is not None:
             span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
             span.set_attribute(semconv.ERROR_TYPE, error_type_name(exc))
             span.record_exception(exc)
-        if self._cost:
-            span.set_attribute(semconv.COST_USD, float(self._cost))
+            for failure in self.compensation_errors:
+                exc.add_note(f"agent-relay: {failure}")
+        span.set_attributes(
+            {
+                semconv.RUN_STATUS: self.status,
+                semconv.COST_USD: float(self._meter.spent),
+                semconv.GEN_AI_USAGE_INPUT_TOKENS: self._input_tokens,
+                semconv.GEN_AI_USAGE_OUTPUT_TOKENS: self._output_tokens,
+            }
+        )
+        if self._meter.limit is not None:
+            span.set_attribute(semconv.BUDGET_SPENT_USD, float(self._meter.spent))
+            span.set_attribute(semconv.BUDGET_EXCEEDED, self._meter.exceeded)
+        if self._meter.unknown:
+            span.set_attribute(semconv.COST_UNKNOWN, True)
         span.end()
         _current_session.reset(session_token)
         otel_context.detach(otel_token)
@@ -232,9 +329,57 @@ class AgentSession:
                 raise ledger_error
             exc.add_note(f"agent-relay: the end of run {self.run_id} was not recorded: {ledger_error}")
 
+    # --- the saga ------------------------------------------------------------------------------------
+    def _unwind_steps(self) -> Iterator[tuple[compensation.Step, Invocation, dict[str, Any]]]:
+        """The compensations to run, latest forward call first; planning failures are recorded."""
+        self._unwinding = True
+        try:
+            rows = self._runtime.ledger.succeeded_forward_calls(self.run_id)
+            steps = compensation.plan(rows, self._runtime.tools)
+        except AgentRelayError as exc:
+            self.compensation_errors.append(CompensationFailure("(plan)", None, None, exc))
+            return
+        for step in steps:
+            try:
+                call = Invocation.compensating(step, self)
+                kwargs = compensation.compensation_kwargs(step)
+            except Exception as exc:
+                self._failed(step, exc)
+                continue
+            yield step, call, kwargs
+
+    def _unwind(self) -> None:
+        for step, call, kwargs in self._unwind_steps():
+            try:
+                if step.compensation.is_async:
+                    _run_coroutine(execute_async(call, step.compensation.func, (), kwargs))
+                else:
+                    execute(call, step.compensation.func, (), kwargs)
+                self._compensations_run += 1
+            except Exception as exc:
+                self._failed(step, exc)
+
+    async def _unwind_async(self) -> None:
+        for step, call, kwargs in self._unwind_steps():
+            try:
+                if step.compensation.is_async:
+                    await execute_async(call, step.compensation.func, (), kwargs)
+                else:
+                    execute(call, step.compensation.func, (), kwargs)
+                self._compensations_run += 1
+            except Exception as exc:
+                self._failed(step, exc)
+
+    def _failed(self, step: compensation.Step, exc: BaseException) -> None:
+        self.compensation_errors.append(
+            CompensationFailure(step.compensation.name, step.forward.name, step.seq, exc)
+        )
+
     # --- used by tool calls --------------------------------------------------------------------------
-    def _reserve(self, phase: str, key: str) -> tuple[str, Any]:
-        """Decide a call's fate: ("serve", output json) | ("wait", Flight) | ("run", seq)."""
+    def _reserve(self, phase: str, key: str, tool_name: str) -> tuple[str, Any]:
+        """A call's fate: ("serve", output json) | ("wait", Flight) | ("run", seq) | ("refuse", error)."""
+        from .context import Flight
+
         with self._lock:
             if self.status != RUNNING:
                 raise SessionStateError(
@@ -247,21 +392,72 @@ class AgentSession:
             flight = self._inflight.get((phase, key))
             if flight is not None:
                 return "wait", flight
+            if phase == FORWARD:
+                if self._unwinding:
+                    return "refuse", SessionStateError(
+                        f"tool {tool_name!r} was called while run {self.run_id} is being compensated; "
+                        f"compensations cannot start forward calls."
+                    )
+                if self._meter.exceeded:
+                    return "refuse", self._budget_error(tool_name, refused=True)
             self._inflight[(phase, key)] = Flight()
             return "run", next(self._seq)
 
-    def _release(
-        self, phase: str, key: str, output: JSONValue = _MISSING, cost: Decimal | None = None
-    ) -> None:
+    def _release(self, phase: str, key: str, output: JSONValue = _MISSING) -> None:
         """Settle a reserved call: succeeded (``output`` given) or not; wake its waiters."""
         with self._lock:
             if output is not _MISSING:
                 self._done[(phase, key)] = output
-            if cost:
-                self._cost += cost
             flight = self._inflight.pop((phase, key), None)
         if flight is not None:
             flight.done.set()
+
+    def _after_call(self, record: CallRecord, cost: Decimal | None, *, raise_budget: bool = True) -> None:
+        """Count a finished call's cost and tokens; raise if it passed the budget or could not be priced."""
+        with self._lock:
+            self._input_tokens += record.input_tokens or 0
+            self._output_tokens += record.output_tokens or 0
+            passed = self._meter.add(cost) if cost is not None else False
+            if record.cost_unknown:
+                self._meter.add(None)
+        if record.cost_unknown:
+            self._unpriced(record.model or "?", None, raise_error=raise_budget)
+        if passed and raise_budget and record.phase == FORWARD:
+            raise self._budget_error(record.tool_name)
+
+    def _unpriced(self, model: str, provider: str | None, *, raise_error: bool = True) -> None:
+        if self._meter.limit is not None:
+            if raise_error:
+                raise UnpricedUsageError(model=model, provider=provider, run_id=self.run_id)
+            return
+        warnings.warn(
+            f"agent-relay: no price is known for model {model!r}; run {self.run_id} records its usage as "
+            f"unpriced (cost_unknown). Pass cost_usd=, or AgentRuntime(prices=...).",
+            UnpricedUsageWarning,
+            stacklevel=3,
+        )
+
+    def _budget_error(self, tool_name: str | None, *, refused: bool = False) -> BudgetExceededError:
+        assert self._meter.limit is not None
+        return BudgetExceededError(
+            limit=self._meter.limit,
+            spent=self._meter.spent,
+            run_id=self.run_id,
+            tool_name=None if refused else tool_name,
+        )
+
+
+def _run_coroutine(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run an async compensation from a sync unwind: on a fresh loop, never inside a running one."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    coro.close()
+    raise SessionStateError(
+        "an async compensation cannot run from a sync session inside a running event loop; open the session "
+        "with `async with runtime.agent_session(...)`."
+    )
 
 
 def _encode(value: Any, root: str, *, what: str, error: type[EncodingError]) -> JSONValue:

@@ -20,9 +20,10 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from . import semconv
-from .calls import RUN, SERVED, WAIT, Invocation, plain_call, to_cost
+from .calls import Invocation, execute, execute_async, plain_call
 from .encoding import decoder_for
 from .errors import ConfigurationError
+from .pricing import to_usd
 
 if TYPE_CHECKING:
     from .runtime import AgentRuntime
@@ -33,6 +34,7 @@ R = TypeVar("R")
 CostSpec = float | int | Decimal | Callable[[Any], float | int | Decimal]
 
 _MAX_NAME = 200
+KINDS = ("function", "llm")
 
 
 @dataclasses.dataclass(eq=False)
@@ -44,34 +46,41 @@ class ToolSpec:
     func: Callable[..., Any]
     compensation: str | None
     cost: CostSpec | None
+    kind: str
+    idempotent: bool
     is_async: bool
     span_name: str
     signature: inspect.Signature = dataclasses.field(repr=False)
     _decode: Callable[[Any], Any] | None = dataclasses.field(default=None, repr=False)
+    _hints: dict[str, Any] | None = dataclasses.field(default=None, repr=False)
+
+    def _type_hints(self) -> dict[str, Any]:
+        if self._hints is None:
+            try:
+                self._hints = typing.get_type_hints(self.func)
+            except Exception:  # unresolvable forward references: values are served as stored JSON
+                self._hints = {}
+        return self._hints
 
     def decode(self, stored: Any) -> Any:
         """Turn a stored output back into what the tool returns (its return annotation's type)."""
         if self._decode is None:
-            self._decode = decoder_for(_return_annotation(self.func))
+            self._decode = decoder_for(self._type_hints().get("return"))
         return self._decode(stored)
+
+    def decode_argument(self, name: str, stored: Any) -> Any:
+        """Turn a stored argument into parameter ``name``'s annotated type."""
+        return decoder_for(self._type_hints().get(name))(stored)
 
     def cost_of(self, result: Any) -> Decimal | None:
         if self.cost is None:
             return None
         value = self.cost(result) if callable(self.cost) else self.cost
-        return to_cost(value, self.name)
+        return to_usd(value, f"tool {self.name!r} cost")
 
     @property
     def qualified_name(self) -> str:
         return f"{getattr(self.func, '__module__', '?')}.{getattr(self.func, '__qualname__', self.name)}"
-
-
-def _return_annotation(func: Callable[..., Any]) -> Any:
-    try:
-        hints = typing.get_type_hints(func)
-    except Exception:  # unresolvable forward references: serve the stored JSON as it is
-        return None
-    return hints.get("return")
 
 
 def tool(
@@ -80,12 +89,19 @@ def tool(
     name: str | None = None,
     compensation: str | None = None,
     cost: CostSpec | None = None,
+    kind: str = "function",
+    idempotent: bool = False,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Register the decorated function as a tool of ``runtime``.
 
     ``name``: the tool's name in the ledger, in spans and in idempotency keys (default: the function's
     name); unique per runtime. ``compensation``: the name of the tool that undoes this one, resolved
-    lazily. ``cost``: USD per call, a number or a function of the result.
+    lazily when a session starts; it is called with the forward call's arguments (and, if it has a
+    parameter named ``forward_result``, the forward call's result). ``cost``: USD per succeeded call, a
+    number or a function of the result. ``kind="llm"``: the result is an LLM response (OpenAI chat
+    completion or response, Anthropic message, or a dict of that shape) whose token usage is priced and
+    counted. ``idempotent=True``: running the tool twice is harmless, so a call whose process died
+    mid-call (outcome unknown) may run again.
 
     Raises ``ConfigurationError`` (a ``ValueError``) for a bad option and ``DuplicateToolError`` when the
     name is taken, both at decoration time.
@@ -104,7 +120,11 @@ def tool(
     if compensation is not None and (not isinstance(compensation, str) or not compensation.strip()):
         raise ConfigurationError(f"@tool(compensation=...) must name a tool, not {compensation!r}.")
     if cost is not None and not callable(cost):
-        to_cost(cost, name or "?")
+        to_usd(cost, f"@tool({name or '?'}) cost")
+    if kind not in KINDS:
+        raise ConfigurationError(
+            f"@tool(kind=...) must be one of {', '.join(map(repr, KINDS))}, not {kind!r}."
+        )
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         if not callable(func):
@@ -118,6 +138,8 @@ def tool(
             func=func,
             compensation=compensation,
             cost=cost,
+            kind=kind,
+            idempotent=bool(idempotent),
             is_async=inspect.iscoroutinefunction(func),
             span_name=f"{semconv.OPERATION_EXECUTE_TOOL} {tool_name}",
             signature=inspect.signature(func),
@@ -135,22 +157,11 @@ def _sync_wrapper(spec: ToolSpec) -> Callable[..., Any]:
     func = spec.func
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        call = Invocation.create(spec, args, kwargs)
+        call = Invocation.forward(spec, args, kwargs)
         if call is None:
             with plain_call(spec):
                 return func(*args, **kwargs)
-        while (fate := call.begin()) == WAIT:
-            call.wait()
-        if fate == SERVED:
-            return call.served
-        assert fate == RUN
-        try:
-            with call.running():
-                result = func(*args, **kwargs)
-        except BaseException as exc:
-            call.failed(exc)
-            raise
-        return call.succeeded(result)
+        return execute(call, func, args, kwargs)
 
     return wrapper
 
@@ -159,21 +170,10 @@ def _async_wrapper(spec: ToolSpec) -> Callable[..., Awaitable[Any]]:
     func = spec.func
 
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        call = Invocation.create(spec, args, kwargs)
+        call = Invocation.forward(spec, args, kwargs)
         if call is None:
             with plain_call(spec):
                 return await func(*args, **kwargs)
-        while (fate := call.begin()) == WAIT:
-            await call.wait_async()
-        if fate == SERVED:
-            return call.served
-        assert fate == RUN
-        try:
-            with call.running():
-                result = await func(*args, **kwargs)
-        except BaseException as exc:
-            call.failed(exc)
-            raise
-        return call.succeeded(result)
+        return await execute_async(call, func, args, kwargs)
 
     return wrapper

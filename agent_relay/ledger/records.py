@@ -37,12 +37,14 @@ class CallRecord:
     attempts: int = 0
     existing_status: str | None = None
     existing_output: Any = None
+    existing_owner: str | None = None
     # set by the wrapper before the span ends
     status: str = PENDING
     output: Any = None
     error_type: str | None = None
     error_message: str | None = None
     cost_usd: Decimal | None = None
+    cost_unknown: bool = False
     input_tokens: int | None = None
     output_tokens: int | None = None
     model: str | None = None

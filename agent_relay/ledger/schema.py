@@ -51,7 +51,8 @@ agent_runs = sa.Table(
     metadata,
     sa.Column("run_id", sa.String(36), primary_key=True),
     sa.Column("name", sa.String(200), nullable=False),
-    sa.Column("status", sa.String(32), nullable=False),  # running | succeeded | failed
+    # running | succeeded | failed | compensated | compensation_failed
+    sa.Column("status", sa.String(32), nullable=False),
     sa.Column("mode", sa.String(16), nullable=False, server_default="live"),  # live | replay | resume | fork
     sa.Column("replay_of", sa.String(36), nullable=True),
     sa.Column("parent_run_id", sa.String(36), nullable=True),
@@ -61,10 +62,13 @@ agent_runs = sa.Table(
     sa.Column("error_message", sa.Text, nullable=True),
     sa.Column("budget_limit_usd", Money, nullable=True),
     sa.Column("cost_usd", Money, nullable=False, server_default="0"),
+    # true when some usage of the run could not be priced: cost_usd is then a lower bound
+    sa.Column("cost_unknown", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("input_tokens", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("output_tokens", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("trace_id", sa.String(32), nullable=True),
     sa.Column("span_id", sa.String(16), nullable=True),
+    sa.Column("owner", sa.String(200), nullable=True),  # host:pid of the process running it
     sa.Column("started_at", _TS, nullable=False),
     sa.Column("ended_at", _TS, nullable=True),
     sa.Index("ix_agent_runs_started_at", "started_at"),
@@ -89,6 +93,7 @@ tool_calls = sa.Table(
     sa.Column("error_type", sa.String(200), nullable=True),
     sa.Column("error_message", sa.Text, nullable=True),
     sa.Column("cost_usd", Money, nullable=True),
+    sa.Column("cost_unknown", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("input_tokens", sa.BigInteger, nullable=True),
     sa.Column("output_tokens", sa.BigInteger, nullable=True),
     sa.Column("model", sa.String(200), nullable=True),

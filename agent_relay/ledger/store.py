@@ -68,6 +68,27 @@ def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def owner_is_gone(owner: str | None) -> bool:
+    """True only when ``owner`` (host:pid) provably stopped: same host, and no such process."""
+    if not owner or ":" not in owner:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    # a zombie (exited, not yet reaped by its parent) is gone too
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
 def utc(ns: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC)
 
@@ -205,6 +226,24 @@ class LedgerStore:
                 sa.select(tool_calls).where(tool_calls.c.run_id == run_id).order_by(tool_calls.c.seq)
             ).all()
 
+    def succeeded_forward_calls(self, run_id: str) -> Sequence[Row[Any]]:
+        """The run's succeeded forward calls, latest first (the order a saga unwinds them)."""
+        c = tool_calls.c
+        stmt = (
+            sa.select(c.call_id, c.seq, c.tool_name, c.arguments, c.output)
+            .where(c.run_id == run_id, c.phase == "forward", c.status == "succeeded")
+            .order_by(c.seq.desc())
+        )
+        with self._guard("read the calls of a run", run_id=run_id), self.engine.connect() as conn:
+            return conn.execute(stmt).all()
+
+    def max_seq(self, run_id: str) -> int:
+        stmt = sa.select(sa.func.coalesce(sa.func.max(tool_calls.c.seq), 0)).where(
+            tool_calls.c.run_id == run_id
+        )
+        with self._guard("read the calls of a run", run_id=run_id), self.engine.connect() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
     # --- calls ---------------------------------------------------------------------------------------
     def claim(self, record: CallRecord) -> None:
         """Insert the pending row (or re-open a failed one); commit; fill in ``record.claim``.
@@ -244,8 +283,38 @@ class LedgerStore:
                     "idempotency_key": record.idempotency_key,
                 },
             ).one()
-            record.claim, record.existing_status = EXISTS, row.status
+            record.claim, record.existing_status, record.existing_owner = EXISTS, row.status, row.owner
             record.existing_output, record.attempts = row.output, row.attempts
+
+    def take_over(self, record: CallRecord) -> bool:
+        """Claim a pending row whose owner (``record.existing_owner``) is gone; False if someone else did."""
+        c = tool_calls.c
+        stmt = (
+            tool_calls.update()
+            .where(c.call_id == record.call_id, c.status == PENDING, c.owner == record.existing_owner)
+            .values(
+                owner=record.owner,
+                attempts=c.attempts + 1,
+                seq=record.seq,
+                trace_id=record.trace_id,
+                span_id=record.span_id,
+                started_at=utc(record.started_ns or 0),
+            )
+            .returning(c.attempts)
+        )
+        with (
+            self._guard(
+                f"take over a call of tool {record.tool_name!r}",
+                run_id=record.run_id,
+                tool_name=record.tool_name,
+            ),
+            self._write_engine.begin() as conn,
+        ):
+            attempts = conn.execute(stmt).scalar()
+        if attempts is None:
+            return False
+        record.claim, record.attempts = CLAIMED, attempts
+        return True
 
     def complete(self, record: CallRecord) -> None:
         """Write the call's outcome onto its pending row and commit."""
@@ -257,6 +326,7 @@ class LedgerStore:
             "error_type": record.error_type,
             "error_message": record.error_message,
             "cost_usd": record.cost_usd,
+            "cost_unknown": record.cost_unknown,
             "input_tokens": record.input_tokens,
             "output_tokens": record.output_tokens,
             "model": record.model,
@@ -323,7 +393,7 @@ def _call_statements(insert: Any) -> tuple[Any, Any, Any]:
         },
         where=c.status == FAILED,
     ).returning(c.attempts)
-    existing = sa.select(c.status, c.output, c.attempts).where(
+    existing = sa.select(c.status, c.output, c.attempts, c.owner).where(
         c.run_id == sa.bindparam("run_id"),
         c.phase == sa.bindparam("phase"),
         c.idempotency_key == sa.bindparam("idempotency_key"),
@@ -334,6 +404,7 @@ def _call_statements(insert: Any) -> tuple[Any, Any, Any]:
         "error_type",
         "error_message",
         "cost_usd",
+        "cost_unknown",
         "input_tokens",
         "output_tokens",
         "model",

@@ -1,0 +1,98 @@
+"""The saga's plan: which recorded calls to compensate, with which tool, in which order.
+
+Pure decisions over ledger rows and the tool registry; the session runs the plan. A run is unwound in
+reverse ``seq`` order; only succeeded forward calls whose tool names a compensation take part.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .errors import UnknownToolError
+
+if TYPE_CHECKING:
+    from .tooling import ToolSpec
+
+FORWARD_RESULT = "forward_result"
+"""A compensating tool with a parameter of this name receives the forward call's result."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Step:
+    """Compensate forward call ``call_id`` (tool ``forward``) with tool ``compensation``."""
+
+    call_id: str
+    seq: int
+    forward: ToolSpec
+    compensation: ToolSpec
+    arguments: Mapping[str, Any]
+    output: Any
+
+
+def plan(rows: Iterable[Any], tools: Mapping[str, ToolSpec]) -> list[Step]:
+    """Steps for ``rows`` (succeeded forward calls, latest first); unknown tools are an error up front."""
+    steps: list[Step] = []
+    for row in rows:
+        forward = tools.get(row.tool_name)
+        if forward is None:
+            raise UnknownToolError(
+                f"the run recorded a call of tool {row.tool_name!r}, which is not registered on this runtime; "
+                f"import the module that defines it before compensating, so its compensation is known.",
+                tool_name=row.tool_name,
+            )
+        if forward.compensation is None:
+            continue
+        steps.append(
+            Step(row.call_id, row.seq, forward, resolve(forward, tools), row.arguments or {}, row.output)
+        )
+    return steps
+
+
+def resolve(forward: ToolSpec, tools: Mapping[str, ToolSpec]) -> ToolSpec:
+    """The compensating tool ``forward`` names, checked to accept the forward call's arguments."""
+    name = forward.compensation
+    assert name is not None
+    comp = tools.get(name)
+    if comp is None:
+        raise UnknownToolError(
+            f"tool {forward.name!r} names compensation {name!r}, which is not a registered tool; define it "
+            f"with @tool(runtime, name={name!r}) before opening a session.",
+            tool_name=name,
+        )
+    given = set(forward.signature.parameters) | {FORWARD_RESULT}
+    params = comp.signature.parameters.values()
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    missing = [
+        p.name
+        for p in params
+        if p.default is inspect.Parameter.empty
+        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        and p.name not in given
+    ]
+    if missing and not takes_any:
+        raise UnknownToolError(
+            f"compensation {name!r} of tool {forward.name!r} requires {', '.join(map(repr, missing))}, which "
+            f"the forward call does not have; a compensation receives the forward call's arguments (and "
+            f"{FORWARD_RESULT!r}, its result).",
+            tool_name=name,
+        )
+    return comp
+
+
+def compensation_kwargs(step: Step) -> dict[str, Any]:
+    """Keyword arguments for the compensating tool: the forward arguments it accepts, decoded to its
+    parameter types, plus ``forward_result`` (decoded to the forward tool's return type) if it asks."""
+    comp = step.compensation
+    params = comp.signature.parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    kwargs = {
+        name: comp.decode_argument(name, value)
+        for name, value in step.arguments.items()
+        if name in params or takes_any
+    }
+    if FORWARD_RESULT in params:
+        kwargs[FORWARD_RESULT] = step.forward.decode(step.output)
+    return kwargs

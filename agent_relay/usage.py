@@ -1,0 +1,87 @@
+"""Token usage read from LLM results: OpenAI chat completions and responses, Anthropic messages.
+
+Works on the SDKs' own response objects (Pydantic models) and on plain dicts of the same shape. Token
+counts are normalised the way the GenAI conventions and the price table count them: ``input_tokens`` is
+all input, cached or not; ``cache_read_tokens`` / ``cache_write_tokens`` say how much of it was cached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+OPENAI = "openai"
+ANTHROPIC = "anthropic"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """One model call's usage."""
+
+    model: str | None
+    provider: str | None
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+
+def usage_from_result(result: Any) -> TokenUsage | None:
+    """The usage an LLM result reports, or ``None`` when it is not a shape this module knows."""
+    data = _as_mapping(result)
+    if data is None:
+        return None
+    usage = _as_mapping(data.get("usage"))
+    if usage is None:
+        return None
+    model = data.get("model") if isinstance(data.get("model"), str) else None
+    if "prompt_tokens" in usage:  # OpenAI chat completions
+        details = _as_mapping(usage.get("prompt_tokens_details")) or {}
+        return TokenUsage(
+            model,
+            OPENAI,
+            _int(usage.get("prompt_tokens")),
+            _int(usage.get("completion_tokens")),
+            cache_read_tokens=_int(details.get("cached_tokens")),
+        )
+    if "input_tokens" not in usage:
+        return None
+    if data.get("object") == "response" or "input_tokens_details" in usage:  # OpenAI Responses API
+        details = _as_mapping(usage.get("input_tokens_details")) or {}
+        return TokenUsage(
+            model,
+            OPENAI,
+            _int(usage.get("input_tokens")),
+            _int(usage.get("output_tokens")),
+            cache_read_tokens=_int(details.get("cached_tokens")),
+        )
+    # Anthropic messages: input_tokens excludes the cached part, which is reported beside it
+    cache_read = _int(usage.get("cache_read_input_tokens"))
+    cache_write = _int(usage.get("cache_creation_input_tokens"))
+    provider = ANTHROPIC if data.get("type") == "message" or "cache_read_input_tokens" in usage else None
+    return TokenUsage(
+        model,
+        provider,
+        _int(usage.get("input_tokens")) + cache_read + cache_write,
+        _int(usage.get("output_tokens")),
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+    )
+
+
+def _as_mapping(value: Any) -> Mapping[str, Any] | None:
+    if isinstance(value, Mapping):
+        return value
+    dump = getattr(value, "model_dump", None)  # the openai and anthropic SDKs' Pydantic models
+    if callable(dump):
+        try:
+            dumped = dump()
+        except Exception:
+            return None
+        return dumped if isinstance(dumped, Mapping) else None
+    return None
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
