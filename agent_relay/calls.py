@@ -205,6 +205,25 @@ class Invocation:
         self.session._release(self.phase, self.key)
         raise exc
 
+    def wait(self) -> None:
+        """Block until the identical call in flight ends (bounded by the runtime's wait timeout)."""
+        assert self.flight is not None
+        self.flight.wait(
+            self.spec.runtime.wait_timeout_s,
+            tool_name=self.spec.name,
+            run_id=self.session.run_id,
+            key=self.key,
+        )
+
+    async def wait_async(self) -> None:
+        assert self.flight is not None
+        await self.flight.wait_async(
+            self.spec.runtime.wait_timeout_s,
+            tool_name=self.spec.name,
+            run_id=self.session.run_id,
+            key=self.key,
+        )
+
     def _serve(self, cid: str, output: Any) -> Any:
         attributes = self._attributes(cid)
         attributes[semconv.DEDUPLICATED] = True
@@ -337,12 +356,7 @@ def _end_span(span: Span, exc: BaseException | None) -> None:
 def execute(call: Invocation, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Run ``call`` to its end: served, or ``func`` run live and recorded."""
     while (fate := call.begin()) == WAIT:
-        call.flight.wait(
-            call.spec.runtime.wait_timeout_s,
-            tool_name=call.spec.name,  # type: ignore[union-attr]
-            run_id=call.session.run_id,
-            key=call.key,
-        )
+        call.wait()
     if fate == SERVED:
         return call.served
     try:
@@ -359,12 +373,7 @@ async def execute_async(
 ) -> Any:
     """``execute`` for coroutine functions: the span lasts until the awaited body ends."""
     while (fate := call.begin()) == WAIT:
-        await call.flight.wait_async(
-            call.spec.runtime.wait_timeout_s,  # type: ignore[union-attr]
-            tool_name=call.spec.name,
-            run_id=call.session.run_id,
-            key=call.key,
-        )
+        await call.wait_async()
     if fate == SERVED:
         return call.served
     try:

@@ -39,8 +39,9 @@ def plan(rows: Iterable[Any], tools: Mapping[str, ToolSpec]) -> list[Step]:
         forward = tools.get(row.tool_name)
         if forward is None:
             raise UnknownToolError(
-                f"the run recorded a call of tool {row.tool_name!r}, which is not registered on this runtime; "
-                f"import the module that defines it before compensating, so its compensation is known.",
+                f"the run recorded a call of tool {row.tool_name!r}, which is not registered on this "
+                f"runtime; import the module that defines it before compensating, so its compensation is "
+                f"known.",
                 tool_name=row.tool_name,
             )
         if forward.compensation is None:

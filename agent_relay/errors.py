@@ -201,8 +201,9 @@ class CallInDoubtError(AgentRelayError):
         super().__init__(
             f"tool call {tool_name!r} (call_id {call_id}) of run {run_id} was claimed by {owner}, which died "
             f"before recording its outcome: it may or may not have happened. Check the real outcome, then "
-            f"settle the call (UPDATE tool_calls SET status='succeeded' or 'failed' WHERE call_id='{call_id}'), "
-            f"or declare the tool @tool(..., idempotent=True) if running it again is safe."
+            f"settle the call (UPDATE tool_calls SET status='succeeded' or 'failed' WHERE "
+            f"call_id='{call_id}'), or declare the tool @tool(..., idempotent=True) if running it again is "
+            f"safe."
         )
 
 

@@ -21,8 +21,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import Tracer
 
-from ._version import __version__
 from . import compensation
+from ._version import __version__
 from .errors import (
     ConfigurationError,
     DuplicateToolError,

@@ -260,7 +260,7 @@ class AgentSession:
                     trace_id=self.trace_id,
                     span_id=format_span_id(ctx.span_id) if ctx.is_valid else None,
                     owner=runtime.owner,
-                    started_at=dt.datetime.now(dt.timezone.utc),
+                    started_at=dt.datetime.now(dt.UTC),
                 )
             except LedgerError as exc:
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
@@ -286,7 +286,7 @@ class AgentSession:
         assert self._span is not None and self._tokens is not None
         span, (otel_token, session_token) = self._span, self._tokens
         self.status = self._final_status(exc)
-        values: dict[str, Any] = {"status": self.status, "ended_at": dt.datetime.now(dt.timezone.utc)}
+        values: dict[str, Any] = {"status": self.status, "ended_at": dt.datetime.now(dt.UTC)}
         if not self._recovering:
             values.update(
                 output=self._output,

@@ -226,7 +226,7 @@ class LedgerStore:
                 sa.select(tool_calls).where(tool_calls.c.run_id == run_id).order_by(tool_calls.c.seq)
             ).all()
 
-    def succeeded_forward_calls(self, run_id: str) -> Sequence[Row[Any]]:
+    def succeeded_forward_calls(self, run_id: str) -> Sequence[Any]:
         """The run's succeeded forward calls, latest first (the order a saga unwinds them)."""
         c = tool_calls.c
         stmt = (
