@@ -7,7 +7,10 @@ What it shows:
   2. the agent issuing the same call again (as LLM agents do after a retry): served from the ledger,
      the email is sent once;
   3. a failing call recorded as failed, then run again on the next attempt;
-  4. the ledger rows of the run, read back with plain SQL, and the trace id to look up in Jaeger.
+  4. the ledger rows of the run, read back with plain SQL, and the trace id to look up in Jaeger;
+  5. a trip booking that fails at payment: its flight and hotel are compensated, latest first (saga);
+  6. a research agent capped at $0.05: the model call that passes the budget is recorded, the run stops
+     and nothing after it runs.
 
 Configuration is the runtime's: AGENT_RELAY_DATABASE_URL (default sqlite:///agent_relay.db in the working
 directory) and the standard OTEL_* variables (set OTEL_EXPORTER_OTLP_ENDPOINT to export the trace).
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from agent_relay import current_call
+from agent_relay import BudgetExceededError, current_call
 from agent_relay.runtime import AgentRuntime
 from agent_relay.tooling import tool
 
@@ -60,6 +63,72 @@ def agent_flow(event: dict) -> dict:
     return {"message_id": msg_id, "ticket": ticket}
 
 
+# --- a saga: book, book, pay — and undo the bookings when payment fails --------------------------------
+
+
+class PaymentDeclined(Exception):
+    pass
+
+
+@tool(runtime, name="book_flight", compensation="cancel_flight")
+def book_flight(passenger: str, flight: str) -> str:
+    outbox.append(f"flight {flight} booked for {passenger}")
+    return f"PNR-{flight}"
+
+
+@tool(runtime, name="cancel_flight")
+def cancel_flight(passenger: str, flight: str, forward_result: str) -> None:
+    outbox.append(f"flight booking {forward_result} cancelled")
+
+
+@tool(runtime, name="book_hotel", compensation="cancel_hotel")
+def book_hotel(passenger: str, hotel: str, nights: int) -> str:
+    outbox.append(f"{nights} nights at {hotel} booked")
+    return f"H-{hotel}"
+
+
+@tool(runtime, name="cancel_hotel")
+def cancel_hotel(hotel: str, forward_result: str) -> None:
+    outbox.append(f"hotel booking {forward_result} cancelled")
+
+
+@tool(runtime, name="charge_card")
+def charge_card(passenger: str, amount_cents: int) -> str:
+    raise PaymentDeclined(f"card of {passenger} declined for {amount_cents / 100:.2f} USD")
+
+
+def trip_flow() -> str:
+    try:
+        with runtime.agent_session(name="trip_booking", input_payload={"passenger": "ada"}) as session:
+            book_flight("ada", "LH400")
+            book_hotel("ada", "Adlon", nights=2)
+            charge_card("ada", 84_000)
+    except PaymentDeclined as exc:
+        print(f"trip_booking failed as the agent saw it: {type(exc).__name__}: {exc}")
+    return session.run_id
+
+
+# --- a budget: a research agent capped at $0.05 ----------------------------------------------------------
+
+
+@tool(runtime, name="web_search", cost=0.01)
+def web_search(query: str) -> list[str]:
+    outbox.append(f"searched {query!r}")
+    return [f"result for {query}"]
+
+
+def research_flow() -> str:
+    try:
+        with runtime.agent_session(name="research", budget_limit=0.05) as session:
+            for step in range(10):
+                web_search(f"agent durability, part {step}")
+                # the agent's own model call, priced from the genai-prices table ($2.50 / $10 per MTok)
+                session.record_usage(model="gpt-4o", input_tokens=3_000, output_tokens=800)
+    except BudgetExceededError as exc:
+        print(f"research stopped: {exc}")
+    return session.run_id
+
+
 def print_ledger(run_id: str) -> None:
     query = sa.text(
         "SELECT seq, tool_name, phase, status, attempts, error_type, output, "
@@ -94,6 +163,19 @@ def main() -> None:
     print(f"\nsend_email was called twice with the same arguments and ran {sends} time(s): deduplicated.\n")
     print("ledger rows of this run (SELECT ... FROM tool_calls WHERE run_id = ...):")
     print_ledger(session.run_id)
+
+    print("\n--- saga: a trip whose payment fails ---")
+    outbox.clear()
+    trip = trip_flow()
+    for line in outbox:
+        print(f"  - {line}")
+    print_ledger(trip)
+
+    print("\n--- budget: research capped at $0.05 ---")
+    outbox.clear()
+    research = research_flow()
+    print(f"  web_search ran {len(outbox)} times before the budget stopped the run")
+    print_ledger(research)
     runtime.shutdown()
 
 

@@ -67,6 +67,13 @@ def test_demo_runs_on_the_default_sqlite_ledger(tmp_path: Path) -> None:
     assert (tmp_path / "agent_relay.db").exists()
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'agent_relay.db'}")
     with engine.connect() as conn:
-        rows = conn.exec_driver_sql("SELECT tool_name, status, attempts FROM tool_calls ORDER BY seq").all()
+        rows = conn.exec_driver_sql(
+            "SELECT c.tool_name, c.status, c.attempts FROM tool_calls c JOIN agent_runs r USING (run_id) "
+            "WHERE r.name = 'email_flow' ORDER BY c.seq"
+        ).all()
+        runs = dict(conn.exec_driver_sql("SELECT name, status FROM agent_runs").all())
     engine.dispose()
-    assert rows == [("send_email", "succeeded", 1), ("open_ticket", "succeeded", 2)]
+    assert rows[:2] == [("send_email", "succeeded", 1), ("open_ticket", "succeeded", 2)]
+    assert runs == {"email_flow": "succeeded", "trip_booking": "compensated", "research": "failed"}
+    assert "hotel booking H-Adlon cancelled" in out and "flight booking PNR-LH400 cancelled" in out
+    assert "web_search ran 2 times before the budget stopped the run" in out
