@@ -18,16 +18,23 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, Status, StatusCode, format_trace_id
+from opentelemetry.trace import Span, Status, StatusCode, format_span_id, format_trace_id
 
 from . import semconv
 from .context import CallInfo, Flight, _current_call, current_session, error_type_name
 from .encoding import JSONValue, _Unencodable, to_json_value
-from .errors import CallInDoubtError, CallInProgressError, ConfigurationError, OutputEncodingError
+from .errors import (
+    CallInDoubtError,
+    CallInProgressError,
+    ConfigurationError,
+    IdempotencyKeyReuseError,
+    OutputEncodingError,
+)
 from .keys import COMPENSATION, FORWARD, bind_arguments, call_id, encode_arguments, idempotency_key
 from .ledger.processor import binding, claim, complete
 from .ledger.records import CLAIMED, FAILED, PENDING, SUCCEEDED, CallRecord
 from .ledger.store import owner_is_gone
+from .replay import argument_diff, rebuild_error
 from .usage import TokenUsage, usage_from_result
 
 if TYPE_CHECKING:
@@ -40,6 +47,7 @@ WAIT: Final = "wait"
 RUN: Final = "run"
 
 _MAX_ERROR_MESSAGE = 4000
+_POLL_S = 0.05  # how often a call waits on a row another live worker holds
 
 _active: ContextVar[Invocation | None] = ContextVar("agent_relay_active_invocation", default=None)
 
@@ -64,9 +72,19 @@ class Invocation:
         "span",
         "spec",
         "usage_cost",
+        "user_key",
     )
 
-    def __init__(self, spec: ToolSpec, session: AgentSession, phase: str, args_json: dict[str, JSONValue]):
+    def __init__(
+        self,
+        spec: ToolSpec,
+        session: AgentSession,
+        phase: str,
+        args_json: dict[str, JSONValue],
+        *,
+        user_key: str | None = None,
+        occurrence: int | None = None,
+    ):
         if session.runtime is not spec.runtime:
             raise ConfigurationError(
                 f"tool {spec.name!r} is registered on another runtime than the one running session "
@@ -76,7 +94,8 @@ class Invocation:
         self.session = session
         self.phase = phase
         self.args_json = args_json
-        self.key = idempotency_key(spec.name, phase, args_json)
+        self.user_key = user_key
+        self.key = idempotency_key(spec.name, phase, args_json, user_key=user_key, occurrence=occurrence)
         self.flight: Flight | None = None
         self.record: CallRecord | None = None
         self.span: Span | None = None
@@ -90,9 +109,22 @@ class Invocation:
         session = current_session()
         if session is None:
             return None
-        return Invocation(
-            spec, session, FORWARD, encode_arguments(spec.name, bind_arguments(spec.signature, args, kwargs))
-        )
+        bound = bind_arguments(spec.signature, args, kwargs)
+        args_json = encode_arguments(spec.name, bound)
+        user_key = None
+        if spec.key is not None:
+            user_key = spec.key(bound)
+            if not isinstance(user_key, str) or not user_key:
+                raise ConfigurationError(
+                    f"tool {spec.name!r}: its key= function must return a non-empty string, not "
+                    f"{user_key!r}; the tool was not run."
+                )
+        occurrence = None
+        if not spec.deduplicate:
+            occurrence = session._occurrence(
+                idempotency_key(spec.name, FORWARD, args_json, user_key=user_key)
+            )
+        return Invocation(spec, session, FORWARD, args_json, user_key=user_key, occurrence=occurrence)
 
     @staticmethod
     def compensating(step: Step, session: AgentSession) -> Invocation:
@@ -117,22 +149,34 @@ class Invocation:
         session, spec = self.session, self.spec
         cid = call_id(session.run_id, self.phase, self.key)
         fate, payload = session._reserve(self.phase, self.key, spec.name)
-        if fate == "refuse":
+        if fate in ("refuse", "diverge"):
+            error = (
+                payload
+                if fate == "refuse"
+                else session._replay.divergence(  # type: ignore[union-attr]
+                    tool_name=spec.name, arguments=self.args_json, position=payload, run_id=session.run_id
+                )
+            )
             span = spec.runtime._tracer.start_span(spec.span_name, attributes=self._attributes(cid))
-            _end_span(span, payload)
-            raise payload
+            _end_span(span, error)
+            raise error
         if fate == "serve":
-            self.served = self._serve(cid, payload)
+            self._check_user_key(payload[0])
+            self.served = self._serve(cid, payload[1])
             return SERVED
         if fate == "wait":
             self.flight = payload
             return WAIT
+        seq, row = payload
+        if fate == "replay":
+            self.served = self._replayed(cid, seq, row)
+            return SERVED
         runtime = spec.runtime
         record = CallRecord(
             ledger=runtime.ledger,
             run_id=session.run_id,
             call_id=cid,
-            seq=payload,
+            seq=seq,
             tool_name=spec.name,
             phase=self.phase,
             idempotency_key=self.key,
@@ -162,19 +206,31 @@ class Invocation:
         return RUN
 
     def _existing(self, record: CallRecord, span: Span) -> str:
-        """A row already holds this key: serve it if it succeeded; take it over if its owner is gone."""
+        """A row already holds this key: serve it once it succeeded (waiting, bounded, while another live
+        worker holds it), run it again once it failed, take it over if its owner is gone."""
+        deadline = time.monotonic() + self.spec.runtime.wait_timeout_s
+        while record.existing_status == PENDING and not owner_is_gone(record.existing_owner):
+            if time.monotonic() > deadline:
+                self._abandon(
+                    CallInProgressError(
+                        tool_name=self.spec.name, run_id=self.session.run_id, idempotency_key=self.key
+                    )
+                )
+            time.sleep(_POLL_S)
+            claim(self.spec.runtime.ledger, record)
+            if record.ledger_error is not None:
+                self._abandon(record.ledger_error)
+            if record.claim == CLAIMED:  # it failed meanwhile: ours to run again
+                span.set_attribute(semconv.CALL_ATTEMPT, record.attempts)
+                return RUN
         if record.existing_status == SUCCEEDED:
-            span.set_attribute(semconv.DEDUPLICATED, True)
+            self._check_user_key(record.existing_arguments)
+            resumed = self.session.mode == "resume"
+            span.set_attribute(semconv.RESUMED if resumed else semconv.DEDUPLICATED, True)
             span.end()
-            self.session._release(self.phase, self.key, record.existing_output)
+            self.session._release(self.phase, self.key, (record.existing_arguments, record.existing_output))
             self.served = self.spec.decode(record.existing_output)
             return SERVED
-        if not owner_is_gone(record.existing_owner):
-            self._abandon(
-                CallInProgressError(
-                    tool_name=self.spec.name, run_id=self.session.run_id, idempotency_key=self.key
-                )
-            )
         if not self.spec.idempotent:
             self._abandon(
                 CallInDoubtError(
@@ -196,6 +252,72 @@ class Invocation:
             )
         span.set_attribute(semconv.CALL_ATTEMPT, record.attempts)
         return RUN
+
+    def _check_user_key(self, recorded_arguments: Any) -> None:
+        """Stripe's rule: a caller-supplied key may only be reused with the same arguments."""
+        if self.user_key is None or recorded_arguments == self.args_json:
+            return
+        err = IdempotencyKeyReuseError(
+            tool_name=self.spec.name,
+            user_key=self.user_key,
+            run_id=self.session.run_id,
+            difference=argument_diff(recorded_arguments or {}, self.args_json),
+        )
+        if self.span is not None and self.span.is_recording() and self.record is not None:
+            self._abandon(err)
+        raise err
+
+    def _replayed(self, cid: str, seq: int, row: Any) -> Any:
+        """Serve a call from the replayed run: record it (origin ``replayed``), count its recorded cost,
+        and return its output — or raise its recorded failure. No tool body runs."""
+        session, spec = self.session, self.spec
+        attributes = self._attributes(cid)
+        attributes[semconv.CALL_SEQ] = seq
+        attributes[semconv.REPLAYED] = True
+        span = spec.runtime._tracer.start_span(spec.span_name, attributes=attributes)
+        ctx = span.get_span_context()
+        record = CallRecord(
+            ledger=spec.runtime.ledger,
+            run_id=session.run_id,
+            call_id=cid,
+            seq=seq,
+            tool_name=spec.name,
+            phase=self.phase,
+            idempotency_key=self.key,
+            arguments=self.args_json,
+            owner=spec.runtime.owner,
+            trace_id=format_trace_id(ctx.trace_id) if ctx.is_valid else None,
+            span_id=format_span_id(ctx.span_id) if ctx.is_valid else None,
+            started_ns=time.time_ns(),
+            status=row.status if row.status in (SUCCEEDED, FAILED) else FAILED,
+            output=row.output,
+            error_type=row.error_type,
+            error_message=row.error_message,
+            cost_usd=row.cost_usd,
+            cost_unknown=row.cost_unknown,
+            input_tokens=row.input_tokens,
+            output_tokens=row.output_tokens,
+            model=row.model,
+        )
+        self.record, self.span = record, span
+        if row.status == PENDING:
+            record.error_type, record.error_message = "in-doubt", "the call's outcome was never recorded"
+        if record.cost_usd is not None:
+            span.set_attribute(semconv.COST_USD, float(record.cost_usd))
+        try:
+            spec.runtime.ledger.insert_replayed(record)
+        except Exception as exc:
+            self._abandon(exc)
+        if record.status == SUCCEEDED:
+            span.end()
+            session._release(self.phase, self.key, (self.args_json, row.output))
+            session._after_call(record, record.cost_usd)
+            return spec.decode(row.output)
+        error = rebuild_error(spec.name, record.error_type, record.error_message, spec.raises)
+        _end_span(span, error)
+        session._release(self.phase, self.key)
+        session._after_call(record, record.cost_usd, raise_budget=False)
+        raise error
 
     def _abandon(self, exc: BaseException) -> None:
         """End the span with ``exc``, release the reservation and raise ``exc``; the tool does not run."""
@@ -316,7 +438,7 @@ class Invocation:
         if record.ledger_error is not None:
             self.session._release(self.phase, self.key)
             raise record.ledger_error
-        self.session._release(self.phase, self.key, output)
+        self.session._release(self.phase, self.key, (self.args_json, output))
         self.session._after_call(record, cost)
         return result
 

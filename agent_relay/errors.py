@@ -11,6 +11,7 @@ input the usual way catches them too::
     │   ├── UnknownToolError                 a name (a compensation, a recorded tool) matches no tool
     │   ├── UnknownRunError                  no run has this id
     │   ├── UnpricedUsageError               token usage of a model with no known price, under a budget
+    │   ├── IdempotencyKeyReuseError         a caller-supplied key reused with different arguments
     │   └── SessionStateError                a session used outside its lifetime or entered twice
     ├── EncodingError (ValueError)           a value cannot be stored as canonical JSON
     │   ├── ArgumentEncodingError            ... a tool argument (raised before the tool runs)
@@ -20,6 +21,8 @@ input the usual way catches them too::
     ├── BudgetExceededError                  the run spent more than its budget_limit
     ├── CallInProgressError                  another worker holds the claim on this call
     ├── CallInDoubtError                     a call's process died mid-call; its outcome is unknown
+    ├── ReplayDivergenceError                a replay asked for a call the recorded run does not have
+    ├── ReplayedError                        a recorded failure whose type cannot be rebuilt safely
     └── RuntimeClosedError                   the runtime was shut down
 
 Warnings: ``UnpricedUsageWarning`` (a ``UserWarning``): usage of a model with no known price was recorded
@@ -39,8 +42,11 @@ __all__ = [
     "ConfigurationError",
     "DuplicateToolError",
     "EncodingError",
+    "IdempotencyKeyReuseError",
     "LedgerError",
     "OutputEncodingError",
+    "ReplayDivergenceError",
+    "ReplayedError",
     "RuntimeClosedError",
     "SchemaVersionError",
     "SessionStateError",
@@ -98,6 +104,19 @@ class UnpricedUsageError(ConfigurationError):
             f"{f' of provider {provider!r}' if provider else ''}, so its usage cannot be counted against the "
             f"budget. Pass cost_usd= to record_usage(), or price it: "
             f"AgentRuntime(prices={{{model!r}: ModelPrice(input_per_mtok=..., output_per_mtok=...)}})."
+        )
+
+
+class IdempotencyKeyReuseError(ConfigurationError):
+    """A caller-supplied idempotency key was used again with different arguments (Stripe's rule)."""
+
+    def __init__(self, *, tool_name: str, user_key: str, run_id: str, difference: str) -> None:
+        self.tool_name = tool_name
+        self.user_key = user_key
+        self.run_id = run_id
+        super().__init__(
+            f"tool {tool_name!r}: idempotency key {user_key!r} was already used in run {run_id} with other "
+            f"arguments ({difference}); the tool was not run. Use a new key for a different request."
         )
 
 
@@ -204,6 +223,35 @@ class CallInDoubtError(AgentRelayError):
             f"settle the call (UPDATE tool_calls SET status='succeeded' or 'failed' WHERE "
             f"call_id='{call_id}'), or declare the tool @tool(..., idempotent=True) if running it again is "
             f"safe."
+        )
+
+
+class ReplayDivergenceError(AgentRelayError):
+    """A replay asked for a call that the recorded run does not have; no tool body ran."""
+
+    def __init__(
+        self, message: str, *, tool_name: str, run_id: str, source_run_id: str, position: int
+    ) -> None:
+        self.tool_name = tool_name
+        self.run_id = run_id
+        self.source_run_id = source_run_id
+        self.position = position
+        super().__init__(message)
+
+
+class ReplayedError(AgentRelayError):
+    """A failure recorded in the replayed run, re-raised in the replay.
+
+    Raised when the original type cannot be rebuilt safely (not a built-in exception, nor one of the
+    tool's ``raises=`` types); ``original_type`` and ``original_message`` say what it was.
+    """
+
+    def __init__(self, *, tool_name: str, original_type: str, original_message: str) -> None:
+        self.tool_name = tool_name
+        self.original_type = original_type
+        self.original_message = original_message
+        super().__init__(
+            f"tool {tool_name!r} failed in the recorded run: {original_type}: {original_message}"
         )
 
 

@@ -46,10 +46,27 @@ def encode_arguments(tool_name: str, arguments: dict[str, Any]) -> dict[str, JSO
         ) from None
 
 
-def idempotency_key(tool_name: str, phase: str, arguments: dict[str, JSONValue]) -> str:
-    """Return the 64-hex-digit key of a call from its already-encoded arguments."""
-    material = canonical_dumps({"v": KEY_VERSION, "tool": tool_name, "phase": phase, "args": arguments})
-    return hashlib.sha256(material.encode("ascii")).hexdigest()
+def idempotency_key(
+    tool_name: str,
+    phase: str,
+    arguments: dict[str, JSONValue],
+    *,
+    user_key: str | None = None,
+    occurrence: int | None = None,
+) -> str:
+    """Return the 64-hex-digit key of a call from its already-encoded arguments.
+
+    ``user_key`` (a caller-supplied key) stands in for the arguments; ``occurrence`` numbers the repeats
+    of a tool that opted out of deduplication, so each repeat has its own key, the same in a replay.
+    """
+    material: dict[str, JSONValue] = {"v": KEY_VERSION, "tool": tool_name, "phase": phase}
+    if user_key is None:
+        material["args"] = arguments
+    else:
+        material["key"] = user_key
+    if occurrence is not None:
+        material["n"] = occurrence
+    return hashlib.sha256(canonical_dumps(material).encode("ascii")).hexdigest()
 
 
 def call_id(run_id: str, phase: str, key: str) -> str:

@@ -9,6 +9,7 @@ constructor opens the ledger (creating its tables on an empty database) and buil
 from __future__ import annotations
 
 import atexit
+import datetime as dt
 import itertools
 import os
 import threading
@@ -23,6 +24,7 @@ from opentelemetry.trace import Tracer
 
 from . import compensation
 from ._version import __version__
+from .encoding import _Unencodable, to_json_value
 from .errors import (
     ConfigurationError,
     DuplicateToolError,
@@ -132,16 +134,74 @@ class AgentRuntime:
         return MappingProxyType(self._tools)
 
     def agent_session(
-        self, name: str, input_payload: Any = None, *, budget_limit: Any = None
+        self,
+        name: str,
+        input_payload: Any = None,
+        *,
+        budget_limit: Any = None,
+        replay: bool = False,
+        replay_run_id: str | None = None,
+        fork_after: int | None = None,
+        resume_run_id: str | None = None,
     ) -> AgentSession:
         """A session recording one run; use it as ``with`` or ``async with``.
 
         ``input_payload`` is stored on the run's row (canonical JSON). ``budget_limit``: USD the run may
         spend; the call that passes it is recorded, then ``BudgetExceededError`` is raised and no later
-        call runs. Bad arguments raise here, before anything is recorded.
+        call runs.
+
+        ``replay=True, replay_run_id=X``: a new run (mode ``replay``) whose forward calls are all served
+        from X's ledger; no tool body runs, and a call X does not have raises ``ReplayDivergenceError``.
+        ``replay_run_id=X, fork_after=K``: serve X's first K calls, then go live (mode ``fork``).
+        ``resume_run_id=X``: continue run X — succeeded calls are served, failed ones run again, and a
+        call left pending by a dead process runs again only if its tool is ``idempotent=True``.
+
+        Bad arguments raise here; an unknown run id raises when the session starts, before the agent
+        runs.
         """
         self._check_open()
-        return AgentSession(self, name, input_payload, budget_limit=budget_limit)
+        return AgentSession(
+            self,
+            name,
+            input_payload,
+            budget_limit=budget_limit,
+            replay=replay,
+            replay_run_id=replay_run_id,
+            fork_after=fork_after,
+            resume_run_id=resume_run_id,
+        )
+
+    def settle_call(
+        self, call_id: str, status: str, *, output: Any = None, error_message: str | None = None
+    ) -> None:
+        """Record by hand the real outcome of a call left in doubt (``pending``) by a dead process.
+
+        ``status`` is ``"succeeded"`` (with its ``output``, as the tool would have returned it) or
+        ``"failed"``. A resumed run then serves it, or runs it again, like any other call.
+        """
+        self._check_open()
+        if status not in (SUCCEEDED, "failed"):
+            raise ConfigurationError(
+                f"settle_call(status=...) must be 'succeeded' or 'failed', not {status!r}."
+            )
+        try:
+            encoded = to_json_value(output, root="output")
+        except _Unencodable as exc:
+            raise ConfigurationError(
+                f"settle_call(output=...) at {exc.path!r} cannot be recorded: {exc.reason}."
+            ) from None
+        settled = self.ledger.settle(
+            call_id,
+            status=status,
+            output=encoded if status == SUCCEEDED else None,
+            error_type="agent_relay.settled" if status != SUCCEEDED else None,
+            error_message=error_message if status != SUCCEEDED else None,
+            ended_at=dt.datetime.now(dt.UTC),
+        )
+        if not settled:
+            row = self.ledger.get_call(call_id)
+            state = "does not exist" if row is None else f"is {row.status}, not pending"
+            raise SessionStateError(f"call {call_id} {state}; only a pending call can be settled.")
 
     def compensate(self, run_id: str, *, force: bool = False) -> AgentSession:
         """Unwind run ``run_id`` (its process died before it could, or some compensations failed).

@@ -46,12 +46,15 @@ from .errors import (
     LedgerError,
     OutputEncodingError,
     SessionStateError,
+    UnknownRunError,
     UnpricedUsageError,
     UnpricedUsageWarning,
 )
 from .keys import FORWARD
 from .ledger.records import CallRecord
+from .ledger.store import owner_is_gone
 from .pricing import to_usd
+from .replay import ReplaySource
 from .usage import TokenUsage
 
 if TYPE_CHECKING:
@@ -62,6 +65,11 @@ SUCCEEDED: Final = "succeeded"
 FAILED: Final = "failed"
 COMPENSATED: Final = "compensated"
 COMPENSATION_FAILED: Final = "compensation_failed"
+
+MODE_LIVE: Final = "live"
+MODE_REPLAY: Final = "replay"
+MODE_FORK: Final = "fork"
+MODE_RESUME: Final = "resume"
 
 _MISSING: Any = object()
 
@@ -89,12 +97,28 @@ class AgentSession:
     """
 
     def __init__(
-        self, runtime: AgentRuntime, name: str, input_payload: Any = None, *, budget_limit: Any = None
+        self,
+        runtime: AgentRuntime,
+        name: str,
+        input_payload: Any = None,
+        *,
+        budget_limit: Any = None,
+        replay: bool = False,
+        replay_run_id: str | None = None,
+        fork_after: int | None = None,
+        resume_run_id: str | None = None,
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise SessionStateError(f"agent_session(name=...) must be a non-empty string, not {name!r}.")
+        self.mode = _mode(replay, replay_run_id, fork_after, resume_run_id)
+        self.replay_of = replay_run_id
+        self.fork_after = fork_after
+        self._resume_run_id = resume_run_id
+        self._replay: ReplaySource | None = None
+        self.unrequested_calls: list[Any] = []
         self._runtime = runtime
         self.name = name
+        self._budget_given = budget_limit is not None
         self._meter = BudgetMeter(parse_limit(budget_limit))
         self._input = _encode(input_payload, "input_payload", what="agent_session", error=EncodingError)
         self.run_id = str(uuid.uuid4())
@@ -105,7 +129,8 @@ class AgentSession:
         self._output: JSONValue = None
         self._lock = threading.Lock()
         self._seq = itertools.count(1)
-        self._done: dict[tuple[str, str], JSONValue] = {}
+        self._done: dict[tuple[str, str], tuple[JSONValue, JSONValue]] = {}  # -> (arguments, output)
+        self._occurrences: dict[str, int] = {}
         self._inflight: dict[tuple[str, str], Any] = {}
         self._input_tokens = 0
         self._output_tokens = 0
@@ -246,31 +271,84 @@ class AgentSession:
             f"{semconv.OPERATION_INVOKE_AGENT} {self.name}", attributes=attributes
         )
         ctx = span.get_span_context()
-        if not self._recovering:
-            self.trace_id = format_trace_id(ctx.trace_id) if ctx.is_valid else None
-            try:
-                runtime.ledger.insert_run(
-                    run_id=self.run_id,
-                    name=self.name,
-                    status=RUNNING,
-                    mode="live",
-                    parent_run_id=self.parent_run_id,
-                    input_payload=self._input,
-                    budget_limit_usd=self._meter.limit,
-                    trace_id=self.trace_id,
-                    span_id=format_span_id(ctx.span_id) if ctx.is_valid else None,
-                    owner=runtime.owner,
-                    started_at=dt.datetime.now(dt.UTC),
-                )
-            except LedgerError as exc:
-                span.set_status(Status(StatusCode.ERROR, str(exc)))
-                span.set_attribute(semconv.ERROR_TYPE, error_type_name(exc))
-                span.end()
-                self.status = FAILED
-                raise
+        try:
+            if self.mode == MODE_RESUME:
+                self._attach_for_resume()
+            elif not self._recovering:
+                self._insert_run(ctx)
+        except AgentRelayError as exc:
+            span.set_status(Status(StatusCode.ERROR, str(exc)))
+            span.set_attribute(semconv.ERROR_TYPE, error_type_name(exc))
+            span.end()
+            self.status = FAILED
+            raise
+        span.set_attribute(semconv.RUN_ID, self.run_id)
+        if self.replay_of:
+            span.set_attribute(semconv.REPLAY_OF, self.replay_of)
         self._span = span
         self._tokens = (otel_context.attach(trace.set_span_in_context(span)), _current_session.set(self))
         self.status = RUNNING
+
+    def _insert_run(self, ctx: trace.SpanContext) -> None:
+        """Record a new run (live, or a replay / fork of ``replay_of``, whose calls are loaded here)."""
+        ledger = self._runtime.ledger
+        if self.replay_of is not None:
+            if ledger.get_run(self.replay_of) is None:
+                raise UnknownRunError(self.replay_of, ledger.database)
+            self._replay = ReplaySource(self.replay_of, ledger.forward_calls(self.replay_of), self.fork_after)
+        self.trace_id = format_trace_id(ctx.trace_id) if ctx.is_valid else None
+        ledger.insert_run(
+            run_id=self.run_id,
+            name=self.name,
+            status=RUNNING,
+            mode=self.mode,
+            replay_of=self.replay_of,
+            fork_after=self.fork_after,
+            parent_run_id=self.parent_run_id,
+            input_payload=self._input,
+            budget_limit_usd=self._meter.limit,
+            trace_id=self.trace_id,
+            span_id=format_span_id(ctx.span_id) if ctx.is_valid else None,
+            owner=self._runtime.owner,
+            started_at=dt.datetime.now(dt.UTC),
+        )
+
+    def _attach_for_resume(self) -> None:
+        """Continue run ``resume_run_id``: same run id, its totals, its next ``seq``."""
+        ledger, run_id = self._runtime.ledger, self._resume_run_id
+        assert run_id is not None
+        row = ledger.get_run(run_id)
+        if row is None:
+            raise UnknownRunError(run_id, ledger.database)
+        if row.status in (COMPENSATED, COMPENSATION_FAILED):
+            raise SessionStateError(
+                f"run {run_id} was compensated ({row.status}), so it cannot be resumed; start a new run."
+            )
+        if row.status == SUCCEEDED:
+            raise SessionStateError(
+                f"run {run_id} succeeded; there is nothing to resume (replay it instead)."
+            )
+        if row.status == RUNNING and row.owner != self._runtime.owner and not owner_is_gone(row.owner):
+            raise SessionStateError(
+                f"run {run_id} is still running in {row.owner}; wait for it to end before resuming it."
+            )
+        self.run_id, self.trace_id, self.parent_run_id = run_id, row.trace_id, row.parent_run_id
+        if not self._budget_given and row.budget_limit_usd is not None:
+            self._meter.limit = row.budget_limit_usd
+        cost, unknown, self._input_tokens, self._output_tokens = ledger.call_totals(run_id)
+        self._meter.add(cost)
+        self._meter.unknown = unknown
+        self._seq = itertools.count(ledger.max_seq(run_id) + 1)
+        ledger.finish_run(
+            run_id,
+            status=RUNNING,
+            mode=MODE_RESUME,
+            owner=self._runtime.owner,
+            ended_at=None,
+            error_type=None,
+            error_message=None,
+            budget_limit_usd=self._meter.limit,
+        )
 
     def _should_unwind(self, exc: BaseException | None) -> bool:
         return isinstance(exc, Exception) and self.status == RUNNING
@@ -286,6 +364,9 @@ class AgentSession:
         assert self._span is not None and self._tokens is not None
         span, (otel_token, session_token) = self._span, self._tokens
         self.status = self._final_status(exc)
+        if self._replay is not None:
+            self.unrequested_calls = self._replay.unrequested()
+            span.set_attribute(semconv.REPLAY_UNREQUESTED, len(self.unrequested_calls))
         values: dict[str, Any] = {"status": self.status, "ended_at": dt.datetime.now(dt.UTC)}
         if not self._recovering:
             values.update(
@@ -400,17 +481,27 @@ class AgentSession:
                     )
                 if self._meter.exceeded:
                     return "refuse", self._budget_error(tool_name, refused=True)
+            fate, payload = ("live", None) if self._replay is None else self._replay.decide(key)
+            if fate == "diverge":
+                return "diverge", payload
             self._inflight[(phase, key)] = Flight()
-            return "run", next(self._seq)
+            return ("run" if fate == "live" else "replay"), (next(self._seq), payload)
 
-    def _release(self, phase: str, key: str, output: JSONValue = _MISSING) -> None:
-        """Settle a reserved call: succeeded (``output`` given) or not; wake its waiters."""
+    def _release(self, phase: str, key: str, done: tuple[JSONValue, JSONValue] | None = None) -> None:
+        """Settle a reserved call: succeeded (``done`` = its arguments and output) or not; wake waiters."""
         with self._lock:
-            if output is not _MISSING:
-                self._done[(phase, key)] = output
+            if done is not None:
+                self._done[(phase, key)] = done
             flight = self._inflight.pop((phase, key), None)
         if flight is not None:
             flight.done.set()
+
+    def _occurrence(self, base_key: str) -> int:
+        """How many times a non-deduplicated call with this key was made before in this session."""
+        with self._lock:
+            n = self._occurrences.get(base_key, 0)
+            self._occurrences[base_key] = n + 1
+            return n
 
     def _after_call(self, record: CallRecord, cost: Decimal | None, *, raise_budget: bool = True) -> None:
         """Count a finished call's cost and tokens; raise if it passed the budget or could not be priced."""
@@ -445,6 +536,31 @@ class AgentSession:
             run_id=self.run_id,
             tool_name=None if refused else tool_name,
         )
+
+
+def _mode(replay: bool, replay_run_id: str | None, fork_after: int | None, resume_run_id: str | None) -> str:
+    """Validate the replay / fork / resume options together; return the run's mode."""
+    if resume_run_id is not None:
+        if replay or replay_run_id is not None or fork_after is not None:
+            raise SessionStateError(
+                "resume_run_id cannot be combined with replay, replay_run_id or fork_after."
+            )
+        if not isinstance(resume_run_id, str) or not resume_run_id:
+            raise SessionStateError(f"resume_run_id must be a run id, not {resume_run_id!r}.")
+        return MODE_RESUME
+    if fork_after is not None:
+        if isinstance(fork_after, bool) or not isinstance(fork_after, int) or fork_after < 0:
+            raise SessionStateError(f"fork_after must be an int >= 0 (calls to replay), not {fork_after!r}.")
+        if replay_run_id is None:
+            raise SessionStateError("fork_after needs replay_run_id=..., the run to fork.")
+        return MODE_FORK
+    if replay_run_id is not None and not isinstance(replay_run_id, str):
+        raise SessionStateError(f"replay_run_id must be a run id, not {replay_run_id!r}.")
+    if replay and replay_run_id is None:
+        raise SessionStateError("replay=True needs replay_run_id=..., the run to replay.")
+    if replay_run_id is not None and not replay:
+        raise SessionStateError("replay_run_id needs replay=True (or fork_after=K to fork the run).")
+    return MODE_REPLAY if replay else MODE_LIVE
 
 
 def _run_coroutine(coro: Coroutine[Any, Any, Any]) -> Any:

@@ -48,6 +48,9 @@ class ToolSpec:
     cost: CostSpec | None
     kind: str
     idempotent: bool
+    deduplicate: bool
+    key: Callable[[dict[str, Any]], str] | None
+    raises: tuple[type[BaseException], ...]
     is_async: bool
     span_name: str
     signature: inspect.Signature = dataclasses.field(repr=False)
@@ -91,6 +94,9 @@ def tool(
     cost: CostSpec | None = None,
     kind: str = "function",
     idempotent: bool = False,
+    deduplicate: bool = True,
+    key: Callable[[dict[str, Any]], str] | None = None,
+    raises: tuple[type[BaseException], ...] = (),
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Register the decorated function as a tool of ``runtime``.
 
@@ -101,7 +107,11 @@ def tool(
     number or a function of the result. ``kind="llm"``: the result is an LLM response (OpenAI chat
     completion or response, Anthropic message, or a dict of that shape) whose token usage is priced and
     counted. ``idempotent=True``: running the tool twice is harmless, so a call whose process died
-    mid-call (outcome unknown) may run again.
+    mid-call (outcome unknown) may run again. ``deduplicate=False``: identical calls in a run each run
+    (polling, reading a clock); each repeat is numbered, so a replay serves them in the same order.
+    ``key``: a function of the bound arguments (a dict) returning your own idempotency key (an order id,
+    say); reusing it with different arguments is an ``IdempotencyKeyReuseError``. ``raises``: exception
+    types a replay may rebuild from a recorded failure (built-in exceptions always are).
 
     Raises ``ConfigurationError`` (a ``ValueError``) for a bad option and ``DuplicateToolError`` when the
     name is taken, both at decoration time.
@@ -121,6 +131,12 @@ def tool(
         raise ConfigurationError(f"@tool(compensation=...) must name a tool, not {compensation!r}.")
     if cost is not None and not callable(cost):
         to_usd(cost, f"@tool({name or '?'}) cost")
+    if key is not None and not callable(key):
+        raise ConfigurationError(f"@tool(key=...) must be a function of the arguments dict, not {key!r}.")
+    if not isinstance(raises, tuple) or not all(
+        isinstance(t, type) and issubclass(t, BaseException) for t in raises
+    ):
+        raise ConfigurationError(f"@tool(raises=...) must be a tuple of exception classes, not {raises!r}.")
     if kind not in KINDS:
         raise ConfigurationError(
             f"@tool(kind=...) must be one of {', '.join(map(repr, KINDS))}, not {kind!r}."
@@ -140,6 +156,9 @@ def tool(
             cost=cost,
             kind=kind,
             idempotent=bool(idempotent),
+            deduplicate=bool(deduplicate),
+            key=key,
+            raises=raises,
             is_async=inspect.iscoroutinefunction(func),
             span_name=f"{semconv.OPERATION_EXECUTE_TOOL} {tool_name}",
             signature=inspect.signature(func),

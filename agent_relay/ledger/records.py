@@ -38,6 +38,7 @@ class CallRecord:
     existing_status: str | None = None
     existing_output: Any = None
     existing_owner: str | None = None
+    existing_arguments: Any = None
     # set by the wrapper before the span ends
     status: str = PENDING
     output: Any = None

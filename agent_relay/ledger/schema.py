@@ -55,6 +55,9 @@ agent_runs = sa.Table(
     sa.Column("status", sa.String(32), nullable=False),
     sa.Column("mode", sa.String(16), nullable=False, server_default="live"),  # live | replay | resume | fork
     sa.Column("replay_of", sa.String(36), nullable=True),
+    sa.Column(
+        "fork_after", sa.Integer, nullable=True
+    ),  # fork: how many calls were replayed before going live
     sa.Column("parent_run_id", sa.String(36), nullable=True),
     sa.Column("input_payload", _JSON, nullable=True),
     sa.Column("output", _JSON, nullable=True),
@@ -103,6 +106,8 @@ tool_calls = sa.Table(
     sa.Column("ended_at", _TS, nullable=True),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="1"),
     sa.Column("owner", sa.String(200), nullable=True),  # host:pid of the worker holding a pending claim
+    # live: the tool body ran (or runs) for this row; replayed: the outcome was copied from the replayed run
+    sa.Column("origin", sa.String(16), nullable=False, server_default="live"),
     sa.UniqueConstraint("run_id", "phase", "idempotency_key", name="uq_tool_calls_run_phase_key"),
     sa.Index("ix_tool_calls_run_seq", "run_id", "seq"),
     sa.Index("ix_tool_calls_tool_started_at", "tool_name", "started_at"),

@@ -19,6 +19,7 @@ import os
 import socket
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -231,11 +232,98 @@ class LedgerStore:
         c = tool_calls.c
         stmt = (
             sa.select(c.call_id, c.seq, c.tool_name, c.arguments, c.output)
-            .where(c.run_id == run_id, c.phase == "forward", c.status == "succeeded")
+            .where(c.run_id == run_id, c.phase == "forward", c.status == "succeeded", c.origin == "live")
             .order_by(c.seq.desc())
         )
         with self._guard("read the calls of a run", run_id=run_id), self.engine.connect() as conn:
             return conn.execute(stmt).all()
+
+    def forward_calls(self, run_id: str) -> Sequence[Any]:
+        """Every forward call of a run in ``seq`` order: what a replay serves from."""
+        c = tool_calls.c
+        stmt = (
+            sa.select(
+                c.call_id,
+                c.seq,
+                c.tool_name,
+                c.idempotency_key,
+                c.arguments,
+                c.output,
+                c.status,
+                c.error_type,
+                c.error_message,
+                c.cost_usd,
+                c.cost_unknown,
+                c.input_tokens,
+                c.output_tokens,
+                c.model,
+            )
+            .where(c.run_id == run_id, c.phase == "forward")
+            .order_by(c.seq)
+        )
+        with self._guard("read the calls of a run", run_id=run_id), self.engine.connect() as conn:
+            return conn.execute(stmt).all()
+
+    def call_totals(self, run_id: str) -> tuple[Decimal, bool, int, int]:
+        """(cost, any cost unknown, input tokens, output tokens) summed over a run's calls."""
+        c = tool_calls.c
+        stmt = sa.select(
+            sa.func.coalesce(sa.func.sum(c.cost_usd), 0),
+            sa.func.max(sa.case((c.cost_unknown, 1), else_=0)),
+            sa.func.coalesce(sa.func.sum(c.input_tokens), 0),
+            sa.func.coalesce(sa.func.sum(c.output_tokens), 0),
+        ).where(c.run_id == run_id)
+        with self._guard("read the calls of a run", run_id=run_id), self.engine.connect() as conn:
+            cost, unknown, inp, out = conn.execute(stmt).one()
+        return Decimal(str(cost)), bool(unknown), int(inp), int(out)
+
+    def insert_replayed(self, record: CallRecord) -> None:
+        """Record a call served from a replayed run: one complete row, origin ``replayed``."""
+        assert record.started_ns is not None
+        values = {
+            "call_id": record.call_id,
+            "run_id": record.run_id,
+            "seq": record.seq,
+            "tool_name": record.tool_name,
+            "phase": record.phase,
+            "idempotency_key": record.idempotency_key,
+            "arguments": record.arguments,
+            "output": record.output,
+            "status": record.status,
+            "error_type": record.error_type,
+            "error_message": record.error_message,
+            "cost_usd": record.cost_usd,
+            "cost_unknown": record.cost_unknown,
+            "input_tokens": record.input_tokens,
+            "output_tokens": record.output_tokens,
+            "model": record.model,
+            "trace_id": record.trace_id,
+            "span_id": record.span_id,
+            "started_at": utc(record.started_ns),
+            "ended_at": utc(record.ended_ns or record.started_ns),
+            "attempts": 1,
+            "owner": record.owner,
+            "origin": "replayed",
+        }
+        with (
+            self._guard(
+                f"record a replayed call of tool {record.tool_name!r}",
+                run_id=record.run_id,
+                tool_name=record.tool_name,
+            ),
+            self._write_engine.begin() as conn,
+        ):
+            conn.execute(tool_calls.insert().values(**values))
+
+    def settle(self, call_id: str, **values: Any) -> bool:
+        """Write the outcome of a pending call by hand; False if it was not pending."""
+        stmt = tool_calls.update().where(tool_calls.c.call_id == call_id, tool_calls.c.status == PENDING)
+        with self._guard("settle a call"), self._write_engine.begin() as conn:
+            return bool(conn.execute(stmt.values(**values)).rowcount)
+
+    def get_call(self, call_id: str) -> Row[Any] | None:
+        with self._guard("read a call"), self.engine.connect() as conn:
+            return conn.execute(sa.select(tool_calls).where(tool_calls.c.call_id == call_id)).first()
 
     def max_seq(self, run_id: str) -> int:
         stmt = sa.select(sa.func.coalesce(sa.func.max(tool_calls.c.seq), 0)).where(
@@ -285,6 +373,7 @@ class LedgerStore:
             ).one()
             record.claim, record.existing_status, record.existing_owner = EXISTS, row.status, row.owner
             record.existing_output, record.attempts = row.output, row.attempts
+            record.existing_arguments = row.arguments
 
     def take_over(self, record: CallRecord) -> bool:
         """Claim a pending row whose owner (``record.existing_owner``) is gone; False if someone else did."""
@@ -393,7 +482,7 @@ def _call_statements(insert: Any) -> tuple[Any, Any, Any]:
         },
         where=c.status == FAILED,
     ).returning(c.attempts)
-    existing = sa.select(c.status, c.output, c.attempts, c.owner).where(
+    existing = sa.select(c.status, c.output, c.attempts, c.owner, c.arguments).where(
         c.run_id == sa.bindparam("run_id"),
         c.phase == sa.bindparam("phase"),
         c.idempotency_key == sa.bindparam("idempotency_key"),

@@ -1,0 +1,125 @@
+"""Replay and fork: serve a recorded run's calls by key, and say exactly where a replay went off it.
+
+Pure decisions over the source run's ledger rows; the session asks, the wrapper serves. A replay serves
+every forward call the source recorded (by idempotency key) and refuses any other; a fork serves the
+first ``fork_after`` distinct calls, then lets the run go live.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from .encoding import JSONValue
+from .errors import ReplayDivergenceError, ReplayedError
+
+_MAX_SHOWN = 200
+
+
+class ReplaySource:
+    """The recorded forward calls of one run, indexed by key. Thread-safe."""
+
+    def __init__(self, run_id: str, rows: Sequence[Any], fork_after: int | None = None) -> None:
+        self.run_id = run_id
+        self.rows = list(rows)
+        self.by_key = {row.idempotency_key: row for row in self.rows}
+        self.fork_after = fork_after
+        self._lock = threading.Lock()
+        self._requested: dict[str, int] = {}  # key -> position in the order the replay first asked
+
+    def decide(self, key: str) -> tuple[str, Any]:
+        """("serve", row) | ("live", None) | ("diverge", position) for a forward call with ``key``."""
+        with self._lock:
+            position = self._requested.get(key)
+            if position is None:
+                position = self._requested[key] = len(self._requested)
+        if self.fork_after is not None and position >= self.fork_after:
+            return "live", None
+        row = self.by_key.get(key)
+        return ("serve", row) if row is not None else ("diverge", position)
+
+    def unrequested(self) -> list[Any]:
+        """Recorded calls the replay never asked for (only meaningful once it has ended)."""
+        with self._lock:
+            asked = set(self._requested)
+        limit = len(self.rows) if self.fork_after is None else self.fork_after
+        return [row for row in self.rows[:limit] if row.idempotency_key not in asked]
+
+    def divergence(
+        self, *, tool_name: str, arguments: dict[str, JSONValue], position: int, run_id: str
+    ) -> ReplayDivergenceError:
+        """The error for a call the source does not have, compared with what it recorded there."""
+        call = _call_text(tool_name, arguments)
+        expected = self.rows[position] if position < len(self.rows) else None
+        if expected is None:
+            where = f"the recorded run has only {len(self.rows)} forward call(s)"
+        else:
+            where = (
+                f"the recorded run has {_call_text(expected.tool_name, expected.arguments or {})} there "
+                f"({expected.status}, output {_short(expected.output)})"
+            )
+            if expected.tool_name == tool_name:
+                where += f"; arguments differ: {argument_diff(expected.arguments or {}, arguments)}"
+        return ReplayDivergenceError(
+            f"replay of run {self.run_id} diverged at call #{position + 1}: the agent called {call}, which "
+            f"the recorded run does not have; {where}. No tool body ran. Replay with the inputs of the "
+            f"recorded run, or fork it (fork_after=...) to go live from the point of change.",
+            tool_name=tool_name,
+            run_id=run_id,
+            source_run_id=self.run_id,
+            position=position,
+        )
+
+
+def argument_diff(recorded: dict[str, JSONValue], now: dict[str, JSONValue]) -> str:
+    """``subject: 'Hello' -> 'Hi'; cc: missing -> 'x'`` — what changed, argument by argument."""
+    parts = []
+    for name in sorted(set(recorded) | set(now)):
+        before, after = recorded.get(name, _MISSING), now.get(name, _MISSING)
+        if before != after:
+            parts.append(f"{name}: {_short(before)} -> {_short(after)}")
+    return "; ".join(parts) or "none (the key differs by tool options)"
+
+
+def rebuild_error(
+    tool_name: str, error_type: str | None, message: str | None, declared: Iterable[type[BaseException]] = ()
+) -> BaseException:
+    """The recorded failure as an exception to raise: its own type when that is safe, else ReplayedError.
+
+    Safe: a built-in exception class, or one of the tool's declared ``raises=`` types, rebuilt from the
+    message alone.
+    """
+    name = error_type or "Exception"
+    candidates = {f"{cls.__module__}.{cls.__qualname__}": cls for cls in declared}
+    candidates.update({cls.__qualname__: cls for cls in declared if cls.__module__ == "builtins"})
+    cls = candidates.get(name)
+    if cls is None and "." not in name:
+        found = getattr(builtins, name, None)
+        if isinstance(found, type) and issubclass(found, Exception):
+            cls = found
+    if cls is not None:
+        try:
+            return cls(message or "")
+        except Exception:
+            pass
+    return ReplayedError(tool_name=tool_name, original_type=name, original_message=message or "")
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "missing"
+
+
+_MISSING: Any = _Missing()
+
+
+def _short(value: Any) -> str:
+    text = repr(value) if value is _MISSING else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
+
+
+def _call_text(tool_name: str, arguments: dict[str, JSONValue]) -> str:
+    return f"{tool_name}({', '.join(f'{k}={_short(v)}' for k, v in arguments.items())})"
