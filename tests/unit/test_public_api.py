@@ -11,34 +11,13 @@ import agent_relay
 from agent_relay import errors
 
 EXPECTED = {
-    "AgentRelayError",
-    "AgentRuntime",
-    "AgentSession",
-    "ArgumentEncodingError",
-    "BudgetExceededError",
-    "CallInDoubtError",
-    "CallInProgressError",
-    "CallInfo",
-    "CompensationFailure",
-    "ConfigurationError",
-    "DuplicateToolError",
-    "EncodingError",
-    "LedgerError",
-    "LedgerOptions",
-    "LedgerSpanProcessor",
-    "ModelPrice",
-    "OutputEncodingError",
-    "RuntimeClosedError",
-    "SchemaVersionError",
-    "SessionStateError",
-    "UnknownRunError",
-    "UnknownToolError",
-    "UnpricedUsageError",
-    "UnpricedUsageWarning",
-    "__version__",
-    "current_call",
-    "tool",
-}
+    "AgentRelayError", "AgentRuntime", "AgentSession", "ArgumentEncodingError", "BudgetExceededError",
+    "CallInDoubtError", "CallInProgressError", "CallInfo", "CompensationFailure", "ConfigurationError",
+    "DuplicateToolError", "EncodingError", "IdempotencyKeyReuseError", "LedgerError", "LedgerOptions",
+    "LedgerSpanProcessor", "ModelPrice", "OutputEncodingError", "ReplayDivergenceError", "ReplayedError",
+    "RuntimeClosedError", "SchemaVersionError", "SessionStateError", "UnknownRunError", "UnknownToolError",
+    "UnpricedUsageError", "UnpricedUsageWarning", "__version__", "current_call", "tool",
+}  # fmt: skip
 
 
 def test_exports_are_pinned_and_sorted() -> None:
