@@ -10,7 +10,9 @@ What it shows:
   4. the ledger rows of the run, read back with plain SQL, and the trace id to look up in Jaeger;
   5. a trip booking that fails at payment: its flight and hotel are compensated, latest first (saga);
   6. a research agent capped at $0.05: the model call that passes the budget is recorded, the run stops
-     and nothing after it runs.
+     and nothing after it runs;
+  7. a replay of the email run: every call served from the ledger, no tool body runs, same output;
+  8. a newsletter run that fails at its last step, resumed: done steps are served, the failed one reruns.
 
 Configuration is the runtime's: AGENT_RELAY_DATABASE_URL (default sqlite:///agent_relay.db in the working
 directory) and the standard OTEL_* variables (set OTEL_EXPORTER_OTLP_ENDPOINT to export the trace).
@@ -129,6 +131,35 @@ def research_flow() -> str:
     return session.run_id
 
 
+# --- resume: a run that failed at its last step continues where it stopped ------------------------------
+
+smtp = {"down": True}
+
+
+@tool(runtime, name="fetch_subscribers")
+def fetch_subscribers(list_id: str) -> list[str]:
+    outbox.append(f"fetched subscribers of {list_id}")
+    return ["ada@example.com", "bo@example.com"]
+
+
+@tool(runtime, name="render_issue")
+def render_issue(issue: int) -> str:
+    outbox.append(f"rendered issue {issue}")
+    return f"<h1>Issue {issue}</h1>"
+
+
+@tool(runtime, name="send_batch")
+def send_batch(recipients: list[str], html: str) -> int:
+    if smtp["down"]:
+        raise ConnectionError("SMTP 421: service not available, try later")
+    outbox.append(f"sent issue to {len(recipients)} subscribers")
+    return len(recipients)
+
+
+def newsletter_agent() -> int:
+    return send_batch(fetch_subscribers("weekly"), render_issue(42))
+
+
 def print_ledger(run_id: str) -> None:
     query = sa.text(
         "SELECT seq, tool_name, phase, status, attempts, error_type, output, "
@@ -176,6 +207,28 @@ def main() -> None:
     research = research_flow()
     print(f"  web_search ran {len(outbox)} times before the budget stopped the run")
     print_ledger(research)
+
+    print("\n--- replay: the email run again, served from the ledger ---")
+    outbox.clear()
+    with runtime.agent_session(name="email_flow", replay=True, replay_run_id=session.run_id) as replay:
+        replayed = agent_flow(event)
+        replay.set_output(replayed)
+    print(f"  tool bodies run during the replay: {len(outbox)}; output identical: {replayed == result}")
+    print_ledger(replay.run_id)
+
+    print("\n--- resume: a newsletter run that failed at its last step ---")
+    outbox.clear()
+    try:
+        with runtime.agent_session(name="newsletter") as first:
+            newsletter_agent()
+    except ConnectionError as exc:
+        print(f"  first attempt failed: {exc}")
+    smtp["down"] = False
+    with runtime.agent_session(name="newsletter", resume_run_id=first.run_id) as resumed:
+        resumed.set_output({"sent": newsletter_agent()})
+    for line in outbox:
+        print(f"  - {line}")
+    print_ledger(resumed.run_id)
     runtime.shutdown()
 
 

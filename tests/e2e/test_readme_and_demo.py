@@ -14,7 +14,10 @@ import sqlalchemy as sa
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-BLOCKS = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+CONTINUES = "# continuing the basic workflow above"
+_RAW = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+# A block that continues the basic workflow runs after it, as a reader would run it.
+BLOCKS = [_RAW[0] + block if block.startswith(CONTINUES) else block for block in _RAW]
 
 
 def _env() -> dict[str, str]:
@@ -69,11 +72,20 @@ def test_demo_runs_on_the_default_sqlite_ledger(tmp_path: Path) -> None:
     with engine.connect() as conn:
         rows = conn.exec_driver_sql(
             "SELECT c.tool_name, c.status, c.attempts FROM tool_calls c JOIN agent_runs r USING (run_id) "
-            "WHERE r.name = 'email_flow' ORDER BY c.seq"
+            "WHERE r.name = 'email_flow' AND r.mode = 'live' ORDER BY c.seq"
         ).all()
-        runs = dict(conn.exec_driver_sql("SELECT name, status FROM agent_runs").all())
+        runs = conn.exec_driver_sql("SELECT name, status, mode FROM agent_runs").all()
     engine.dispose()
     assert rows[:2] == [("send_email", "succeeded", 1), ("open_ticket", "succeeded", 2)]
-    assert runs == {"email_flow": "succeeded", "trip_booking": "compensated", "research": "failed"}
+    assert sorted(tuple(r) for r in runs) == [
+        ("email_flow", "succeeded", "live"),
+        ("email_flow", "succeeded", "replay"),
+        ("newsletter", "succeeded", "resume"),
+        ("research", "failed", "live"),
+        ("trip_booking", "compensated", "live"),
+    ]
     assert "hotel booking H-Adlon cancelled" in out and "flight booking PNR-LH400 cancelled" in out
     assert "web_search ran 2 times before the budget stopped the run" in out
+    assert "tool bodies run during the replay: 0; output identical: True" in out
+    # the resumed newsletter: fetch and render served from the ledger, only the failed send ran again
+    assert out.count("fetched subscribers of weekly") == 1 and "sent issue to 2 subscribers" in out
