@@ -207,6 +207,41 @@ def run_dedup(calls: int, warmup: int, workdir: Path) -> int:
     return elapsed
 
 
+def _replayed_rows(runtime: AgentRuntime, run_id: str) -> int:
+    """Rows of ``run_id`` served from its source run (origin ``replayed``), read through the ledger."""
+    query = sqlalchemy.text("SELECT count(*) FROM tool_calls WHERE run_id = :run_id AND origin = 'replayed'")
+    with runtime.ledger.engine.connect() as conn:
+        return int(conn.execute(query, {"run_id": run_id}).scalar_one())
+
+
+def run_replay(calls: int, warmup: int, workdir: Path) -> int:
+    runtime, send_email, ran = _runtime_with_tool(workdir)
+    addresses = [f"warm{i}@example.com" for i in range(warmup)]
+    addresses += [f"user{i}@example.com" for i in range(calls)]
+    try:
+        with runtime.agent_session(name="bench") as source:  # recorded live, untimed
+            for to in addresses:
+                send_email(to=to, subject="Hello", body="Hi")
+        recorded = ran.n
+        with runtime.agent_session(name="bench", replay=True, replay_run_id=source.run_id) as replay:
+            for to in addresses[:warmup]:
+                send_email(to=to, subject="Hello", body="Hi")
+            start = time.perf_counter_ns()
+            for to in addresses[warmup:]:  # every call served from the source run's ledger rows
+                result = send_email(to=to, subject="Hello", body="Hi")
+            elapsed = time.perf_counter_ns() - start
+        replayed = _replayed_rows(runtime, replay.run_id)
+    finally:
+        runtime.shutdown()
+    _expect("replay: source tool body runs", recorded, warmup + calls)
+    _expect("replay: tool body runs during the replay", ran.n - recorded, 0)
+    _expect("replay: served result", result, "msg-1")
+    _expect("replay: replayed rows", replayed, warmup + calls)
+    both_runs = 2 * (warmup + calls)
+    _expect("replay: succeeded rows (source + replay)", _ledger_counts(workdir), (both_runs, both_runs))
+    return elapsed
+
+
 def run_plain(calls: int, warmup: int, workdir: Path) -> int:
     runtime, send_email, ran = _runtime_with_tool(workdir)
     try:
@@ -232,6 +267,7 @@ CASES: tuple[Case, ...] = (
     Case("floor", "floor: SDK span + raw sqlite3 INSERT and UPDATE, 2 commits", run_floor),
     Case("live", "agent_relay live call (ledger claim + complete, 2 commits)", run_live),
     Case("dedup", "agent_relay deduplicated call (served from session, 1 span)", run_dedup),
+    Case("replay", "agent_relay replayed call (served from the source run, 1 insert)", run_replay),
     Case("plain", "agent_relay @tool outside any session (span only)", run_plain),
 )
 
@@ -355,6 +391,11 @@ since absolute times drift between machines and runs.
   so each one is keyed, claimed (pending row committed) and completed (outcome committed).
 - **dedup**: the same arguments again after a first live call: served from the session, no ledger
   write, one span.
+- **replay**: the live calls recorded first by a source session (untimed, as is entering the replay
+  session, which loads the source's rows), then made again in `agent_session(replay=True,
+  replay_run_id=...)`: each is looked up by key among the source's rows, emits one span marked
+  `agent_relay.replayed=true` and writes one complete row for the replay run (origin `replayed`, one
+  committed INSERT); no tool body runs.
 - **plain**: the `@tool` called outside any session: a plain call inside one span, no ledger.
 
 Each case runs on a fresh SQLite file in a fresh temporary directory; set-up, session entry and exit,

@@ -108,6 +108,7 @@ class LedgerStore:
         self._lock: contextlib.AbstractContextManager[Any] = (
             threading.RLock() if self.is_sqlite else contextlib.nullcontext()
         )
+        self._insert_call = tool_calls.insert()
         self._claim_stmt, self._existing_stmt, self._complete_stmt = _call_statements(
             sqlite.insert if self.is_sqlite else postgresql.insert
         )
@@ -313,7 +314,8 @@ class LedgerStore:
             ),
             self._write_engine.begin() as conn,
         ):
-            conn.execute(tool_calls.insert().values(**values))
+            # the statement is built once; the values travel as parameters (see _call_statements)
+            conn.execute(self._insert_call, values)
 
     def settle(self, call_id: str, **values: Any) -> bool:
         """Write the outcome of a pending call by hand; False if it was not pending."""
