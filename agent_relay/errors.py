@@ -179,7 +179,10 @@ class SchemaVersionError(LedgerError):
         if found > expected:
             advice = "upgrade agent-relay to a version that knows this schema"
         else:
-            advice = "upgrade the ledger (a later version of agent-relay ships `agent-relay db upgrade`)"
+            advice = (
+                "upgrade the ledger: `agent-relay db upgrade --db <url>`, or open it with "
+                "LedgerOptions(upgrade=True)"
+            )
         super().__init__(
             f"the ledger at {database} has schema version {found}, this agent-relay uses version "
             f"{expected}: {advice}.",

@@ -19,6 +19,7 @@ unchanged, with any compensation failures attached as notes and on ``compensatio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import itertools
@@ -52,7 +53,6 @@ from .errors import (
 )
 from .keys import FORWARD
 from .ledger.records import CallRecord
-from .ledger.store import owner_is_gone
 from .pricing import to_usd
 from .replay import ReplaySource
 from .usage import TokenUsage
@@ -328,16 +328,12 @@ class AgentSession:
             raise SessionStateError(
                 f"run {run_id} succeeded; there is nothing to resume (replay it instead)."
             )
-        if row.status == RUNNING and row.owner != self._runtime.owner and not owner_is_gone(row.owner):
-            raise SessionStateError(
-                f"run {run_id} is still running in {row.owner}; wait for it to end before resuming it."
-            )
+        # A run still running elsewhere may be resumed too (several workers on one run): each call's
+        # pending-row claim decides who runs it, and the others wait for it and are served.
         self.run_id, self.trace_id, self.parent_run_id = run_id, row.trace_id, row.parent_run_id
         if not self._budget_given and row.budget_limit_usd is not None:
             self._meter.limit = row.budget_limit_usd
-        cost, unknown, self._input_tokens, self._output_tokens = ledger.call_totals(run_id)
-        self._meter.add(cost)
-        self._meter.unknown = unknown
+        self._carry_totals(row)
         self._seq = itertools.count(ledger.max_seq(run_id) + 1)
         ledger.finish_run(
             run_id,
@@ -348,6 +344,16 @@ class AgentSession:
             error_type=None,
             error_message=None,
             budget_limit_usd=self._meter.limit,
+        )
+
+    def _carry_totals(self, row: Any) -> None:
+        """Start from what the run already spent: its recorded totals, or its calls' when it never ended."""
+        cost, unknown, inp, out = self._runtime.ledger.call_totals(self.run_id)
+        self._meter.add(max(cost, row.cost_usd or Decimal(0)))
+        self._meter.unknown = unknown or bool(row.cost_unknown)
+        self._input_tokens, self._output_tokens = (
+            max(inp, row.input_tokens or 0),
+            max(out, row.output_tokens or 0),
         )
 
     def _should_unwind(self, exc: BaseException | None) -> bool:
@@ -368,6 +374,16 @@ class AgentSession:
             self.unrequested_calls = self._replay.unrequested()
             span.set_attribute(semconv.REPLAY_UNREQUESTED, len(self.unrequested_calls))
         values: dict[str, Any] = {"status": self.status, "ended_at": dt.datetime.now(dt.UTC)}
+        if self.mode == MODE_RESUME:
+            # other workers may have resumed the run too: count every call, not just this worker's
+            with contextlib.suppress(LedgerError):
+                cost, unknown, inp, out = self._runtime.ledger.call_totals(self.run_id)
+                self._meter.spent = max(self._meter.spent, cost)
+                self._meter.unknown |= unknown
+                self._input_tokens, self._output_tokens = (
+                    max(self._input_tokens, inp),
+                    max(self._output_tokens, out),
+                )
         if not self._recovering:
             values.update(
                 output=self._output,

@@ -31,6 +31,7 @@ from sqlalchemy.pool import StaticPool
 
 from ..encoding import compact_dumps
 from ..errors import LedgerError, SchemaVersionError
+from . import migrations
 from .records import CLAIMED, EXISTS, FAILED, PENDING, CallRecord
 from .schema import SCHEMA_VERSION, agent_runs, metadata, schema_info, tool_calls
 
@@ -43,12 +44,16 @@ class LedgerOptions:
 
     ``busy_timeout_s``: how long a SQLite writer waits for another process's write lock before the call
     fails with ``LedgerError``. ``sqlite_synchronous``: ``NORMAL`` (survives a process crash) or ``FULL``
-    (also survives power loss). ``engine_options``: passed to ``sqlalchemy.create_engine`` as they are.
+    (also survives power loss). ``engine_options``: passed to ``sqlalchemy.create_engine`` as they are
+    (pool size, timeouts...), over AgentRelay's defaults (``pool_pre_ping=True`` on servers, so a
+    connection the server dropped is replaced before use). ``upgrade``: bring a ledger of an older schema
+    version up to date when opening it, instead of refusing it.
     """
 
     busy_timeout_s: float = 10.0
     sqlite_synchronous: str = "NORMAL"
     engine_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    upgrade: bool = False
 
     def __post_init__(self) -> None:
         if self.sqlite_synchronous.upper() not in _SYNCHRONOUS:
@@ -116,6 +121,8 @@ class LedgerStore:
     # --- set-up ---------------------------------------------------------------------------------------
     def _create_engine(self) -> Engine:
         kwargs: dict[str, Any] = {"json_serializer": compact_dumps}
+        if not self.is_sqlite:
+            kwargs["pool_pre_ping"] = True
         if self.is_sqlite:
             db = self.url.database
             connect_args: dict[str, Any] = {
@@ -161,7 +168,7 @@ class LedgerStore:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     def open(self) -> None:
-        """Create the tables on an empty database, or check the recorded schema version."""
+        """Create the tables on an empty database, or check (and with ``upgrade``, upgrade) its version."""
         with self._guard("open"):
             found = self._read_version()
             if found is None:
@@ -174,8 +181,38 @@ class LedgerStore:
                             )
                         )
                 found = self._read_version()
+        if found is not None and found < SCHEMA_VERSION and self.options.upgrade:
+            self.upgrade()
+            return
         if found != SCHEMA_VERSION:
             raise SchemaVersionError(database=self.database, found=found or 0, expected=SCHEMA_VERSION)
+
+    def upgrade(self) -> tuple[int, int]:
+        """Upgrade the ledger to this version's schema, one recorded step at a time; (from, to).
+
+        Safe to run concurrently (upgraders serialise on the version row) and twice (a no-op). A ledger
+        of a newer version is refused with ``SchemaVersionError``.
+        """
+        with self._guard("upgrade the schema"):
+            start = self._read_version()
+            if start is None:
+                raise LedgerError(
+                    f"the database at {self.database} holds no AgentRelay ledger to upgrade; "
+                    f"opening it with an AgentRuntime creates one.",
+                    database=self.database,
+                )
+            if start > SCHEMA_VERSION:
+                raise SchemaVersionError(database=self.database, found=start, expected=SCHEMA_VERSION)
+            for version in range(start + 1, SCHEMA_VERSION + 1):
+                with self._write_engine.begin() as conn:
+                    locked = sa.select(schema_info.c.version).where(schema_info.c.id == 1)
+                    if not self.is_sqlite:
+                        locked = locked.with_for_update()
+                    if conn.execute(locked).scalar_one() >= version:
+                        continue  # another upgrader got there first
+                    migrations.STEPS[version](conn)
+                    conn.execute(schema_info.update().where(schema_info.c.id == 1).values(version=version))
+        return start, SCHEMA_VERSION
 
     def _read_version(self) -> int | None:
         with self.engine.connect() as conn:
