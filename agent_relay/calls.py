@@ -149,17 +149,12 @@ class Invocation:
         session, spec = self.session, self.spec
         cid = call_id(session.run_id, self.phase, self.key)
         fate, payload = session._reserve(self.phase, self.key, spec.name)
-        if fate in ("refuse", "diverge"):
-            error = (
-                payload
-                if fate == "refuse"
-                else session._replay.divergence(  # type: ignore[union-attr]
-                    tool_name=spec.name, arguments=self.args_json, position=payload, run_id=session.run_id
-                )
-            )
+        if fate == "refuse":
             span = spec.runtime._tracer.start_span(spec.span_name, attributes=self._attributes(cid))
-            _end_span(span, error)
-            raise error
+            _end_span(span, payload)
+            raise payload
+        if fate == "diverge":
+            self._diverged(cid, *payload)
         if fate == "serve":
             self._check_user_key(payload[0])
             self.served = self._serve(cid, payload[1])
@@ -266,6 +261,39 @@ class Invocation:
         if self.span is not None and self.span.is_recording() and self.record is not None:
             self._abandon(err)
         raise err
+
+    def _diverged(self, cid: str, seq: int, position: int) -> None:
+        """A replayed run asked for a call its source does not have: record where, then raise."""
+        session, spec = self.session, self.spec
+        assert session._replay is not None
+        error = session._replay.divergence(
+            tool_name=spec.name, arguments=self.args_json, position=position, run_id=session.run_id
+        )
+        span = spec.runtime._tracer.start_span(spec.span_name, attributes=self._attributes(cid))
+        ctx = span.get_span_context()
+        record = CallRecord(
+            ledger=spec.runtime.ledger,
+            run_id=session.run_id,
+            call_id=cid,
+            seq=seq,
+            tool_name=spec.name,
+            phase=self.phase,
+            idempotency_key=self.key,
+            arguments=self.args_json,
+            owner=spec.runtime.owner,
+            trace_id=format_trace_id(ctx.trace_id) if ctx.is_valid else None,
+            span_id=format_span_id(ctx.span_id) if ctx.is_valid else None,
+            started_ns=time.time_ns(),
+            status=FAILED,
+            error_type=error_type_name(error),
+            error_message=str(error)[:_MAX_ERROR_MESSAGE],
+        )
+        _end_span(span, error)
+        try:
+            spec.runtime.ledger.insert_replayed(record, origin="diverged")
+        except Exception as exc:
+            error.add_note(f"agent-relay: the divergence could not be recorded: {exc}")
+        raise error
 
     def _replayed(self, cid: str, seq: int, row: Any) -> Any:
         """Serve a call from the replayed run: record it (origin ``replayed``), count its recorded cost,

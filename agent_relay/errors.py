@@ -10,6 +10,7 @@ input the usual way catches them too::
     │   ├── DuplicateToolError               two tools registered under one name
     │   ├── UnknownToolError                 a name (a compensation, a recorded tool) matches no tool
     │   ├── UnknownRunError                  no run has this id
+    │   │   └── AmbiguousRunError            a run id prefix matches several runs
     │   ├── UnpricedUsageError               token usage of a model with no known price, under a budget
     │   ├── IdempotencyKeyReuseError         a caller-supplied key reused with different arguments
     │   └── SessionStateError                a session used outside its lifetime or entered twice
@@ -35,6 +36,7 @@ from decimal import Decimal
 
 __all__ = [
     "AgentRelayError",
+    "AmbiguousRunError",
     "ArgumentEncodingError",
     "BudgetExceededError",
     "CallInDoubtError",
@@ -90,6 +92,20 @@ class UnknownRunError(ConfigurationError):
     def __init__(self, run_id: str, database: str) -> None:
         self.run_id = run_id
         super().__init__(f"no run {run_id!r} in the ledger at {database}; check the id (agent_runs.run_id).")
+
+
+class AmbiguousRunError(UnknownRunError):
+    """A run id prefix matches more than one run."""
+
+    def __init__(self, prefix: str, matches: list[str]) -> None:
+        self.run_id = prefix
+        self.matches = matches
+        more = ", ..." if len(matches) > 2 else ""
+        ConfigurationError.__init__(
+            self,
+            f"run id prefix {prefix!r} is ambiguous: it matches {', '.join(matches[:2])}{more}; give more "
+            f"characters.",
+        )
 
 
 class UnpricedUsageError(ConfigurationError):

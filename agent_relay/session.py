@@ -499,7 +499,7 @@ class AgentSession:
                     return "refuse", self._budget_error(tool_name, refused=True)
             fate, payload = ("live", None) if self._replay is None else self._replay.decide(key)
             if fate == "diverge":
-                return "diverge", payload
+                return "diverge", (next(self._seq), payload)
             self._inflight[(phase, key)] = Flight()
             return ("run" if fate == "live" else "replay"), (next(self._seq), payload)
 

@@ -1,20 +1,306 @@
-"""The ``agent-relay`` command. Reserved: the ledger commands (runs, show, diff, export) come next."""
+"""The ``agent-relay`` command: the terminal face of the ledger.
+
+Read commands (``runs``, ``show``, ``diff``, ``export``) only read the ledger; they never create one.
+Every read command takes ``--json`` for scripts; run ids are accepted by unique prefix. Errors are one
+line on stderr and a non-zero exit (the traceback with ``--debug``); database passwords are masked.
+"""
 
 from __future__ import annotations
 
-import argparse
+import datetime as dt
+import json
+import os
+import re
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+import sqlalchemy as sa
 
 from .._version import __version__
+from ..errors import AgentRelayError, LedgerError, SchemaVersionError
+from ..ledger.queries import get_run, list_runs, resolve_run_id, run_calls
+from ..ledger.schema import SCHEMA_VERSION
+from ..ledger.store import LedgerStore
+from ..telemetry import DATABASE_URL_ENV, DEFAULT_DATABASE_URL
+from . import render
+from .diff import align
+
+TRACE_URL_ENV = "AGENT_RELAY_TRACE_URL"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Context:
+    def __init__(self, db: str, debug: bool) -> None:
+        self.db = db
+        self.debug = debug
+        self._store: LedgerStore | None = None
+
+    def store(self) -> LedgerStore:
+        """The ledger, opened read-only in spirit: refused if missing or of another schema version."""
+        if self._store is None:
+            url = sa.make_url(self.db)
+            masked = url.render_as_string(hide_password=True)
+            if (
+                url.get_backend_name() == "sqlite"
+                and url.database
+                and url.database != ":memory:"
+                and not url.query.get("mode")
+                and not Path(url.database).exists()
+            ):
+                raise LedgerError(
+                    f"no ledger at {masked}: the file does not exist (set --db or {DATABASE_URL_ENV}).",
+                    database=masked,
+                )
+            store = LedgerStore(url)
+            with store._guard("read the schema version"):
+                found = store._read_version()
+            if found is None:
+                store.dispose()
+                raise LedgerError(
+                    f"no AgentRelay ledger at {masked}: its tables are missing.", database=masked
+                )
+            if found != SCHEMA_VERSION:
+                store.dispose()
+                raise SchemaVersionError(database=masked, found=found, expected=SCHEMA_VERSION)
+            self._store = store
+        return self._store
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    raise SystemExit(code)
+
+
+def _json_out(data: Any) -> None:
+    click.echo(json.dumps(data, default=_json_default, ensure_ascii=False, indent=2))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    return str(value)
+
+
+class _Group(click.Group):
+    """Turns errors into one line and an exit code; ``--debug`` shows the traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (AgentRelayError, sa.exc.SQLAlchemyError, OSError) as exc:
+            obj = ctx.obj if isinstance(ctx.obj, _Context) else None
+            if obj is not None and obj.debug:
+                raise
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            _fail(message)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--db",
+    envvar=DATABASE_URL_ENV,
+    default=DEFAULT_DATABASE_URL,
+    show_default=True,
+    help=f"The ledger's SQLAlchemy URL (or ${DATABASE_URL_ENV}).",
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.version_option(__version__, prog_name="agent-relay")
+@click.pass_context
+def cli(ctx: click.Context, db: str, debug: bool) -> None:
+    """Inspect, compare, export and unwind the runs recorded in an AgentRelay ledger."""
+    ctx.obj = _Context(db, debug)
+
+
+def _since(value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    m = re.fullmatch(r"(\d+)\s*([smhd])", value.strip())
+    if m:
+        seconds = int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+        return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r}: use a duration (30m, 2h, 7d) or an ISO date (2026-01-31)"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+@cli.command()
+@click.option("--status", help="Only runs with this status (succeeded, failed, compensated, ...).")
+@click.option("--name", help="Only runs of this agent session name.")
+@click.option("--since", help="Only runs started since: a duration (30m, 2h, 7d) or an ISO date.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def runs(
+    obj: _Context, status: str | None, name: str | None, since: str | None, limit: int, as_json: bool
+) -> None:
+    """Recorded runs, newest first."""
+    rows = list_runs(obj.store(), status=status, name=name, since=_since(since), limit=limit)
+    if as_json:
+        _json_out(rows)
+    else:
+        render.runs_table(rows)
+
+
+@cli.command()
+@click.argument("run")
+@click.option(
+    "--trace-url",
+    envvar=TRACE_URL_ENV,
+    help="Link template for the run's trace, e.g. http://localhost:16686/trace/{trace_id} "
+    f"(or ${TRACE_URL_ENV}).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def show(obj: _Context, run: str, trace_url: str | None, as_json: bool) -> None:
+    """One run as a tree of its calls, with totals, input, output and a trace link."""
+    store = obj.store()
+    run_id = resolve_run_id(store, run)
+    record, calls = get_run(store, run_id), run_calls(store, run_id)
+    link = (
+        trace_url.format(trace_id=record["trace_id"], run_id=run_id)
+        if trace_url and record["trace_id"]
+        else None
+    )
+    if as_json:
+        _json_out({"run": record, "calls": calls, "trace_url": link})
+    else:
+        render.run_tree(record, calls, link)
+
+
+@cli.command()
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def diff(obj: _Context, run_a: str, run_b: str, as_json: bool) -> None:
+    """Two runs' calls side by side: same, different arguments or output, only in one."""
+    store = obj.store()
+    a, b = resolve_run_id(store, run_a), resolve_run_id(store, run_b)
+    pairs = align(run_calls(store, a), run_calls(store, b))
+    first = next((i for i, p in enumerate(pairs) if p.kind != "same"), None)
+    if as_json:
+        _json_out(
+            {
+                "run_a": a,
+                "run_b": b,
+                "first_difference": first,
+                "calls": [{"kind": p.kind, "a": p.a, "b": p.b, "detail": p.detail} for p in pairs],
+            }
+        )
+    else:
+        render.diff_table(a, b, pairs, first)
+
+
+@cli.command()
+@click.argument("run")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "otlp"]),
+    default="json",
+    show_default=True,
+    help="json: print the run and its calls; otlp: send them as spans, with their original ids and "
+    "timing, to the OTLP endpoint the OTEL_EXPORTER_OTLP_* variables name.",
+)
+@click.pass_obj
+def export(obj: _Context, run: str, fmt: str) -> None:
+    """Re-emit a recorded run (for runs recorded while no collector was up), or print it as JSON."""
+    store = obj.store()
+    run_id = resolve_run_id(store, run)
+    record, calls = get_run(store, run_id), run_calls(store, run_id)
+    if fmt == "json":
+        _json_out({"run": record, "calls": calls})
+        return
+    from .export import export_otlp
+
+    sent = export_otlp(record, calls, os.environ, progress=render.progress)
+    click.echo(f"exported run {run_id}: {sent} spans (trace {record['trace_id']})")
+
+
+@cli.command()
+@click.argument("run")
+@click.option(
+    "--app",
+    required=True,
+    metavar="MODULE:ATTR",
+    help="Where your AgentRuntime lives, its tools registered (e.g. myagent.tools:runtime).",
+)
+@click.option("--force", is_flag=True, help="Unwind a run still marked running (its process is gone).")
+@click.pass_obj
+def compensate(obj: _Context, run: str, app: str, force: bool) -> None:
+    """Unwind a run whose process died before it could (safe to run twice)."""
+    runtime = _load_app(app)
+    run_id = resolve_run_id(runtime.ledger, run)
+    session = runtime.compensate(run_id, force=force)
+    for failure in session.compensation_errors:
+        click.echo(f"  {failure}", err=True)
+    click.echo(f"run {run_id}: {session.status}")
+    runtime.shutdown()
+    if session.compensation_errors:
+        raise SystemExit(1)
+
+
+def _load_app(spec: str) -> Any:
+    import importlib
+
+    from ..runtime import AgentRuntime
+
+    module_name, _, attr = spec.partition(":")
+    sys.path.insert(0, os.getcwd())
+    try:
+        target = getattr(importlib.import_module(module_name), attr or "runtime")
+    except (ImportError, AttributeError) as exc:
+        _fail(f"cannot load --app {spec!r}: {exc}")
+    if not isinstance(target, AgentRuntime):
+        _fail(f"--app {spec!r} is a {type(target).__name__}, not an AgentRuntime")
+    return target
+
+
+@cli.group()
+def db() -> None:
+    """The ledger's schema."""
+
+
+@db.command()
+@click.pass_obj
+def upgrade(obj: _Context) -> None:
+    """Upgrade the ledger's schema in place (rows are kept; safe to run twice)."""
+    store = LedgerStore(obj.db)
+    start, end = store.upgrade()
+    store.dispose()
+    masked = store.database
+    click.echo(
+        f"{masked}: schema version {start} -> {end}"
+        if start != end
+        else f"{masked}: already at schema version {end}"
+    )
+
+
+@cli.command()
+def demo() -> None:
+    """Run the demo (demo/agent.py of a source checkout) on the default SQLite ledger."""
+    import runpy
+
+    path = Path.cwd() / "demo" / "agent.py"
+    if not path.exists():
+        _fail("demo/agent.py not found: run this from the root of an agent-relay checkout")
+    runpy.run_path(str(path), run_name="__main__")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="agent-relay", description="Inspect the AgentRelay ledger.")
-    parser.add_argument("--version", action="version", version=f"agent-relay {__version__}")
-    parser.parse_args(argv)
-    parser.print_help(sys.stdout)
+    """Entry point of ``agent-relay``."""
+    try:
+        cli.main(args=argv, prog_name="agent-relay", standalone_mode=False)
+    except click.exceptions.Abort:
+        _fail("aborted", 130)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

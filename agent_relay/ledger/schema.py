@@ -106,7 +106,8 @@ tool_calls = sa.Table(
     sa.Column("ended_at", _TS, nullable=True),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="1"),
     sa.Column("owner", sa.String(200), nullable=True),  # host:pid of the worker holding a pending claim
-    # live: the tool body ran (or runs) for this row; replayed: the outcome was copied from the replayed run
+    # live: the tool body ran (or runs) for this row; replayed: the outcome was copied from the replayed
+    # run; diverged: a replay asked for a call its source does not have (recorded failed, nothing ran)
     sa.Column("origin", sa.String(16), nullable=False, server_default="live"),
     sa.UniqueConstraint("run_id", "phase", "idempotency_key", name="uq_tool_calls_run_phase_key"),
     sa.Index("ix_tool_calls_run_seq", "run_id", "seq"),

@@ -169,7 +169,7 @@ class LedgerStore:
 
     def open(self) -> None:
         """Create the tables on an empty database, or check (and with ``upgrade``, upgrade) its version."""
-        with self._guard("open"):
+        with self._guard("read the schema version"):
             found = self._read_version()
             if found is None:
                 with self._write_engine.begin() as conn:
@@ -315,8 +315,9 @@ class LedgerStore:
             cost, unknown, inp, out = conn.execute(stmt).one()
         return Decimal(str(cost)), bool(unknown), int(inp), int(out)
 
-    def insert_replayed(self, record: CallRecord) -> None:
-        """Record a call served from a replayed run: one complete row, origin ``replayed``."""
+    def insert_replayed(self, record: CallRecord, origin: str = "replayed") -> None:
+        """Record a call of a replay in one complete row: ``replayed`` (served from the source run) or
+        ``diverged`` (asked for a call the source does not have)."""
         assert record.started_ns is not None
         values = {
             "call_id": record.call_id,
@@ -341,7 +342,7 @@ class LedgerStore:
             "ended_at": utc(record.ended_ns or record.started_ns),
             "attempts": 1,
             "owner": record.owner,
-            "origin": "replayed",
+            "origin": origin,
         }
         with (
             self._guard(

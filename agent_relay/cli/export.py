@@ -1,0 +1,139 @@
+"""``agent-relay export --format otlp``: a recorded run re-emitted as the spans it was recorded with.
+
+The spans keep their trace and span ids and their timing, so a run recorded while no collector was up
+lands in Jaeger or Tempo as if it had been exported live (``otlp`` as set by the OTEL_* variables).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from .. import semconv
+from ..errors import ConfigurationError
+from ..telemetry import DEFAULT_SERVICE_NAME, OTEL_SERVICE_NAME, span_exporters_from_env
+
+_BATCH = 512
+
+
+def _ns(value: dt.datetime | None) -> int | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)  # the ledger stores UTC
+    return int(value.timestamp() * 1e9)
+
+
+def _context(trace_id: str, span_id: str) -> SpanContext:
+    return SpanContext(int(trace_id, 16), int(span_id, 16), is_remote=False, trace_flags=TraceFlags(1))
+
+
+def spans_of(
+    run: Mapping[str, Any], calls: Sequence[Mapping[str, Any]], resource: Resource
+) -> Iterator[ReadableSpan]:
+    """The run's session span, then one span per recorded call that has ids."""
+    if not run["trace_id"] or not run["span_id"]:
+        return
+    root = _context(run["trace_id"], run["span_id"])
+    failed = run["status"] not in ("succeeded", "running")
+    attributes: dict[str, Any] = {
+        semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_INVOKE_AGENT,
+        semconv.GEN_AI_AGENT_NAME: run["name"],
+        semconv.RUN_ID: run["run_id"],
+        semconv.RUN_STATUS: run["status"],
+        semconv.COST_USD: float(run["cost_usd"] or 0),
+    }
+    if run["error_type"]:
+        attributes[semconv.ERROR_TYPE] = run["error_type"]
+    yield ReadableSpan(
+        name=f"{semconv.OPERATION_INVOKE_AGENT} {run['name']}",
+        context=root,
+        parent=None,
+        resource=resource,
+        attributes=attributes,
+        kind=SpanKind.INTERNAL,
+        start_time=_ns(run["started_at"]),
+        end_time=_ns(run["ended_at"] or run["started_at"]),
+        status=Status(StatusCode.ERROR, run["error_message"]) if failed else Status(StatusCode.UNSET),
+    )
+    for call in calls:
+        if not call["trace_id"] or not call["span_id"]:
+            continue
+        attrs: dict[str, Any] = {
+            semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_EXECUTE_TOOL,
+            semconv.GEN_AI_TOOL_NAME: call["tool_name"],
+            semconv.GEN_AI_TOOL_TYPE: semconv.TOOL_TYPE_FUNCTION,
+            semconv.GEN_AI_TOOL_CALL_ID: call["call_id"],
+            semconv.RUN_ID: call["run_id"],
+            semconv.IDEMPOTENCY_KEY: call["idempotency_key"],
+            semconv.TOOL_PHASE: call["phase"],
+            semconv.CALL_SEQ: call["seq"],
+            semconv.CALL_ATTEMPT: call["attempts"],
+        }
+        if call["origin"] == "replayed":
+            attrs[semconv.REPLAYED] = True
+        if call["cost_usd"] is not None:
+            attrs[semconv.COST_USD] = float(call["cost_usd"])
+        if call["error_type"]:
+            attrs[semconv.ERROR_TYPE] = call["error_type"]
+        yield ReadableSpan(
+            name=f"{semconv.OPERATION_EXECUTE_TOOL} {call['tool_name']}",
+            context=_context(call["trace_id"], call["span_id"]),
+            parent=root,
+            resource=resource,
+            attributes=attrs,
+            kind=SpanKind.INTERNAL,
+            start_time=_ns(call["started_at"]),
+            end_time=_ns(call["ended_at"] or call["started_at"]),
+            status=Status(StatusCode.ERROR, call["error_message"])
+            if call["status"] == "failed"
+            else Status(StatusCode.UNSET),
+        )
+
+
+def export_otlp(
+    run: Mapping[str, Any],
+    calls: Sequence[Mapping[str, Any]],
+    environ: Mapping[str, str],
+    progress: Callable[[Iterable[Any], int, str], Iterable[Any]],
+) -> int:
+    """Send the run's spans with the OTLP exporter the environment configures; the number sent."""
+    env = dict(environ)
+    env.setdefault("OTEL_TRACES_EXPORTER", "otlp")
+    exporters = [e for e in span_exporters_from_env(env) if type(e).__name__ == "OTLPSpanExporter"]
+    if not exporters:
+        raise ConfigurationError(
+            "export --format otlp needs OTLP: set OTEL_EXPORTER_OTLP_ENDPOINT "
+            "(and OTEL_TRACES_EXPORTER=otlp if you set it to something else)."
+        )
+    exporter = exporters[0]
+    resource = Resource.create({SERVICE_NAME: environ.get(OTEL_SERVICE_NAME) or DEFAULT_SERVICE_NAME})
+    spans = list(spans_of(run, calls, resource))
+    sent, batch = 0, []
+    try:
+        for span in progress(spans, len(spans), "exporting spans"):
+            batch.append(span)
+            if len(batch) == _BATCH:
+                sent += _send(exporter, batch)
+                batch = []
+        if batch:
+            sent += _send(exporter, batch)
+    finally:
+        exporter.shutdown()
+    return sent
+
+
+def _send(exporter: Any, batch: list[ReadableSpan]) -> int:
+    if exporter.export(batch) is not SpanExportResult.SUCCESS:
+        raise ConfigurationError(
+            f"the OTLP endpoint refused or did not answer the export ({json.dumps(len(batch))} spans); check "
+            f"OTEL_EXPORTER_OTLP_ENDPOINT and that the collector is up."
+        )
+    return len(batch)
