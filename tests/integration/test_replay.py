@@ -110,6 +110,9 @@ def test_divergent_replay_names_the_tool_the_difference_and_the_record(runtime: 
     assert 'to: "ops@example.com" -> "boss@example.com"' in message
     assert '"sent:ops@example.com"' in message  # what the source recorded at that point
     assert caught.value.tool_name == "notify" and caught.value.source_run_id == source
+    diverged = calls_of(runtime, caught.value.run_id)[-1]
+    assert (diverged["tool_name"], diverged["origin"], diverged["status"]) == ("notify", "diverged", "failed")
+    assert diverged["arguments"]["to"] == "boss@example.com"
 
 
 def test_recorded_failures_replay_as_their_type_when_safe(runtime: AgentRuntime) -> None:
