@@ -62,6 +62,7 @@ class Invocation:
 
     __slots__ = (
         "args_json",
+        "compensates",
         "flight",
         "key",
         "manual",
@@ -95,6 +96,7 @@ class Invocation:
         self.phase = phase
         self.args_json = args_json
         self.user_key = user_key
+        self.compensates: Step | None = None
         self.key = idempotency_key(spec.name, phase, args_json, user_key=user_key, occurrence=occurrence)
         self.flight: Flight | None = None
         self.record: CallRecord | None = None
@@ -130,10 +132,12 @@ class Invocation:
     def compensating(step: Step, session: AgentSession) -> Invocation:
         """The compensation of a recorded forward call: keyed by the compensating tool's name, phase
         ``compensation`` and the forward call's arguments."""
-        return Invocation(step.compensation, session, COMPENSATION, dict(step.arguments))
+        call = Invocation(step.compensation, session, COMPENSATION, dict(step.arguments))
+        call.compensates = step
+        return call
 
     def _attributes(self, cid: str) -> dict[str, Any]:
-        return {
+        attributes: dict[str, Any] = {
             semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_EXECUTE_TOOL,
             semconv.GEN_AI_TOOL_NAME: self.spec.name,
             semconv.GEN_AI_TOOL_TYPE: semconv.TOOL_TYPE_FUNCTION,
@@ -142,6 +146,28 @@ class Invocation:
             semconv.IDEMPOTENCY_KEY: self.key,
             semconv.TOOL_PHASE: self.phase,
         }
+        if self.spec.content.capture:  # opt-in, redacted and truncated before it reaches the span
+            attributes[semconv.GEN_AI_TOOL_CALL_ARGUMENTS] = self.spec.content.span_text(self.args_json)
+        if self.compensates is not None:
+            step = self.compensates
+            attributes[semconv.FORWARD_CALL_ID] = step.call_id
+            attributes[semconv.FORWARD_SEQ] = step.seq
+            attributes[semconv.FORWARD_TOOL] = step.forward.name
+        return attributes
+
+    def _metric(self, status: str, origin: str, record: CallRecord | None = None) -> None:
+        duration = None
+        if record is not None and record.started_ns and record.ended_ns and origin == "live":
+            duration = (record.ended_ns - record.started_ns) / 1e9
+        self.spec.runtime._instruments.call(
+            self.spec.name,
+            self.phase,
+            status,
+            origin,
+            duration_s=duration,
+            cost=record.cost_usd if record is not None else None,
+            model=record.model if record else None,
+        )
 
     # --- deciding ------------------------------------------------------------------------------------
     def begin(self) -> str:
@@ -152,6 +178,7 @@ class Invocation:
         if fate == "refuse":
             span = spec.runtime._tracer.start_span(spec.span_name, attributes=self._attributes(cid))
             _end_span(span, payload)
+            self._metric("refused", "live")
             raise payload
         if fate == "diverge":
             self._diverged(cid, *payload)
@@ -175,7 +202,7 @@ class Invocation:
             tool_name=spec.name,
             phase=self.phase,
             idempotency_key=self.key,
-            arguments=self.args_json,
+            arguments=spec.content.for_ledger(self.args_json),
             owner=runtime.owner,
         )
         attributes = self._attributes(cid)
@@ -198,6 +225,14 @@ class Invocation:
         if record.claim != CLAIMED:
             return self._existing(record, span)
         span.set_attribute(semconv.CALL_ATTEMPT, record.attempts)
+        if self.compensates is not None:
+            span.add_event(
+                semconv.EVENT_COMPENSATION,
+                {
+                    semconv.FORWARD_CALL_ID: self.compensates.call_id,
+                    semconv.FORWARD_TOOL: self.compensates.forward.name,
+                },
+            )
         return RUN
 
     def _existing(self, record: CallRecord, span: Span) -> str:
@@ -222,7 +257,9 @@ class Invocation:
             self._check_user_key(record.existing_arguments)
             resumed = self.session.mode == "resume"
             span.set_attribute(semconv.RESUMED if resumed else semconv.DEDUPLICATED, True)
+            span.add_event(semconv.EVENT_RESUMED if resumed else semconv.EVENT_DEDUPLICATED)
             span.end()
+            self._metric(SUCCEEDED, "resumed" if resumed else "deduplicated")
             self.session._release(self.phase, self.key, (record.existing_arguments, record.existing_output))
             self.served = self.spec.decode(record.existing_output)
             return SERVED
@@ -267,7 +304,11 @@ class Invocation:
         session, spec = self.session, self.spec
         assert session._replay is not None
         error = session._replay.divergence(
-            tool_name=spec.name, arguments=self.args_json, position=position, run_id=session.run_id
+            tool_name=spec.name,
+            arguments=self.args_json,
+            position=position,
+            run_id=session.run_id,
+            redact=spec.content.redactor,
         )
         span = spec.runtime._tracer.start_span(spec.span_name, attributes=self._attributes(cid))
         ctx = span.get_span_context()
@@ -279,7 +320,7 @@ class Invocation:
             tool_name=spec.name,
             phase=self.phase,
             idempotency_key=self.key,
-            arguments=self.args_json,
+            arguments=spec.content.for_ledger(self.args_json),
             owner=spec.runtime.owner,
             trace_id=format_trace_id(ctx.trace_id) if ctx.is_valid else None,
             span_id=format_span_id(ctx.span_id) if ctx.is_valid else None,
@@ -289,6 +330,7 @@ class Invocation:
             error_message=str(error)[:_MAX_ERROR_MESSAGE],
         )
         _end_span(span, error)
+        self._metric(FAILED, "diverged")
         try:
             spec.runtime.ledger.insert_replayed(record, origin="diverged")
         except Exception as exc:
@@ -303,6 +345,7 @@ class Invocation:
         attributes[semconv.CALL_SEQ] = seq
         attributes[semconv.REPLAYED] = True
         span = spec.runtime._tracer.start_span(spec.span_name, attributes=attributes)
+        span.add_event(semconv.EVENT_REPLAYED, {semconv.REPLAY_OF: session.replay_of or ""})
         ctx = span.get_span_context()
         record = CallRecord(
             ledger=spec.runtime.ledger,
@@ -312,7 +355,7 @@ class Invocation:
             tool_name=spec.name,
             phase=self.phase,
             idempotency_key=self.key,
-            arguments=self.args_json,
+            arguments=spec.content.for_ledger(self.args_json),
             owner=spec.runtime.owner,
             trace_id=format_trace_id(ctx.trace_id) if ctx.is_valid else None,
             span_id=format_span_id(ctx.span_id) if ctx.is_valid else None,
@@ -336,6 +379,7 @@ class Invocation:
             spec.runtime.ledger.insert_replayed(record)
         except Exception as exc:
             self._abandon(exc)
+        self._metric(record.status, "replayed", record)
         if record.status == SUCCEEDED:
             span.end()
             session._release(self.phase, self.key, (self.args_json, row.output))
@@ -377,7 +421,10 @@ class Invocation:
     def _serve(self, cid: str, output: Any) -> Any:
         attributes = self._attributes(cid)
         attributes[semconv.DEDUPLICATED] = True
-        self.spec.runtime._tracer.start_span(self.spec.span_name, attributes=attributes).end()
+        span = self.spec.runtime._tracer.start_span(self.spec.span_name, attributes=attributes)
+        span.add_event(semconv.EVENT_DEDUPLICATED)
+        span.end()
+        self._metric(SUCCEEDED, "deduplicated")
         return self.spec.decode(output)
 
     # --- usage and cost ------------------------------------------------------------------------------
@@ -388,6 +435,9 @@ class Invocation:
         record.input_tokens = (record.input_tokens or 0) + usage.input_tokens
         record.output_tokens = (record.output_tokens or 0) + usage.output_tokens
         record.model = usage.model or record.model
+        self.spec.runtime._instruments.usage(
+            usage.model, usage.provider, usage.input_tokens, usage.output_tokens, cost, tool=self.spec.name
+        )
         if cost is None:
             record.cost_unknown = True  # cost_usd stays the known part: a lower bound
         else:
@@ -460,9 +510,12 @@ class Invocation:
         except Exception as exc:
             self.failed(exc)
             raise
-        record.status, record.output = SUCCEEDED, output
+        record.status, record.output = SUCCEEDED, self.spec.content.for_ledger(output)
+        if self.spec.content.capture and self.span is not None:
+            self.span.set_attribute(semconv.GEN_AI_TOOL_CALL_RESULT, self.spec.content.span_text(output))
         cost = self._settle_cost(tool_cost)
         self._end(None)
+        self._metric(SUCCEEDED, "live", record)
         if record.ledger_error is not None:
             self.session._release(self.phase, self.key)
             raise record.ledger_error
@@ -480,6 +533,7 @@ class Invocation:
             record.error_message = str(exc)[:_MAX_ERROR_MESSAGE]
             cost = self._settle_cost(None)
             self._end(exc)
+            self._metric(FAILED, "live", record)
             self.session._release(self.phase, self.key)
             if record.ledger_error is None:
                 self.session._after_call(record, cost, raise_budget=False)

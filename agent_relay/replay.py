@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 import json
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .encoding import JSONValue
@@ -49,20 +49,29 @@ class ReplaySource:
         return [row for row in self.rows[:limit] if row.idempotency_key not in asked]
 
     def divergence(
-        self, *, tool_name: str, arguments: dict[str, JSONValue], position: int, run_id: str
+        self,
+        *,
+        tool_name: str,
+        arguments: dict[str, JSONValue],
+        position: int,
+        run_id: str,
+        redact: Callable[[JSONValue], JSONValue] = lambda value: value,
     ) -> ReplayDivergenceError:
-        """The error for a call the source does not have, compared with what it recorded there."""
+        """The error for a call the source does not have, compared with what it recorded there
+        (arguments passed through ``redact``, as on spans: the message reaches spans and the ledger)."""
+        arguments = redact(arguments)
         call = _call_text(tool_name, arguments)
         expected = self.rows[position] if position < len(self.rows) else None
         if expected is None:
             where = f"the recorded run has only {len(self.rows)} forward call(s)"
         else:
+            recorded = redact(expected.arguments or {})
             where = (
-                f"the recorded run has {_call_text(expected.tool_name, expected.arguments or {})} there "
+                f"the recorded run has {_call_text(expected.tool_name, recorded)} there "
                 f"({expected.status}, output {_short(expected.output)})"
             )
             if expected.tool_name == tool_name:
-                where += f"; arguments differ: {argument_diff(expected.arguments or {}, arguments)}"
+                where += f"; arguments differ: {argument_diff(recorded, arguments)}"
         return ReplayDivergenceError(
             f"replay of run {self.run_id} diverged at call #{position + 1}: the agent called {call}, which "
             f"the recorded run does not have; {where}. No tool body ran. Replay with the inputs of the "

@@ -18,12 +18,16 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry.metrics import NoOpMeterProvider
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import Tracer
 
 from . import compensation
 from ._version import __version__
+from .content import ContentPolicy
 from .encoding import _Unencodable, to_json_value
 from .errors import (
     ConfigurationError,
@@ -34,12 +38,15 @@ from .errors import (
 )
 from .ledger import LedgerOptions, LedgerSpanProcessor, LedgerStore
 from .ledger.store import default_owner, owner_is_gone
+from .metrics import Instruments
 from .pricing import ModelPrice, PriceTable
 from .session import RUNNING, SUCCEEDED, AgentSession
 from .telemetry import (
     DATABASE_URL_ENV,
     DEFAULT_DATABASE_URL,
+    build_meter_provider,
     build_tracer_provider,
+    metric_readers_from_env,
     span_exporters_from_env,
 )
 
@@ -56,7 +63,10 @@ class AgentRuntime:
     ``tracer_provider``: an OpenTelemetry SDK ``TracerProvider`` to record on; AgentRuntime adds its
     ``LedgerSpanProcessor`` to it and leaves the rest (exporters, shutdown) to its owner. Without one the
     runtime builds and owns a provider exporting to ``span_exporters`` (default: none) under
-    ``service_name``. The global tracer provider is never set. ``prices``: your own prices by model name
+    ``service_name``. The global tracer provider is never set. Metrics go to ``meter_provider``, or to a
+    provider of the runtime's own reading with ``metric_readers`` (none: metrics are not recorded).
+    ``content``: whether arguments and results reach spans, and what is redacted
+    (``ContentPolicy``; default: they do not). ``prices``: your own prices by model name
     (``{"my-model": ModelPrice(input_per_mtok=1, output_per_mtok=2)}``), consulted before the
     ``genai-prices`` table.
     """
@@ -67,7 +77,10 @@ class AgentRuntime:
         *,
         tracer_provider: TracerProvider | None = None,
         span_exporters: Sequence[SpanExporter] = (),
+        meter_provider: MeterProvider | None = None,
+        metric_readers: Sequence[MetricReader] = (),
         service_name: str | None = None,
+        content: ContentPolicy | None = None,
         ledger_options: LedgerOptions | None = None,
         prices: Mapping[str, ModelPrice] | None = None,
         wait_timeout_s: float = 60.0,
@@ -94,6 +107,13 @@ class AgentRuntime:
         self._processor = LedgerSpanProcessor(self.ledger)
         self._provider.add_span_processor(self._processor)
         self._tracer: Tracer = self._provider.get_tracer(_TRACER_NAME, __version__)
+        self._owns_meter_provider = meter_provider is None and bool(metric_readers)
+        self._meter_provider = meter_provider or (
+            build_meter_provider(self._provider.resource, metric_readers) if metric_readers else None
+        )
+        meter = (self._meter_provider or NoOpMeterProvider()).get_meter(_TRACER_NAME, __version__)
+        self._instruments = Instruments(meter)
+        self.content = content or ContentPolicy()
         self._tools: dict[str, ToolSpec] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -108,13 +128,18 @@ class AgentRuntime:
 
         ``OTEL_TRACES_EXPORTER`` (``otlp``, ``console``, ``none``; default ``otlp`` when an OTLP endpoint
         is set, else none), ``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`` (``http/protobuf`` or ``grpc``),
-        ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`` and ``OTEL_SERVICE_NAME``. Keyword arguments override.
+        ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`` and ``OTEL_SERVICE_NAME``; metrics likewise
+        (``OTEL_METRICS_EXPORTER``, ``..._METRICS_ENDPOINT``); ``AGENT_RELAY_CAPTURE_CONTENT`` and
+        ``AGENT_RELAY_REDACT`` for arguments and results on spans. Keyword arguments override.
         """
         env = os.environ if environ is None else environ
         kwargs.setdefault("database_url", env.get(DATABASE_URL_ENV) or DEFAULT_DATABASE_URL)
         if "tracer_provider" not in kwargs:
             kwargs.setdefault("span_exporters", span_exporters_from_env(env))
             kwargs.setdefault("service_name", env.get("OTEL_SERVICE_NAME"))
+        if "meter_provider" not in kwargs:
+            kwargs.setdefault("metric_readers", metric_readers_from_env(env))
+        kwargs.setdefault("content", ContentPolicy.from_env(env))
         return cls(**kwargs)
 
     # --- public --------------------------------------------------------------------------------------
@@ -122,6 +147,11 @@ class AgentRuntime:
     def tracer_provider(self) -> TracerProvider:
         """The SDK provider tool and session spans are recorded on; add your own processors to it."""
         return self._provider
+
+    @property
+    def meter_provider(self) -> MeterProvider | None:
+        """The metrics provider the runtime records on, if any."""
+        return self._meter_provider
 
     @property
     def database(self) -> str:
@@ -239,13 +269,17 @@ class AgentRuntime:
             if self._closed:
                 return
             self._closed = True
+
         # An exporter stuck on an unreachable collector must not hold the program: run the SDK's shutdown
         # in a daemon thread and stop waiting after the timeout.
-        target = (
-            self._provider.shutdown
-            if self._owns_provider
-            else (lambda: self._provider.force_flush(int(timeout_s * 1000)))
-        )
+        def target() -> None:
+            if self._owns_provider:
+                self._provider.shutdown()
+            else:
+                self._provider.force_flush(int(timeout_s * 1000))
+            if self._owns_meter_provider and self._meter_provider is not None:
+                self._meter_provider.shutdown(timeout_millis=timeout_s * 1000)
+
         worker = threading.Thread(target=target, name="agent-relay-shutdown", daemon=True)
         worker.start()
         worker.join(timeout_s)

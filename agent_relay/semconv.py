@@ -20,6 +20,9 @@ GEN_AI_TOOL_CALL_ID: Final = _gen_ai.GEN_AI_TOOL_CALL_ID
 GEN_AI_TOOL_TYPE: Final = _gen_ai.GEN_AI_TOOL_TYPE
 GEN_AI_REQUEST_MODEL: Final = _gen_ai.GEN_AI_REQUEST_MODEL
 GEN_AI_PROVIDER_NAME: Final = _gen_ai.GEN_AI_PROVIDER_NAME
+GEN_AI_TOOL_CALL_ARGUMENTS: Final = _gen_ai.GEN_AI_TOOL_CALL_ARGUMENTS
+GEN_AI_TOOL_CALL_RESULT: Final = _gen_ai.GEN_AI_TOOL_CALL_RESULT
+GEN_AI_TOKEN_TYPE: Final = _gen_ai.GEN_AI_TOKEN_TYPE
 GEN_AI_USAGE_INPUT_TOKENS: Final = _gen_ai.GEN_AI_USAGE_INPUT_TOKENS
 GEN_AI_USAGE_OUTPUT_TOKENS: Final = _gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS
 ERROR_TYPE: Final = _error.ERROR_TYPE
@@ -46,4 +49,17 @@ BUDGET_SPENT_USD: Final = "agent_relay.budget.spent_usd"
 BUDGET_EXCEEDED: Final = "agent_relay.budget.exceeded"
 COST_UNKNOWN: Final = "agent_relay.cost.unknown"
 RUN_STATUS: Final = "agent_relay.run.status"
+RUN_MODE: Final = "agent_relay.run.mode"
+CALL_STATUS: Final = "agent_relay.call.status"
+CALL_ORIGIN: Final = "agent_relay.call.origin"
+FORWARD_CALL_ID: Final = "agent_relay.compensation.forward_call_id"
+FORWARD_SEQ: Final = "agent_relay.compensation.forward_seq"
+FORWARD_TOOL: Final = "agent_relay.compensation.forward_tool"
+
+# --- span events -----------------------------------------------------------------------------------------
+EVENT_DEDUPLICATED: Final = "agent_relay.deduplicated"
+EVENT_REPLAYED: Final = "agent_relay.replayed"
+EVENT_RESUMED: Final = "agent_relay.resumed"
+EVENT_COMPENSATION: Final = "agent_relay.compensation"
+EVENT_BUDGET_EXCEEDED: Final = "agent_relay.budget.exceeded"
 COMPENSATED: Final = "agent_relay.compensated"

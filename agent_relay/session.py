@@ -210,6 +210,7 @@ class AgentSession:
         if call is not None and call.session is self:
             call.add_usage(usage, cost)
             return cost
+        self._runtime._instruments.usage(model, provider, input_tokens, output_tokens, cost)
         with self._lock:
             self._input_tokens += input_tokens
             self._output_tokens += output_tokens
@@ -416,6 +417,17 @@ class AgentSession:
         if self._meter.limit is not None:
             span.set_attribute(semconv.BUDGET_SPENT_USD, float(self._meter.spent))
             span.set_attribute(semconv.BUDGET_EXCEEDED, self._meter.exceeded)
+            if self._meter.exceeded:
+                span.add_event(
+                    semconv.EVENT_BUDGET_EXCEEDED,
+                    {
+                        semconv.BUDGET_LIMIT_USD: float(self._meter.limit),
+                        semconv.BUDGET_SPENT_USD: float(self._meter.spent),
+                    },
+                )
+        self._runtime._instruments.run(
+            self.name, self.status, self.mode, budget_exceeded=self._meter.exceeded
+        )
         if self._meter.unknown:
             span.set_attribute(semconv.COST_UNKNOWN, True)
         span.end()

@@ -12,6 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Final
 
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
@@ -28,6 +34,9 @@ OTEL_EXPORTER_OTLP_ENDPOINT: Final = "OTEL_EXPORTER_OTLP_ENDPOINT"
 OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: Final = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
 OTEL_EXPORTER_OTLP_PROTOCOL: Final = "OTEL_EXPORTER_OTLP_PROTOCOL"
 OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: Final = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+OTEL_METRICS_EXPORTER: Final = "OTEL_METRICS_EXPORTER"
+OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: Final = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"
+OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: Final = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"
 
 DEFAULT_SERVICE_NAME: Final = "agent-relay"
 PROTOCOLS: Final = ("http/protobuf", "grpc")
@@ -57,22 +66,61 @@ def span_exporters_from_env(environ: Mapping[str, str]) -> list[SpanExporter]:
     return exporters
 
 
-def _otlp_exporter(environ: Mapping[str, str]) -> SpanExporter:
-    var = (
-        OTEL_EXPORTER_OTLP_TRACES_PROTOCOL
-        if environ.get(OTEL_EXPORTER_OTLP_TRACES_PROTOCOL)
-        else OTEL_EXPORTER_OTLP_PROTOCOL
-    )
+def _protocol(environ: Mapping[str, str], signal_var: str) -> tuple[str, str]:
+    var = signal_var if environ.get(signal_var) else OTEL_EXPORTER_OTLP_PROTOCOL
     protocol = environ.get(var, "http/protobuf").strip().lower()
+    if protocol == "http":
+        protocol = "http/protobuf"
+    if protocol not in PROTOCOLS:
+        raise ConfigurationError(f"{var}={protocol!r} is not supported; use one of {', '.join(PROTOCOLS)}.")
+    return var, protocol
+
+
+def _otlp_exporter(environ: Mapping[str, str]) -> SpanExporter:
+    _, protocol = _protocol(environ, OTEL_EXPORTER_OTLP_TRACES_PROTOCOL)
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 
         return GrpcExporter()
-    if protocol in ("http/protobuf", "http"):
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 
-        return HttpExporter()
-    raise ConfigurationError(f"{var}={protocol!r} is not supported; use one of {', '.join(PROTOCOLS)}.")
+    return HttpExporter()
+
+
+def metric_readers_from_env(environ: Mapping[str, str]) -> list[MetricReader]:
+    """Metric readers the OTEL_* variables ask for: OTLP (periodic) when ``OTEL_METRICS_EXPORTER`` says
+    ``otlp``, or when it is unset and an OTLP endpoint is; ``console`` prints; else none."""
+    endpoint = environ.get(OTEL_EXPORTER_OTLP_METRICS_ENDPOINT) or environ.get(OTEL_EXPORTER_OTLP_ENDPOINT)
+    raw = environ.get(OTEL_METRICS_EXPORTER, "").strip()
+    names = (
+        [n.strip().lower() for n in raw.split(",") if n.strip()] if raw else (["otlp"] if endpoint else [])
+    )
+    readers: list[MetricReader] = []
+    for name in names:
+        if name == "none":
+            continue
+        if name == "console":
+            readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
+        elif name == "otlp":
+            _, protocol = _protocol(environ, OTEL_EXPORTER_OTLP_METRICS_PROTOCOL)
+            if protocol == "grpc":
+                from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+            else:
+                from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # type: ignore[assignment]
+                    OTLPMetricExporter,
+                )
+            readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+        else:
+            raise ConfigurationError(
+                f"{OTEL_METRICS_EXPORTER}={raw!r}: unknown exporter {name!r}; use a comma-separated list of "
+                f"{', '.join(EXPORTERS)}."
+            )
+    return readers
+
+
+def build_meter_provider(resource: Resource, readers: Sequence[MetricReader]) -> MeterProvider:
+    """A meter provider of the runtime's own (shut down by the runtime, bounded)."""
+    return MeterProvider(resource=resource, metric_readers=list(readers), shutdown_on_exit=False)
 
 
 def build_tracer_provider(

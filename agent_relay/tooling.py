@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from . import semconv
 from .calls import Invocation, execute, execute_async, plain_call
+from .content import ToolContent
 from .encoding import decoder_for
 from .errors import ConfigurationError
 from .pricing import to_usd
@@ -51,6 +52,7 @@ class ToolSpec:
     deduplicate: bool
     key: Callable[[dict[str, Any]], str] | None
     raises: tuple[type[BaseException], ...]
+    content: ToolContent
     is_async: bool
     span_name: str
     signature: inspect.Signature = dataclasses.field(repr=False)
@@ -97,6 +99,8 @@ def tool(
     deduplicate: bool = True,
     key: Callable[[dict[str, Any]], str] | None = None,
     raises: tuple[type[BaseException], ...] = (),
+    capture_content: bool | None = None,
+    redact: tuple[str, ...] = (),
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Register the decorated function as a tool of ``runtime``.
 
@@ -112,6 +116,9 @@ def tool(
     ``key``: a function of the bound arguments (a dict) returning your own idempotency key (an order id,
     say); reusing it with different arguments is an ``IdempotencyKeyReuseError``. ``raises``: exception
     types a replay may rebuild from a recorded failure (built-in exceptions always are).
+    ``capture_content``: put this tool's arguments and result on its spans (default: the runtime's
+    ``ContentPolicy``); ``redact``: field names or dotted paths replaced by ``"[REDACTED]"`` there, on top
+    of the runtime's.
 
     Raises ``ConfigurationError`` (a ``ValueError``) for a bad option and ``DuplicateToolError`` when the
     name is taken, both at decoration time.
@@ -137,6 +144,8 @@ def tool(
         isinstance(t, type) and issubclass(t, BaseException) for t in raises
     ):
         raise ConfigurationError(f"@tool(raises=...) must be a tuple of exception classes, not {raises!r}.")
+    if isinstance(redact, str) or not all(isinstance(f, str) for f in redact):
+        raise ConfigurationError(f"@tool(redact=...) must be a tuple of field names, not {redact!r}.")
     if kind not in KINDS:
         raise ConfigurationError(
             f"@tool(kind=...) must be one of {', '.join(map(repr, KINDS))}, not {kind!r}."
@@ -159,6 +168,7 @@ def tool(
             deduplicate=bool(deduplicate),
             key=key,
             raises=raises,
+            content=runtime.content.for_tool(capture_content, redact),
             is_async=inspect.iscoroutinefunction(func),
             span_name=f"{semconv.OPERATION_EXECUTE_TOOL} {tool_name}",
             signature=inspect.signature(func),
