@@ -20,6 +20,29 @@ from . import semconv
 
 _log = logging.getLogger(__name__)
 
+# Bucket boundaries advised to the SDK: tool calls take milliseconds to minutes (the default buckets start
+# at 5 s, which would flatten every fast tool into one bucket); token counts as the GenAI conventions advise.
+DURATION_BUCKETS_S = [
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+]
+TOKEN_BUCKETS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864]
+
 
 class Instruments:
     """The runtime's instruments. Thread-safe (the SDK's instruments are)."""
@@ -31,10 +54,16 @@ class Instruments:
             description="Tool calls, by tool, phase, status and origin.",
         )
         self._duration = meter.create_histogram(
-            "agent_relay.tool.duration", unit="s", description="Duration of tool calls that ran live."
+            "agent_relay.tool.duration",
+            unit="s",
+            description="Duration of tool calls that ran live.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S,
         )
         self._tokens = meter.create_histogram(
-            "gen_ai.client.token.usage", unit="{token}", description="Tokens used per model call."
+            "gen_ai.client.token.usage",
+            unit="{token}",
+            description="Tokens used per model call.",
+            explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
         )
         self._cost = meter.create_counter(
             "agent_relay.cost.usd", unit="{USD}", description="USD spent, by tool and model."
