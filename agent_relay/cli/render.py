@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Iterator
+import sys
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
+from rich.text import Text
 from rich.tree import Tree
 
 from .diff import Pair
@@ -54,30 +57,60 @@ def _when(value: dt.datetime | None) -> str:
 
 
 def _short_json(value: Any, limit: int = 60) -> str:
+    """Compact JSON, cut to ``limit``, escaped for Rich markup (user data must not style the output)."""
     if value is None:
         return ""
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return escape(text if len(text) <= limit else text[: limit - 1] + "…")
+
+
+def _plain(markup: str) -> str:
+    return Text.from_markup(markup).plain
+
+
+def _table(
+    console: Console, headers: tuple[str, ...], rows: Sequence[tuple[str, ...]], right: tuple[str, ...] = ()
+) -> None:
+    """A Rich table on a terminal; plain aligned columns when piped (Rich's layout costs ~1 ms a row)."""
+    if console.is_terminal:
+        table = Table(box=_box(console), show_edge=False, pad_edge=False)
+        for col in headers:
+            table.add_column(col, justify="right" if col in right else "left", no_wrap=col != "difference")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+        return
+    plain = [headers, *[tuple(_plain(cell) for cell in row) for row in rows]]
+    widths = [max(len(r[i]) for r in plain) for i in range(len(headers))]
+    lines = [
+        "  ".join(
+            cell.rjust(w) if headers[i] in right else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(r, widths, strict=True))
+        ).rstrip()
+        for r in plain
+    ]
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 def runs_table(rows: list[dict[str, Any]]) -> None:
     console = _console()
-    table = Table(box=_box(console), show_edge=False, pad_edge=False)
-    for col in ("run", "name", "status", "mode", "calls", "cost", "tokens in/out", "started", "duration"):
-        table.add_column(col, justify="right" if col in ("calls", "cost") else "left", no_wrap=True)
+    headers = ("run", "name", "status", "mode", "calls", "cost", "tokens in/out", "started", "duration")
+    body = []
     for r in rows:
-        table.add_row(
-            r["run_id"],
-            r["name"],
-            _status(r["status"]),
-            r["mode"],
-            str(r["calls"]),
-            _money(r["cost_usd"]),
-            f"{r['input_tokens']}/{r['output_tokens']}",
-            _when(r["started_at"]),
-            _duration(r["started_at"], r["ended_at"]),
+        body.append(
+            (
+                r["run_id"],
+                escape(r["name"]),
+                _status(r["status"]),
+                r["mode"],
+                str(r["calls"]),
+                _money(r["cost_usd"]),
+                f"{r['input_tokens']}/{r['output_tokens']}",
+                _when(r["started_at"]),
+                _duration(r["started_at"], r["ended_at"]),
+            )
         )
-    console.print(table)
+    _table(console, headers, body, right=("calls", "cost"))
     if not rows:
         console.print("no runs")
 
@@ -85,14 +118,14 @@ def runs_table(rows: list[dict[str, Any]]) -> None:
 def run_tree(run: dict[str, Any], calls: list[dict[str, Any]], trace_link: str | None) -> None:
     console = _console()
     title = (
-        f"run {run['run_id']}  {run['name']}  {_status(run['status'])}  mode {run['mode']}"
+        f"run {run['run_id']}  {escape(run['name'])}  {_status(run['status'])}  mode {run['mode']}"
         + (f" of {run['replay_of']}" if run["replay_of"] else "")
         + (f" (first {run['fork_after']} replayed)" if run["fork_after"] is not None else "")
     )
-    tree = Tree(title)
+    nodes: list[tuple[str, list[str]]] = []
     for call in calls:
         label = (
-            f"#{call['seq']} {call['tool_name']}  {call['phase']}  {_status(call['status'])}"
+            f"#{call['seq']} {escape(call['tool_name'])}  {call['phase']}  {_status(call['status'])}"
             f"  {call['origin']}"
         )
         if call["attempts"] > 1:
@@ -100,15 +133,26 @@ def run_tree(run: dict[str, Any], calls: list[dict[str, Any]], trace_link: str |
         if call["cost_usd"] is not None:
             label += f"  {_money(call['cost_usd'])}"
         label += f"  {_duration(call['started_at'], call['ended_at'])}"
-        node = tree.add(label)
-        node.add(f"args {_short_json(call['arguments'], 100)}")
+        children = [f"args {_short_json(call['arguments'], 100)}"]
         if call["status"] == "succeeded":
-            node.add(f"output {_short_json(call['output'], 100)}")
+            children.append(f"output {_short_json(call['output'], 100)}")
         elif call["error_type"]:
-            node.add(
-                f"[red]error {call['error_type']}: {(call['error_message'] or '').splitlines()[0][:200]}[/]"
-            )
-    console.print(tree)
+            error = (call["error_message"] or "").splitlines()[0][:200] if call["error_message"] else ""
+            children.append(f"[red]error {escape(call['error_type'] + ': ' + error)}[/]")
+        nodes.append((label, children))
+    if console.is_terminal:
+        tree = Tree(title)
+        for label, children in nodes:
+            node = tree.add(label)
+            for child in children:
+                node.add(child)
+        console.print(tree)
+    else:  # piped: plain indented lines (Rich's tree layout costs ~0.4 ms a call)
+        lines = [_plain(title)]
+        for label, children in nodes:
+            lines.append("  " + _plain(label))
+            lines.extend("      " + _plain(child) for child in children)
+        sys.stdout.write("\n".join(lines) + "\n")
     cost = _money(run["cost_usd"]) + (" (some usage unpriced)" if run["cost_unknown"] else "")
     console.print(
         f"calls {len(calls)}  cost {cost}  tokens {run['input_tokens']} in / {run['output_tokens']} out"
@@ -117,9 +161,8 @@ def run_tree(run: dict[str, Any], calls: list[dict[str, Any]], trace_link: str |
     console.print(f"input  {_short_json(run['input_payload'], 200)}")
     console.print(f"output {_short_json(run['output'], 200)}")
     if run["error_type"]:
-        console.print(
-            f"[red]error  {run['error_type']}: {(run['error_message'] or '').splitlines()[0][:300]}[/]"
-        )
+        message = (run["error_message"] or "").splitlines()[0][:300] if run["error_message"] else ""
+        console.print(f"[red]error  {escape(run['error_type'] + ': ' + message)}[/]")
     if run["trace_id"]:
         console.print(f"trace  {trace_link or run['trace_id']}")
 
@@ -132,24 +175,24 @@ _KIND_TEXT = {
 
 def diff_table(run_a: str, run_b: str, pairs: list[Pair], first: int | None) -> None:
     console = _console()
-    table = Table(box=_box(console), show_edge=False, pad_edge=False)
-    for col in ("#", "A", "B", "", "difference"):
-        table.add_column(col, no_wrap=col != "difference")
+    body = []
     for i, p in enumerate(pairs):
-        a = f"{p.a['tool_name']} #{p.a['seq']}" if p.a else ""
-        b = f"{p.b['tool_name']} #{p.b['seq']}" if p.b else ""
-        style = "" if p.kind == "same" else "yellow"
-        table.add_row(str(i + 1), a, b, f"[{style}]{_KIND_TEXT[p.kind]}[/]" if style else "same", p.detail)
+        a = escape(f"{p.a['tool_name']} #{p.a['seq']}") if p.a else ""
+        b = escape(f"{p.b['tool_name']} #{p.b['seq']}") if p.b else ""
+        kind = "same" if p.kind == "same" else f"[yellow]{_KIND_TEXT[p.kind]}[/]"
+        body.append((str(i + 1), a, b, kind, escape(p.detail)))
     console.print(f"A {run_a}\nB {run_b}")
-    console.print(table)
+    _table(console, ("#", "A", "B", "", "difference"), body)
     if first is None:
         console.print("the runs made the same calls with the same results")
     else:
         p = pairs[first]
         tool = (p.b or p.a or {}).get("tool_name")
         console.print(
-            f"first difference at call {first + 1} ({tool}): {_KIND_TEXT[p.kind]}"
-            + (f": {p.detail}" if p.detail else "")
+            escape(
+                f"first difference at call {first + 1} ({tool}): {_KIND_TEXT[p.kind]}"
+                + (f": {p.detail}" if p.detail else "")
+            )
         )
 
 
