@@ -17,6 +17,7 @@ import dataclasses
 import datetime as dt
 import os
 import socket
+import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
@@ -32,6 +33,7 @@ from sqlalchemy.pool import StaticPool
 from ..encoding import compact_dumps
 from ..errors import LedgerError, SchemaVersionError
 from . import migrations
+from .fastpath import SqliteHotPath
 from .records import CLAIMED, EXISTS, FAILED, PENDING, CallRecord
 from .schema import SCHEMA_VERSION, agent_runs, metadata, schema_info, tool_calls
 
@@ -114,6 +116,7 @@ class LedgerStore:
             threading.RLock() if self.is_sqlite else contextlib.nullcontext()
         )
         self._insert_call = tool_calls.insert()
+        self._hot = SqliteHotPath(self.engine) if self.is_sqlite else None
         self._claim_stmt, self._existing_stmt, self._complete_stmt = _call_statements(
             sqlite.insert if self.is_sqlite else postgresql.insert
         )
@@ -221,6 +224,9 @@ class LedgerStore:
             return conn.execute(sa.select(schema_info.c.version).where(schema_info.c.id == 1)).scalar()
 
     def dispose(self) -> None:
+        if self._hot is not None:
+            with self._lock:
+                self._hot.close()
         self.engine.dispose()
 
     # --- error handling -------------------------------------------------------------------------------
@@ -233,7 +239,7 @@ class LedgerStore:
         try:
             with self._lock:
                 yield
-        except sa.exc.SQLAlchemyError as exc:
+        except (sa.exc.SQLAlchemyError, sqlite3.Error) as exc:
             raise LedgerError(
                 f"could not {action} in the ledger at {self.database}: {_reason(exc)}. {_advice(exc)}",
                 database=self.database,
@@ -380,6 +386,11 @@ class LedgerStore:
         succeeded row already holds the key; ``existing_status`` / ``existing_output`` say which.
         """
         assert record.started_ns is not None
+        action = f"claim a call of tool {record.tool_name!r}"
+        if self._hot is not None:
+            with self._guard(action, run_id=record.run_id, tool_name=record.tool_name):
+                self._hot.claim(record)
+            return
         params = {
             "call_id": record.call_id,
             "run_id": record.run_id,
@@ -394,9 +405,7 @@ class LedgerStore:
             "owner": record.owner,
         }
         with (
-            self._guard(
-                f"claim a call of tool {record.tool_name!r}", run_id=record.run_id, tool_name=record.tool_name
-            ),
+            self._guard(action, run_id=record.run_id, tool_name=record.tool_name),
             self._write_engine.begin() as conn,
         ):
             attempts = conn.execute(self._claim_stmt, params).scalar()
@@ -448,36 +457,40 @@ class LedgerStore:
     def complete(self, record: CallRecord) -> None:
         """Write the call's outcome onto its pending row and commit."""
         assert record.ended_ns is not None and record.claim == CLAIMED
-        params = {
-            "b_call_id": record.call_id,
-            "status": record.status,
-            "output": record.output,
-            "error_type": record.error_type,
-            "error_message": record.error_message,
-            "cost_usd": record.cost_usd,
-            "cost_unknown": record.cost_unknown,
-            "input_tokens": record.input_tokens,
-            "output_tokens": record.output_tokens,
-            "model": record.model,
-            "ended_at": utc(record.ended_ns),
-        }
-        with (
-            self._guard(
-                f"record the outcome of tool {record.tool_name!r}",
+        with self._guard(
+            f"record the outcome of tool {record.tool_name!r}",
+            run_id=record.run_id,
+            tool_name=record.tool_name,
+        ):
+            if self._hot is not None:
+                updated = self._hot.complete(record)
+            else:
+                with self._write_engine.begin() as conn:
+                    updated = conn.execute(
+                        self._complete_stmt,
+                        {
+                            "b_call_id": record.call_id,
+                            "status": record.status,
+                            "output": record.output,
+                            "error_type": record.error_type,
+                            "error_message": record.error_message,
+                            "cost_usd": record.cost_usd,
+                            "cost_unknown": record.cost_unknown,
+                            "input_tokens": record.input_tokens,
+                            "output_tokens": record.output_tokens,
+                            "model": record.model,
+                            "ended_at": utc(record.ended_ns),
+                        },
+                    ).rowcount
+        if updated != 1:
+            raise LedgerError(
+                f"the pending row of call {record.call_id} (tool {record.tool_name!r}, run {record.run_id}) "
+                f"was no longer pending in the ledger at {self.database}; another worker settled it. Its "
+                f"outcome here was not recorded.",
+                database=self.database,
                 run_id=record.run_id,
                 tool_name=record.tool_name,
-            ),
-            self._write_engine.begin() as conn,
-        ):
-            if conn.execute(self._complete_stmt, params).rowcount != 1:
-                raise LedgerError(
-                    f"the pending row of call {record.call_id} (tool {record.tool_name!r}, run "
-                    f"{record.run_id}) was no longer pending in the ledger at {self.database}; another "
-                    f"worker settled it. Its outcome here was not recorded.",
-                    database=self.database,
-                    run_id=record.run_id,
-                    tool_name=record.tool_name,
-                )
+            )
         record.completed = True
 
 
@@ -547,12 +560,12 @@ def _call_statements(insert: Any) -> tuple[Any, Any, Any]:
     return claim, existing, complete
 
 
-def _reason(exc: sa.exc.SQLAlchemyError) -> str:
+def _reason(exc: Exception) -> str:
     orig = getattr(exc, "orig", None)
     return str(orig if orig is not None else exc).strip().splitlines()[0]
 
 
-def _advice(exc: sa.exc.SQLAlchemyError) -> str:
+def _advice(exc: Exception) -> str:
     text = _reason(exc).lower()
     if "readonly" in text or "read-only" in text or "read only" in text:
         return (
