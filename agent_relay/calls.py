@@ -331,8 +331,9 @@ class Invocation:
         )
         _end_span(span, error)
         self._metric(FAILED, "diverged")
+        record.origin = "diverged"
         try:
-            spec.runtime.ledger.insert_replayed(record, origin="diverged")
+            session._record_replayed(record, flush=True)
         except Exception as exc:
             error.add_note(f"agent-relay: the divergence could not be recorded: {exc}")
         raise error
@@ -375,8 +376,9 @@ class Invocation:
             record.error_type, record.error_message = "in-doubt", "the call's outcome was never recorded"
         if record.cost_usd is not None:
             span.set_attribute(semconv.COST_USD, float(record.cost_usd))
+        record.origin, record.ended_ns = "replayed", record.started_ns
         try:
-            spec.runtime.ledger.insert_replayed(record)
+            session._record_replayed(record)
         except Exception as exc:
             self._abandon(exc)
         self._metric(record.status, "replayed", record)

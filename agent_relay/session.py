@@ -72,6 +72,7 @@ MODE_FORK: Final = "fork"
 MODE_RESUME: Final = "resume"
 
 _MISSING: Any = object()
+_REPLAY_BATCH = 256
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -131,6 +132,7 @@ class AgentSession:
         self._seq = itertools.count(1)
         self._done: dict[tuple[str, str], tuple[JSONValue, JSONValue]] = {}  # -> (arguments, output)
         self._occurrences: dict[str, int] = {}
+        self._replayed: list[CallRecord] = []  # a replay's rows, written in batches
         self._inflight: dict[tuple[str, str], Any] = {}
         self._input_tokens = 0
         self._output_tokens = 0
@@ -395,11 +397,11 @@ class AgentSession:
                 input_tokens=self._input_tokens,
                 output_tokens=self._output_tokens,
             )
-        ledger_error: LedgerError | None = None
+        ledger_error = self._flush_replayed()
         try:
             self._runtime.ledger.finish_run(self.run_id, **values)
         except LedgerError as err:
-            ledger_error = err
+            ledger_error = ledger_error or err
         if exc is not None:
             span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
             span.set_attribute(semconv.ERROR_TYPE, error_type_name(exc))
@@ -523,6 +525,26 @@ class AgentSession:
             flight = self._inflight.pop((phase, key), None)
         if flight is not None:
             flight.done.set()
+
+    def _record_replayed(self, record: CallRecord, *, flush: bool = False) -> None:
+        """Queue a replay's row; write the queue in one transaction when it is full, on ``flush``, and
+        when the session ends. A replay protects no side effect, so its rows need not cost a commit each
+        (a replay killed mid-run loses at most its last batch of rows, never a real call's record)."""
+        with self._lock:
+            self._replayed.append(record)
+            if not flush and len(self._replayed) < _REPLAY_BATCH:
+                return
+            batch, self._replayed = self._replayed, []
+        self._runtime.ledger.insert_complete(batch)
+
+    def _flush_replayed(self) -> LedgerError | None:
+        with self._lock:
+            batch, self._replayed = self._replayed, []
+        try:
+            self._runtime.ledger.insert_complete(batch)
+        except LedgerError as err:
+            return err
+        return None
 
     def _occurrence(self, base_key: str) -> int:
         """How many times a non-deduplicated call with this key was made before in this session."""

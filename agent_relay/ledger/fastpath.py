@@ -14,7 +14,7 @@ import contextlib
 import datetime as dt
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -34,6 +34,12 @@ CLAIM = (
 EXISTING = (
     "SELECT status, output, attempts, owner, arguments FROM tool_calls "
     "WHERE run_id = ? AND phase = ? AND idempotency_key = ?"
+)
+INSERT_COMPLETE = (
+    "INSERT INTO tool_calls (call_id, run_id, seq, tool_name, phase, idempotency_key, arguments, output, "
+    "status, error_type, error_message, cost_usd, cost_unknown, input_tokens, output_tokens, model, "
+    "trace_id, span_id, started_at, ended_at, attempts, owner, origin) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)"
 )
 COMPLETE = (
     "UPDATE tool_calls SET status = ?, output = ?, error_type = ?, error_message = ?, cost_usd = ?, "
@@ -116,6 +122,37 @@ class SqliteHotPath:
         record.existing_output = None if output is None else json.loads(output)
         record.existing_arguments = None if arguments is None else json.loads(arguments)
         record.attempts = attempts
+
+    def insert_complete(self, records: Sequence[CallRecord]) -> None:
+        rows = [
+            (
+                r.call_id,
+                r.run_id,
+                r.seq,
+                r.tool_name,
+                r.phase,
+                r.idempotency_key,
+                json_text(r.arguments),
+                json_text(r.output),
+                r.status,
+                r.error_type,
+                r.error_message,
+                None if r.cost_usd is None else float(r.cost_usd),
+                int(r.cost_unknown),
+                r.input_tokens,
+                r.output_tokens,
+                r.model,
+                r.trace_id,
+                r.span_id,
+                timestamp(r.started_ns or 0),
+                timestamp(r.ended_ns or r.started_ns or 0),
+                r.owner,
+                r.origin,
+            )
+            for r in records
+        ]
+        with self._transaction() as conn:
+            conn.executemany(INSERT_COMPLETE, rows)
 
     def complete(self, record: CallRecord) -> int:
         """Write the outcome; the number of rows updated (1, or 0 if the row was no longer pending)."""

@@ -51,5 +51,6 @@ class CallRecord:
     model: str | None = None
     ended_ns: int | None = None
     completed: bool = False
+    origin: str = "live"  # live | replayed | diverged
     # a failed ledger write, kept for the wrapper to raise (span processors must not raise)
     ledger_error: LedgerError | None = None

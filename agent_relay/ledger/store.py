@@ -321,45 +321,49 @@ class LedgerStore:
             cost, unknown, inp, out = conn.execute(stmt).one()
         return Decimal(str(cost)), bool(unknown), int(inp), int(out)
 
-    def insert_replayed(self, record: CallRecord, origin: str = "replayed") -> None:
-        """Record a call of a replay in one complete row: ``replayed`` (served from the source run) or
-        ``diverged`` (asked for a call the source does not have)."""
-        assert record.started_ns is not None
-        values = {
-            "call_id": record.call_id,
-            "run_id": record.run_id,
-            "seq": record.seq,
-            "tool_name": record.tool_name,
-            "phase": record.phase,
-            "idempotency_key": record.idempotency_key,
-            "arguments": record.arguments,
-            "output": record.output,
-            "status": record.status,
-            "error_type": record.error_type,
-            "error_message": record.error_message,
-            "cost_usd": record.cost_usd,
-            "cost_unknown": record.cost_unknown,
-            "input_tokens": record.input_tokens,
-            "output_tokens": record.output_tokens,
-            "model": record.model,
-            "trace_id": record.trace_id,
-            "span_id": record.span_id,
-            "started_at": utc(record.started_ns),
-            "ended_at": utc(record.ended_ns or record.started_ns),
-            "attempts": 1,
-            "owner": record.owner,
-            "origin": origin,
-        }
-        with (
-            self._guard(
-                f"record a replayed call of tool {record.tool_name!r}",
-                run_id=record.run_id,
-                tool_name=record.tool_name,
-            ),
-            self._write_engine.begin() as conn,
+    def insert_complete(self, records: Sequence[CallRecord]) -> None:
+        """Record finished calls in one transaction, each a complete row (a replay's calls: ``origin``
+        ``replayed`` when served from the source run, ``diverged`` when the source has no such call)."""
+        if not records:
+            return
+        first = records[0]
+        with self._guard(
+            f"record replayed calls of run {first.run_id}", run_id=first.run_id, tool_name=first.tool_name
         ):
-            # the statement is built once; the values travel as parameters (see _call_statements)
-            conn.execute(self._insert_call, values)
+            if self._hot is not None:
+                self._hot.insert_complete(records)
+                return
+            values = [
+                {
+                    "call_id": r.call_id,
+                    "run_id": r.run_id,
+                    "seq": r.seq,
+                    "tool_name": r.tool_name,
+                    "phase": r.phase,
+                    "idempotency_key": r.idempotency_key,
+                    "arguments": r.arguments,
+                    "output": r.output,
+                    "status": r.status,
+                    "error_type": r.error_type,
+                    "error_message": r.error_message,
+                    "cost_usd": r.cost_usd,
+                    "cost_unknown": r.cost_unknown,
+                    "input_tokens": r.input_tokens,
+                    "output_tokens": r.output_tokens,
+                    "model": r.model,
+                    "trace_id": r.trace_id,
+                    "span_id": r.span_id,
+                    "started_at": utc(r.started_ns or 0),
+                    "ended_at": utc(r.ended_ns or r.started_ns or 0),
+                    "attempts": 1,
+                    "owner": r.owner,
+                    "origin": r.origin,
+                }
+                for r in records
+            ]
+            with self._write_engine.begin() as conn:
+                # the statement is built once; the values travel as parameters (see _call_statements)
+                conn.execute(self._insert_call, values)
 
     def settle(self, call_id: str, **values: Any) -> bool:
         """Write the outcome of a pending call by hand; False if it was not pending."""
