@@ -267,7 +267,7 @@ CASES: tuple[Case, ...] = (
     Case("floor", "floor: SDK span + raw sqlite3 INSERT and UPDATE, 2 commits", run_floor),
     Case("live", "agent_relay live call (ledger claim + complete, 2 commits)", run_live),
     Case("dedup", "agent_relay deduplicated call (served from session, 1 span)", run_dedup),
-    Case("replay", "agent_relay replayed call (served from the source run, rows written in batches)", run_replay),
+    Case("replay", "agent_relay replayed call (served from the source run, batched rows)", run_replay),
     Case("plain", "agent_relay @tool outside any session (span only)", run_plain),
 )
 
