@@ -1,10 +1,10 @@
 """What of a call's arguments and result may reach a span: opt-in, redacted, truncated.
 
 Arguments and results go on spans (``gen_ai.tool.call.arguments`` / ``gen_ai.tool.call.result``) only
-when asked: ``AGENT_RELAY_CAPTURE_CONTENT=true`` or ``AgentRuntime(capture_content=True)``, and per tool
-``@tool(capture_content=...)``. Redaction happens before anything reaches a span: a field named in
-``redact`` is replaced by ``"[REDACTED]"`` — a bare name (``password``) at any depth, a dotted path
-(``card.number``) at that place. Values longer than the attribute limit are cut down while staying valid
+when asked: ``AGENT_RELAY_CAPTURE_CONTENT=true`` or ``AgentRuntime(content=ContentPolicy(capture=True))``, and per
+tool ``@tool(capture_content=...)``. Redaction happens before anything reaches a span: a field named in
+``redact`` is replaced by ``"[REDACTED]"`` wherever it occurs — a bare name (``password``) at any depth,
+a dotted path (``card.number``) wherever those keys are nested that way, at any depth. Values longer than the attribute limit are cut down while staying valid
 JSON. The ledger keeps values whole unless ``redact_ledger=True``.
 """
 
@@ -40,12 +40,15 @@ class Redactor:
     def __call__(self, value: JSONValue) -> JSONValue:
         return self._walk(value, ()) if self else value
 
+    def _ends_with_path(self, here: tuple[str, ...]) -> bool:
+        return any(len(here) >= len(p) and here[-len(p) :] == p for p in self._paths)
+
     def _walk(self, value: JSONValue, path: tuple[str, ...]) -> JSONValue:
         if isinstance(value, dict):
             out = {}
             for k, v in value.items():
                 here = (*path, k)
-                out[k] = REDACTED if k in self._names or here in self._paths else self._walk(v, here)
+                out[k] = REDACTED if k in self._names or self._ends_with_path(here) else self._walk(v, here)
             return out
         if isinstance(value, list):
             return [self._walk(v, path) for v in value]

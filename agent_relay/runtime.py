@@ -13,6 +13,7 @@ import datetime as dt
 import itertools
 import os
 import threading
+import time
 import weakref
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType, TracebackType
@@ -48,12 +49,14 @@ from .telemetry import (
     build_tracer_provider,
     metric_readers_from_env,
     span_exporters_from_env,
+    stoppable,
 )
 
 if TYPE_CHECKING:
     from .tooling import ToolSpec
 
 _TRACER_NAME = "agent_relay"
+_FLUSH_GRACE_S = 1.0
 
 
 class AgentRuntime:
@@ -103,7 +106,8 @@ class AgentRuntime:
             self.ledger.dispose()
             raise
         self._owns_provider = tracer_provider is None
-        self._provider = tracer_provider or build_tracer_provider(service_name, span_exporters, os.environ)
+        self._exporters = stoppable(span_exporters)
+        self._provider = tracer_provider or build_tracer_provider(service_name, self._exporters, os.environ)
         self._processor = LedgerSpanProcessor(self.ledger)
         self._provider.add_span_processor(self._processor)
         self._tracer: Tracer = self._provider.get_tracer(_TRACER_NAME, __version__)
@@ -261,7 +265,10 @@ class AgentRuntime:
         return session
 
     def shutdown(self, timeout_s: float = 5.0) -> None:
-        """Flush and stop exporting (bounded by ``timeout_s``), then close the ledger. Idempotent.
+        """Flush and stop exporting, then close the ledger. Idempotent.
+
+        Export gets a second to flush; a collector that is still not answering then has the exporters
+        stopped (their retries cut short), and ``timeout_s`` bounds the whole.
 
         A provider passed in by the user is flushed but not shut down: it is theirs.
         """
@@ -270,19 +277,34 @@ class AgentRuntime:
                 return
             self._closed = True
 
-        # An exporter stuck on an unreachable collector must not hold the program: run the SDK's shutdown
-        # in a daemon thread and stop waiting after the timeout.
-        def target() -> None:
+        # An exporter stuck on an unreachable collector must not hold the program: run the SDK's shutdowns
+        # in daemon threads, side by side, and stop waiting after the timeout.
+        def traces() -> None:
             if self._owns_provider:
                 self._provider.shutdown()
             else:
                 self._provider.force_flush(int(timeout_s * 1000))
+
+        def metrics() -> None:
             if self._owns_meter_provider and self._meter_provider is not None:
                 self._meter_provider.shutdown(timeout_millis=timeout_s * 1000)
 
-        worker = threading.Thread(target=target, name="agent-relay-shutdown", daemon=True)
-        worker.start()
-        worker.join(timeout_s)
+        workers = [
+            threading.Thread(target=t, name="agent-relay-shutdown", daemon=True) for t in (traces, metrics)
+        ]
+        deadline = time.monotonic() + timeout_s
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(max(min(_FLUSH_GRACE_S, deadline - time.monotonic()), 0))
+        if any(worker.is_alive() for worker in workers):
+            # Still flushing after the grace period: the collector is slow or down. Stopping the span
+            # exporters cuts their retry backoff short (metric exports are bounded by their own short
+            # timeout); whatever could not be sent by the deadline is dropped.
+            for exporter in self._exporters:
+                exporter.shutdown()
+            for worker in workers:
+                worker.join(max(deadline - time.monotonic(), 0))
         self._processor.shutdown()
         self.ledger.dispose()
 

@@ -9,6 +9,7 @@ caller's thread. AgentRelay never sets the global tracer provider.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Final
 
@@ -19,8 +20,13 @@ from opentelemetry.sdk.metrics.export import (
     PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+    SpanExportResult,
+)
 
 from .errors import ConfigurationError
 
@@ -41,6 +47,7 @@ OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: Final = "OTEL_EXPORTER_OTLP_METRICS_PROTOCO
 DEFAULT_SERVICE_NAME: Final = "agent-relay"
 PROTOCOLS: Final = ("http/protobuf", "grpc")
 EXPORTERS: Final = ("otlp", "console", "none")
+_METRIC_EXPORT_TIMEOUT_S: Final = 1.0
 
 
 def span_exporters_from_env(environ: Mapping[str, str]) -> list[SpanExporter]:
@@ -109,7 +116,10 @@ def metric_readers_from_env(environ: Mapping[str, str]) -> list[MetricReader]:
                 from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # type: ignore[assignment]
                     OTLPMetricExporter,
                 )
-            readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+            # Metrics are aggregates sent periodically: one export lost to a slow collector costs little,
+            # a long retry at exit costs the user's program, so the export timeout is short unless set.
+            timeout = None if _timeout_set(environ) else _METRIC_EXPORT_TIMEOUT_S
+            readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(timeout=timeout)))
         else:
             raise ConfigurationError(
                 f"{OTEL_METRICS_EXPORTER}={raw!r}: unknown exporter {name!r}; use a comma-separated list of "
@@ -118,9 +128,39 @@ def metric_readers_from_env(environ: Mapping[str, str]) -> list[MetricReader]:
     return readers
 
 
+def _timeout_set(environ: Mapping[str, str]) -> bool:
+    return bool(
+        environ.get("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT") or environ.get("OTEL_EXPORTER_OTLP_TIMEOUT")
+    )
+
+
 def build_meter_provider(resource: Resource, readers: Sequence[MetricReader]) -> MeterProvider:
     """A meter provider of the runtime's own (shut down by the runtime, bounded)."""
     return MeterProvider(resource=resource, metric_readers=list(readers), shutdown_on_exit=False)
+
+
+class StoppableExporter(SpanExporter):
+    """An exporter whose shutdown happens once and may come early: shutting it down while an export is
+    retrying against an unreachable collector cuts the retries short (the OTLP exporters' backoff waits
+    on their shutdown event), so a program's exit is not held by telemetry."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self._inner = inner
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self._inner.export(spans)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
 
 
 def build_tracer_provider(
@@ -134,3 +174,7 @@ def build_tracer_provider(
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
+
+
+def stoppable(exporters: Sequence[SpanExporter]) -> list[StoppableExporter]:
+    return [e if isinstance(e, StoppableExporter) else StoppableExporter(e) for e in exporters]

@@ -131,13 +131,76 @@ def test_demo_spans_reach_phoenix_with_the_ledgers_ids(
     for run_id, name, trace_id, span_id in runs:
         span = by_id[span_id]
         assert span["name"] == f"invoke_agent {name}" and span["context"]["trace_id"] == trace_id
-        assert span["attributes"]["agent_relay.run.id"] == run_id
+        assert span["attributes"]["agent_relay.run.id"] == run_id and span["parent_id"] is None
     for tool_name, phase, status, key, trace_id, span_id in calls:
         span = by_id[span_id]
         assert span["name"] == f"execute_tool {tool_name}" and span["context"]["trace_id"] == trace_id
+        # the whole tree: every call hangs under the session span of its run, in its trace (a resumed
+        # run's later calls are in the trace of the session that resumed it)
+        parent = by_id[span["parent_id"]]
+        assert parent["name"].startswith("invoke_agent ") and parent["context"]["trace_id"] == trace_id
+        assert parent["attributes"]["agent_relay.run.id"] == span["attributes"]["agent_relay.run.id"]
         assert span["attributes"]["agent_relay.idempotency_key"] == key
         assert span["attributes"]["agent_relay.tool.phase"] == phase
         assert (span["status_code"] == "ERROR") == (status == "failed")
+    costs = [s["attributes"]["agent_relay.cost.usd"] for s in spans if s["name"] == "execute_tool web_search"]
+    assert costs and all(c == 0.0255 or c == 0.01 for c in costs)
     # served calls have spans of their own (no row): the deduplicated send and the replayed calls
     assert any(s["attributes"].get("agent_relay.deduplicated") for s in spans)
     assert any(s["attributes"].get("agent_relay.replayed") for s in spans)
+
+
+SECRET_SCRIPT = """
+from agent_relay import AgentRuntime, tool
+runtime = AgentRuntime.from_env()
+
+@tool(runtime, name="login")
+def login(user: str, password: str, profile: dict) -> dict:
+    return {"session": "sess-1", "echo": {"password": password}}
+
+with runtime.agent_session(name="secret_flow") as session:
+    login("ada", "s3cr3t-Passw0rd", {"api": {"token": "tok-SECRET-42"}, "plan": "pro"})
+print(session.run_id)
+runtime.shutdown()
+"""
+
+
+def test_redacted_secrets_reach_no_exported_span(phoenix: dict[str, int], tmp_path: Path) -> None:
+    project = "agent-relay-redaction"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "AGENT_RELAY_"))}
+    env.update(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{phoenix['http']}",
+            "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_RESOURCE_ATTRIBUTES": f"openinference.project.name={project}",
+            "AGENT_RELAY_CAPTURE_CONTENT": "true",
+            "AGENT_RELAY_REDACT": "password,api.token",
+        }
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", SECRET_SCRIPT],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    spans = _spans(phoenix["http"], project, want=2)
+    received = json.dumps(spans)
+    assert "s3cr3t-Passw0rd" not in received and "tok-SECRET-42" not in received
+    (tool_span,) = [s for s in spans if s["name"] == "execute_tool login"]
+    arguments = json.loads(tool_span["attributes"]["gen_ai.tool.call.arguments"])
+    assert arguments == {
+        "user": "ada",
+        "password": "[REDACTED]",
+        "profile": {"api": {"token": "[REDACTED]"}, "plan": "pro"},
+    }
+    result = json.loads(tool_span["attributes"]["gen_ai.tool.call.result"])
+    assert result == {"session": "sess-1", "echo": {"password": "[REDACTED]"}}
+    # the ledger keeps the values whole, as configured (ContentPolicy(redact_ledger=False), the default)
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'agent_relay.db'}")
+    with engine.connect() as conn:
+        stored = conn.exec_driver_sql("SELECT arguments FROM tool_calls").scalar_one()
+    engine.dispose()
+    assert json.loads(stored)["password"] == "s3cr3t-Passw0rd"

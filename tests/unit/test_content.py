@@ -9,17 +9,17 @@ import pytest
 from agent_relay.content import REDACTED, ContentPolicy, Redactor, attribute_text
 
 
-def test_names_redact_at_any_depth_and_paths_at_their_place() -> None:
+def test_names_and_dotted_paths_redact_at_any_depth() -> None:
     redact = Redactor(["password", "card.number"])
     data = {
         "user": "ada", "password": "hunter2",
         "card": {"number": "4242", "exp": "12/30"},
-        "items": [{"password": "x", "card": {"number": "kept: not at card.number"}}],
+        "items": [{"password": "x", "card": {"number": "4343"}, "number": "kept: not under card"}],
     }  # fmt: skip
     assert redact(data) == {
         "user": "ada", "password": REDACTED,
         "card": {"number": REDACTED, "exp": "12/30"},
-        "items": [{"password": REDACTED, "card": {"number": "kept: not at card.number"}}],
+        "items": [{"password": REDACTED, "card": {"number": REDACTED}, "number": "kept: not under card"}],
     }  # fmt: skip
     assert data["password"] == "hunter2"  # the original is untouched
     assert Redactor([])(data) is data
