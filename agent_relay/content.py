@@ -1,11 +1,12 @@
 """What of a call's arguments and result may reach a span: opt-in, redacted, truncated.
 
 Arguments and results go on spans (``gen_ai.tool.call.arguments`` / ``gen_ai.tool.call.result``) only
-when asked: ``AGENT_RELAY_CAPTURE_CONTENT=true`` or ``AgentRuntime(content=ContentPolicy(capture=True))``, and per
-tool ``@tool(capture_content=...)``. Redaction happens before anything reaches a span: a field named in
-``redact`` is replaced by ``"[REDACTED]"`` wherever it occurs — a bare name (``password``) at any depth,
-a dotted path (``card.number``) wherever those keys are nested that way, at any depth. Values longer than the attribute limit are cut down while staying valid
-JSON. The ledger keeps values whole unless ``redact_ledger=True``.
+when asked: ``AGENT_RELAY_CAPTURE_CONTENT=true`` or ``AgentRuntime(content=ContentPolicy(capture=True))``,
+and per tool ``@tool(capture_content=...)``. Redaction happens before anything reaches a span: a field
+named in ``redact`` is replaced by ``"[REDACTED]"`` wherever it occurs — a bare name (``password``) at any
+depth, a dotted path (``card.number``) wherever those keys are nested that way. Values longer than the
+attribute limit are cut down while staying valid JSON. The ledger keeps values whole unless
+``redact_ledger=True``.
 """
 
 from __future__ import annotations
