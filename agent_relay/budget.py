@@ -10,22 +10,17 @@ from decimal import Decimal
 from typing import Any
 
 from .errors import ConfigurationError
+from .pricing import to_usd
 
 
 def parse_limit(value: Any) -> Decimal | None:
     """``budget_limit`` as an exact Decimal; ``None`` for no limit."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal, str)):
-        raise ConfigurationError(f"budget_limit must be a positive number of USD (e.g. 3.00), not {value!r}.")
-    try:
-        limit = value if isinstance(value, Decimal) else Decimal(str(value))
-    except ArithmeticError:
-        raise ConfigurationError(f"budget_limit must be a positive number of USD, not {value!r}.") from None
-    if not limit.is_finite() or limit <= 0:
+    limit = to_usd(value, "budget_limit")
+    if limit <= 0:
         raise ConfigurationError(
-            f"budget_limit must be a finite number of USD greater than zero, not {value!r} (omit it for no "
-            f"limit)."
+            f"budget_limit must be a number of USD greater than zero, not {value!r} (omit it for no limit)."
         )
     return limit
 

@@ -22,7 +22,7 @@ from opentelemetry.trace import Span, Status, StatusCode, format_span_id, format
 
 from . import semconv
 from .context import CallInfo, Flight, _current_call, current_session, error_type_name
-from .encoding import JSONValue, _Unencodable, to_json_value
+from .encoding import JSONValue, encode
 from .errors import (
     CallInDoubtError,
     CallInProgressError,
@@ -299,6 +299,25 @@ class Invocation:
             self._abandon(err)
         raise err
 
+    def _complete_record(self, cid: str, seq: int, span: Span, **outcome: Any) -> CallRecord:
+        """The row of a call of a replay that ran no tool body: complete from the start."""
+        spec, ctx = self.spec, span.get_span_context()
+        return CallRecord(
+            ledger=spec.runtime.ledger,
+            run_id=self.session.run_id,
+            call_id=cid,
+            seq=seq,
+            tool_name=spec.name,
+            phase=self.phase,
+            idempotency_key=self.key,
+            arguments=spec.content.for_ledger(self.args_json),
+            owner=spec.runtime.owner,
+            trace_id=format_trace_id(ctx.trace_id) if ctx.is_valid else None,
+            span_id=format_span_id(ctx.span_id) if ctx.is_valid else None,
+            started_ns=time.time_ns(),
+            **outcome,
+        )
+
     def _diverged(self, cid: str, seq: int, position: int) -> None:
         """A replayed run asked for a call its source does not have: record where, then raise."""
         session, spec = self.session, self.spec
@@ -311,20 +330,10 @@ class Invocation:
             redact=spec.content.redactor,
         )
         span = spec.runtime._tracer.start_span(spec.span_name, attributes=self._attributes(cid))
-        ctx = span.get_span_context()
-        record = CallRecord(
-            ledger=spec.runtime.ledger,
-            run_id=session.run_id,
-            call_id=cid,
-            seq=seq,
-            tool_name=spec.name,
-            phase=self.phase,
-            idempotency_key=self.key,
-            arguments=spec.content.for_ledger(self.args_json),
-            owner=spec.runtime.owner,
-            trace_id=format_trace_id(ctx.trace_id) if ctx.is_valid else None,
-            span_id=format_span_id(ctx.span_id) if ctx.is_valid else None,
-            started_ns=time.time_ns(),
+        record = self._complete_record(
+            cid,
+            seq,
+            span,
             status=FAILED,
             error_type=error_type_name(error),
             error_message=str(error)[:_MAX_ERROR_MESSAGE],
@@ -347,20 +356,10 @@ class Invocation:
         attributes[semconv.REPLAYED] = True
         span = spec.runtime._tracer.start_span(spec.span_name, attributes=attributes)
         span.add_event(semconv.EVENT_REPLAYED, {semconv.REPLAY_OF: session.replay_of or ""})
-        ctx = span.get_span_context()
-        record = CallRecord(
-            ledger=spec.runtime.ledger,
-            run_id=session.run_id,
-            call_id=cid,
-            seq=seq,
-            tool_name=spec.name,
-            phase=self.phase,
-            idempotency_key=self.key,
-            arguments=spec.content.for_ledger(self.args_json),
-            owner=spec.runtime.owner,
-            trace_id=format_trace_id(ctx.trace_id) if ctx.is_valid else None,
-            span_id=format_span_id(ctx.span_id) if ctx.is_valid else None,
-            started_ns=time.time_ns(),
+        record = self._complete_record(
+            cid,
+            seq,
+            span,
             status=row.status if row.status in (SUCCEEDED, FAILED) else FAILED,
             output=row.output,
             error_type=row.error_type,
@@ -491,18 +490,17 @@ class Invocation:
         record = self.record
         assert record is not None
         try:
-            output = to_json_value(result, root="result")
-        except _Unencodable as exc:
-            err = OutputEncodingError(
-                f"tool {self.spec.name!r} ran, but its result at {exc.path!r} ({exc.type_name}) cannot be "
-                f"recorded: {exc.reason}. The call is recorded as failed. Return JSON-compatible values "
-                f"(or a dataclass / Pydantic model of them).",
+            output = encode(
+                result,
+                root="result",
+                error=OutputEncodingError,
                 tool_name=self.spec.name,
-                path=exc.path,
-                type_name=exc.type_name,
+                what=f"tool {self.spec.name!r} ran, but its result at",
+                then=" The call is recorded as failed.",
             )
+        except OutputEncodingError as err:
             self.failed(err)
-            raise err from None
+            raise
         try:
             tool_cost = self.spec.cost_of(result)
             if self.spec.kind == "llm":

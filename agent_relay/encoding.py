@@ -21,6 +21,8 @@ from typing import Any
 import pydantic
 import pydantic_core
 
+from .errors import EncodingError
+
 JSONValue = Any  # None | bool | int | float | str | list[JSONValue] | dict[str, JSONValue]
 
 _SCALARS = (str, bool, int, type(None))
@@ -75,6 +77,33 @@ def _walk(value: Any, path: str) -> JSONValue:
             path, type(value).__qualname__, f"a {type(value).__qualname__} cannot be encoded as JSON"
         ) from None
     return _walk(plain, path)
+
+
+_HOW = (
+    "Pass JSON-compatible values (str, numbers, bools, None, lists, str-keyed dicts, dataclasses, Pydantic "
+    "models, datetimes, UUIDs, Decimals)."
+)
+
+
+def encode(
+    value: Any,
+    *,
+    root: str,
+    error: type[EncodingError],
+    what: str,
+    tool_name: str | None = None,
+    then: str = "",
+) -> JSONValue:
+    """``to_json_value``, raising ``error`` (a message naming ``what`` and the place, and what to do)."""
+    try:
+        return _walk(value, root)
+    except _Unencodable as exc:
+        raise error(
+            f"{what} {exc.path!r} ({exc.type_name}) cannot be recorded: {exc.reason}. {_HOW}{then}",
+            tool_name=tool_name,
+            path=exc.path,
+            type_name=exc.type_name,
+        ) from None
 
 
 def canonical_dumps(value: JSONValue) -> str:

@@ -12,7 +12,7 @@ import hashlib
 import inspect
 from typing import Any
 
-from .encoding import JSONValue, _Unencodable, canonical_dumps, to_json_value
+from .encoding import JSONValue, canonical_dumps, encode
 from .errors import ArgumentEncodingError
 
 KEY_VERSION = 1
@@ -33,17 +33,17 @@ def bind_arguments(
 
 def encode_arguments(tool_name: str, arguments: dict[str, Any]) -> dict[str, JSONValue]:
     """Encode bound arguments as JSON data, or raise ``ArgumentEncodingError`` naming the argument."""
-    try:
-        return {name: to_json_value(value, root=name) for name, value in arguments.items()}
-    except _Unencodable as exc:
-        raise ArgumentEncodingError(
-            f"tool {tool_name!r}: argument {exc.path!r} ({exc.type_name}) cannot be recorded: {exc.reason}. "
-            f"Pass JSON-compatible values (str, numbers, bools, None, lists, str-keyed dicts, dataclasses, "
-            f"Pydantic models, datetimes, UUIDs, Decimals); the tool was not run.",
+    return {
+        name: encode(
+            value,
+            root=name,
+            error=ArgumentEncodingError,
+            what=f"tool {tool_name!r}: argument",
             tool_name=tool_name,
-            path=exc.path,
-            type_name=exc.type_name,
-        ) from None
+            then=" The tool was not run.",
+        )
+        for name, value in arguments.items()
+    }
 
 
 def idempotency_key(

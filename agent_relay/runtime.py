@@ -29,10 +29,11 @@ from opentelemetry.trace import Tracer
 from . import compensation
 from ._version import __version__
 from .content import ContentPolicy
-from .encoding import _Unencodable, to_json_value
+from .encoding import encode
 from .errors import (
     ConfigurationError,
     DuplicateToolError,
+    OutputEncodingError,
     RuntimeClosedError,
     SessionStateError,
     UnknownRunError,
@@ -218,12 +219,7 @@ class AgentRuntime:
             raise ConfigurationError(
                 f"settle_call(status=...) must be 'succeeded' or 'failed', not {status!r}."
             )
-        try:
-            encoded = to_json_value(output, root="output")
-        except _Unencodable as exc:
-            raise ConfigurationError(
-                f"settle_call(output=...) at {exc.path!r} cannot be recorded: {exc.reason}."
-            ) from None
+        encoded = encode(output, root="output", error=OutputEncodingError, what="settle_call(output=...) at")
         settled = self.ledger.settle(
             call_id,
             status=status,

@@ -39,7 +39,7 @@ from . import compensation, semconv
 from .budget import BudgetMeter, parse_limit
 from .calls import Invocation, active_invocation, execute, execute_async
 from .context import _current_session, error_type_name
-from .encoding import JSONValue, _Unencodable, to_json_value
+from .encoding import JSONValue, encode
 from .errors import (
     AgentRelayError,
     BudgetExceededError,
@@ -121,7 +121,7 @@ class AgentSession:
         self.name = name
         self._budget_given = budget_limit is not None
         self._meter = BudgetMeter(parse_limit(budget_limit))
-        self._input = _encode(input_payload, "input_payload", what="agent_session", error=EncodingError)
+        self._input = encode(input_payload, root="input_payload", what="agent_session:", error=EncodingError)
         self.run_id = str(uuid.uuid4())
         self.parent_run_id: str | None = None
         self.trace_id: str | None = None
@@ -176,7 +176,7 @@ class AgentSession:
                 f"set_output() on session {self.name!r} (run {self.run_id}) which is {self.status}; call it "
                 f"inside the session's with-block."
             )
-        self._output = _encode(value, "output", what="set_output", error=OutputEncodingError)
+        self._output = encode(value, root="output", what="set_output:", error=OutputEncodingError)
 
     def record_usage(
         self,
@@ -624,16 +624,3 @@ def _run_coroutine(coro: Coroutine[Any, Any, Any]) -> Any:
         "an async compensation cannot run from a sync session inside a running event loop; open the session "
         "with `async with runtime.agent_session(...)`."
     )
-
-
-def _encode(value: Any, root: str, *, what: str, error: type[EncodingError]) -> JSONValue:
-    try:
-        return to_json_value(value, root=root)
-    except _Unencodable as exc:
-        raise error(
-            f"{what}: {exc.path!r} ({exc.type_name}) cannot be recorded: {exc.reason}. Pass JSON-compatible "
-            f"values (str, numbers, bools, None, lists, str-keyed dicts, dataclasses, Pydantic models).",
-            tool_name=None,
-            path=exc.path,
-            type_name=exc.type_name,
-        ) from None
