@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from .encoding import JSONValue, compact_dumps
+from .errors import ConfigurationError
 
 CAPTURE_CONTENT_ENV: Final = "AGENT_RELAY_CAPTURE_CONTENT"
 REDACT_ENV: Final = "AGENT_RELAY_REDACT"
@@ -98,8 +99,6 @@ class ContentPolicy:
         attribute_limit: int = DEFAULT_LIMIT,
     ) -> None:
         if not isinstance(attribute_limit, int) or attribute_limit < 32:
-            from .errors import ConfigurationError
-
             raise ConfigurationError(f"attribute_limit must be an int >= 32, not {attribute_limit!r}.")
         self.capture = bool(capture)
         self.redact = tuple(redact)

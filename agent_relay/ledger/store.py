@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.pool import StaticPool
 
 from ..encoding import compact_dumps
-from ..errors import LedgerError, SchemaVersionError
+from ..errors import ConfigurationError, LedgerError, SchemaVersionError
 from . import migrations
 from .fastpath import SqliteHotPath
 from .records import CLAIMED, EXISTS, FAILED, PENDING, CallRecord
@@ -59,15 +59,11 @@ class LedgerOptions:
 
     def __post_init__(self) -> None:
         if self.sqlite_synchronous.upper() not in _SYNCHRONOUS:
-            from ..errors import ConfigurationError
-
             raise ConfigurationError(
                 f"sqlite_synchronous={self.sqlite_synchronous!r} is not a SQLite synchronous mode; "
                 f"use one of {', '.join(_SYNCHRONOUS)}."
             )
         if not self.busy_timeout_s >= 0:
-            from ..errors import ConfigurationError
-
             raise ConfigurationError(f"busy_timeout_s must be a number >= 0, not {self.busy_timeout_s!r}.")
 
 
