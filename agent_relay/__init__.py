@@ -30,6 +30,7 @@ from .errors import (
     UnpricedUsageError,
     UnpricedUsageWarning,
 )
+from .instrument import instrument, uninstrument
 from .ledger import LedgerOptions, LedgerSpanProcessor
 from .pricing import ModelPrice
 from .runtime import AgentRuntime
@@ -66,5 +67,7 @@ __all__ = [
     "UnpricedUsageWarning",
     "__version__",
     "current_call",
+    "instrument",
     "tool",
+    "uninstrument",
 ]

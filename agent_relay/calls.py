@@ -66,11 +66,13 @@ class Invocation:
         "flight",
         "key",
         "manual",
+        "model",
         "phase",
         "record",
         "served",
         "session",
         "span",
+        "span_name",
         "spec",
         "usage_cost",
         "user_key",
@@ -97,6 +99,10 @@ class Invocation:
         self.args_json = args_json
         self.user_key = user_key
         self.compensates: Step | None = None
+        model = args_json.get("model") if spec.kind == "llm" else None
+        # a model call (an llm tool given a model) has an inference span, as the GenAI conventions say
+        self.model = model if isinstance(model, str) else None
+        self.span_name = f"{semconv.OPERATION_CHAT} {self.model}" if self.model else spec.span_name
         self.key = idempotency_key(spec.name, phase, args_json, user_key=user_key, occurrence=occurrence)
         self.flight: Flight | None = None
         self.record: CallRecord | None = None
@@ -146,6 +152,15 @@ class Invocation:
             semconv.IDEMPOTENCY_KEY: self.key,
             semconv.TOOL_PHASE: self.phase,
         }
+        if self.model:  # an inference span, not a tool span
+            for key in (semconv.GEN_AI_TOOL_NAME, semconv.GEN_AI_TOOL_TYPE, semconv.GEN_AI_TOOL_CALL_ID):
+                del attributes[key]
+            attributes[semconv.GEN_AI_OPERATION_NAME] = semconv.OPERATION_CHAT
+            attributes[semconv.LLM_CALL] = self.spec.name
+            attributes[semconv.CALL_ID] = cid
+            if self.spec.provider:
+                attributes[semconv.GEN_AI_PROVIDER_NAME] = self.spec.provider
+            attributes[semconv.GEN_AI_REQUEST_MODEL] = self.model
         if self.spec.content.capture:  # opt-in, redacted and truncated before it reaches the span
             attributes[semconv.GEN_AI_TOOL_CALL_ARGUMENTS] = self.spec.content.span_text(self.args_json)
         if self.compensates is not None:
@@ -176,7 +191,7 @@ class Invocation:
         cid = call_id(session.run_id, self.phase, self.key)
         fate, payload = session._reserve(self.phase, self.key, spec.name)
         if fate == "refuse":
-            span = spec.runtime._tracer.start_span(spec.span_name, attributes=self._attributes(cid))
+            span = spec.runtime._tracer.start_span(self.span_name, attributes=self._attributes(cid))
             _end_span(span, payload)
             self._metric("refused", "live")
             raise payload
@@ -209,7 +224,7 @@ class Invocation:
         attributes[semconv.CALL_SEQ] = record.seq
         try:
             with binding(record):
-                span = runtime._tracer.start_span(spec.span_name, attributes=attributes)
+                span = runtime._tracer.start_span(self.span_name, attributes=attributes)
             if record.span_id is None:  # no processor saw the span (sampled out): claim it ourselves
                 self.manual = True
                 ctx = span.get_span_context()
@@ -220,6 +235,9 @@ class Invocation:
             session._release(self.phase, self.key)
             raise
         self.record, self.span = record, span
+        parent = getattr(span, "parent", None)
+        if self.model is not None and parent is not None:
+            session._model_call_parents.add(parent.span_id)  # another instrumentation's span around it
         if record.ledger_error is not None:
             self._abandon(record.ledger_error)
         if record.claim != CLAIMED:
@@ -329,7 +347,7 @@ class Invocation:
             run_id=session.run_id,
             redact=spec.content.redactor,
         )
-        span = spec.runtime._tracer.start_span(spec.span_name, attributes=self._attributes(cid))
+        span = spec.runtime._tracer.start_span(self.span_name, attributes=self._attributes(cid))
         record = self._complete_record(
             cid,
             seq,
@@ -354,7 +372,7 @@ class Invocation:
         attributes = self._attributes(cid)
         attributes[semconv.CALL_SEQ] = seq
         attributes[semconv.REPLAYED] = True
-        span = spec.runtime._tracer.start_span(spec.span_name, attributes=attributes)
+        span = spec.runtime._tracer.start_span(self.span_name, attributes=attributes)
         span.add_event(semconv.EVENT_REPLAYED, {semconv.REPLAY_OF: session.replay_of or ""})
         record = self._complete_record(
             cid,
@@ -375,6 +393,9 @@ class Invocation:
             record.error_type, record.error_message = "in-doubt", "the call's outcome was never recorded"
         if record.cost_usd is not None:
             span.set_attribute(semconv.COST_USD, float(record.cost_usd))
+        if record.input_tokens is not None:
+            span.set_attribute(semconv.GEN_AI_USAGE_INPUT_TOKENS, record.input_tokens)
+            span.set_attribute(semconv.GEN_AI_USAGE_OUTPUT_TOKENS, record.output_tokens or 0)
         record.origin, record.ended_ns = "replayed", record.started_ns
         try:
             session._record_replayed(record)
@@ -422,7 +443,7 @@ class Invocation:
     def _serve(self, cid: str, output: Any) -> Any:
         attributes = self._attributes(cid)
         attributes[semconv.DEDUPLICATED] = True
-        span = self.spec.runtime._tracer.start_span(self.spec.span_name, attributes=attributes)
+        span = self.spec.runtime._tracer.start_span(self.span_name, attributes=attributes)
         span.add_event(semconv.EVENT_DEDUPLICATED)
         span.end()
         self._metric(SUCCEEDED, "deduplicated")

@@ -22,13 +22,15 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import Tracer
 
-from . import compensation
+from . import compensation, semconv
 from ._version import __version__
+from .calls import active_invocation
 from .content import ContentPolicy
+from .context import current_session
 from .encoding import encode
 from .errors import (
     ConfigurationError,
@@ -52,6 +54,7 @@ from .telemetry import (
     span_exporters_from_env,
     stoppable,
 )
+from .usage import TokenUsage
 
 if TYPE_CHECKING:
     from .tooling import ToolSpec
@@ -109,7 +112,7 @@ class AgentRuntime:
         self._owns_provider = tracer_provider is None
         self._exporters = stoppable(span_exporters)
         self._provider = tracer_provider or build_tracer_provider(service_name, self._exporters, os.environ)
-        self._processor = LedgerSpanProcessor(self.ledger)
+        self._processor = LedgerSpanProcessor(self.ledger, usage_sink=self._count_foreign_usage)
         self._provider.add_span_processor(self._processor)
         self._tracer: Tracer = self._provider.get_tracer(_TRACER_NAME, __version__)
         self._owns_meter_provider = meter_provider is None and bool(metric_readers)
@@ -322,6 +325,36 @@ class AgentRuntime:
                 f"the runtime on {self.database} was shut down; create a new AgentRuntime to record more "
                 f"runs."
             )
+
+    def _count_foreign_usage(self, span: ReadableSpan) -> None:
+        """Charge the open session for a span of another GenAI instrumentation (OpenLLMetry,
+        OpenInference, the official OTel openai instrumentation) that reports token usage — unless the
+        model call is one AgentRelay recorded itself (the span ended inside it, or wraps it)."""
+        scope = span.instrumentation_scope
+        if scope is not None and scope.name == _TRACER_NAME:
+            return
+        attrs = span.attributes or {}
+        inp = attrs.get(semconv.GEN_AI_USAGE_INPUT_TOKENS, attrs.get(semconv.GEN_AI_USAGE_PROMPT_TOKENS))
+        out = attrs.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS, attrs.get(semconv.GEN_AI_USAGE_COMPLETION_TOKENS))
+        if not isinstance(inp, int) and not isinstance(out, int):
+            return
+        session = current_session()
+        if session is None or session.runtime is not self or span.context is None:
+            return
+        call = active_invocation()
+        if call is not None and call.model is not None:
+            return  # ended inside a model call AgentRelay records: already counted
+        if span.context.span_id in session._model_call_parents:
+            return  # wraps a model call AgentRelay recorded: already counted
+        model = attrs.get(semconv.GEN_AI_RESPONSE_MODEL) or attrs.get(semconv.GEN_AI_REQUEST_MODEL)
+        provider = attrs.get(semconv.GEN_AI_PROVIDER_NAME) or attrs.get(semconv.GEN_AI_SYSTEM)
+        usage = TokenUsage(
+            str(model) if model else None,
+            str(provider) if provider else None,
+            inp if isinstance(inp, int) else 0,
+            out if isinstance(out, int) else 0,
+        )
+        session._charge(usage, self.prices.cost(usage))
 
     def _check_compensations(self) -> None:
         """Every compensation a tool names resolves (raised when a session starts, not at unwind time)."""

@@ -23,12 +23,17 @@ GEN_AI_PROVIDER_NAME: Final = _gen_ai.GEN_AI_PROVIDER_NAME
 GEN_AI_TOOL_CALL_ARGUMENTS: Final = _gen_ai.GEN_AI_TOOL_CALL_ARGUMENTS
 GEN_AI_TOOL_CALL_RESULT: Final = _gen_ai.GEN_AI_TOOL_CALL_RESULT
 GEN_AI_TOKEN_TYPE: Final = _gen_ai.GEN_AI_TOKEN_TYPE
+GEN_AI_RESPONSE_MODEL: Final = _gen_ai.GEN_AI_RESPONSE_MODEL
+GEN_AI_SYSTEM: Final = "gen_ai.system"  # the attribute's older name, still set by many instrumentations
+GEN_AI_USAGE_PROMPT_TOKENS: Final = "gen_ai.usage.prompt_tokens"  # older names of input/output tokens
+GEN_AI_USAGE_COMPLETION_TOKENS: Final = "gen_ai.usage.completion_tokens"
 GEN_AI_USAGE_INPUT_TOKENS: Final = _gen_ai.GEN_AI_USAGE_INPUT_TOKENS
 GEN_AI_USAGE_OUTPUT_TOKENS: Final = _gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS
 ERROR_TYPE: Final = _error.ERROR_TYPE
 
 OPERATION_INVOKE_AGENT: Final = _gen_ai.GenAiOperationNameValues.INVOKE_AGENT.value
 OPERATION_EXECUTE_TOOL: Final = _gen_ai.GenAiOperationNameValues.EXECUTE_TOOL.value
+OPERATION_CHAT: Final = _gen_ai.GenAiOperationNameValues.CHAT.value
 TOOL_TYPE_FUNCTION: Final = "function"
 
 # --- AgentRelay's own attributes -----------------------------------------------------------------------
@@ -37,6 +42,8 @@ PARENT_RUN_ID: Final = "agent_relay.run.parent_id"
 IDEMPOTENCY_KEY: Final = "agent_relay.idempotency_key"
 TOOL_PHASE: Final = "agent_relay.tool.phase"
 CALL_SEQ: Final = "agent_relay.call.seq"
+CALL_ID: Final = "agent_relay.call.id"
+LLM_CALL: Final = "agent_relay.llm.call"  # the ledger name of an instrumented model call
 CALL_ATTEMPT: Final = "agent_relay.call.attempt"
 COST_USD: Final = "agent_relay.cost.usd"
 REPLAYED: Final = "agent_relay.replayed"

@@ -133,6 +133,7 @@ class AgentSession:
         self._done: dict[tuple[str, str], tuple[JSONValue, JSONValue]] = {}  # -> (arguments, output)
         self._occurrences: dict[str, int] = {}
         self._replayed: list[CallRecord] = []  # a replay's rows, written in batches
+        self._model_call_parents: set[int] = set()  # spans that wrap a model call recorded here
         self._inflight: dict[tuple[str, str], Any] = {}
         self._input_tokens = 0
         self._output_tokens = 0
@@ -212,16 +213,24 @@ class AgentSession:
         if call is not None and call.session is self:
             call.add_usage(usage, cost)
             return cost
-        self._runtime._instruments.usage(model, provider, input_tokens, output_tokens, cost)
-        with self._lock:
-            self._input_tokens += input_tokens
-            self._output_tokens += output_tokens
-            passed = self._meter.add(cost)
+        passed = self._charge(usage, cost)
         if cost is None:
             self._unpriced(model, provider)
         if passed:
             raise self._budget_error(None)
         return cost
+
+    def _charge(self, usage: TokenUsage, cost: Decimal | None) -> bool:
+        """Count usage made outside any recorded call; True when it passed the budget. Never raises: a
+        budget passed this way refuses the next call."""
+        with self._lock:
+            self._input_tokens += usage.input_tokens
+            self._output_tokens += usage.output_tokens
+            passed = self._meter.add(cost)
+        self._runtime._instruments.usage(
+            usage.model, usage.provider, usage.input_tokens, usage.output_tokens, cost
+        )
+        return passed
 
     def __enter__(self) -> AgentSession:
         self._start()

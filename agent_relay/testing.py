@@ -21,9 +21,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from . import semconv
+from ._fake_llm import FakeLLMServer
 from .runtime import AgentRuntime
 
-__all__ = ["SpanCapture", "capture_spans", "in_memory_runtime"]
+__all__ = ["FakeLLMServer", "SpanCapture", "capture_spans", "in_memory_runtime"]
 
 
 def in_memory_runtime(**kwargs: Any) -> AgentRuntime:

@@ -53,6 +53,7 @@ class ToolSpec:
     key: Callable[[dict[str, Any]], str] | None
     raises: tuple[type[BaseException], ...]
     content: ToolContent
+    provider: str | None
     is_async: bool
     span_name: str
     signature: inspect.Signature = dataclasses.field(repr=False)
@@ -101,6 +102,7 @@ def tool(
     raises: tuple[type[BaseException], ...] = (),
     capture_content: bool | None = None,
     redact: tuple[str, ...] = (),
+    provider: str | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Register the decorated function as a tool of ``runtime``.
 
@@ -118,7 +120,8 @@ def tool(
     types a replay may rebuild from a recorded failure (built-in exceptions always are).
     ``capture_content``: put this tool's arguments and result on its spans (default: the runtime's
     ``ContentPolicy``); ``redact``: field names or dotted paths replaced by ``"[REDACTED]"`` there, on top
-    of the runtime's.
+    of the runtime's. ``provider``: for ``kind="llm"``, the model provider (``openai``, ``anthropic``...)
+    named on spans.
 
     Raises ``ConfigurationError`` (a ``ValueError``) for a bad option and ``DuplicateToolError`` when the
     name is taken, both at decoration time.
@@ -169,6 +172,7 @@ def tool(
             key=key,
             raises=raises,
             content=runtime.content.for_tool(capture_content, redact),
+            provider=provider,
             is_async=inspect.iscoroutinefunction(func),
             span_name=f"{semconv.OPERATION_EXECUTE_TOOL} {tool_name}",
             signature=inspect.signature(func),

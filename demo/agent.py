@@ -12,13 +12,20 @@ What it shows:
   6. a research agent capped at $0.05: the model call that passes the budget is recorded, the run stops
      and nothing after it runs;
   7. a replay of the email run: every call served from the ledger, no tool body runs, same output;
-  8. a newsletter run that fails at its last step, resumed: done steps are served, the failed one reruns.
+  8. a newsletter run that fails at its last step, resumed: done steps are served, the failed one reruns;
+  9. an agent loop driven by a model through the official openai client, auto-instrumented: each model
+     call is a priced ledger row, and a replay of the loop sends no request. Without OPENAI_API_KEY the
+     client talks to a small local server that speaks the OpenAI wire format (agent_relay.testing).
 
 Configuration is the runtime's: AGENT_RELAY_DATABASE_URL (default sqlite:///agent_relay.db in the working
 directory) and the standard OTEL_* variables (set OTEL_EXPORTER_OTLP_ENDPOINT to export the trace).
 """
 
 from __future__ import annotations
+
+import json
+import os
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -160,6 +167,68 @@ def newsletter_agent() -> int:
     return send_batch(fetch_subscribers("weekly"), render_issue(42))
 
 
+# --- a model-driven agent loop: the openai client, auto-instrumented -----------------------------------
+
+
+def model_agent(client: Any, model: str) -> str:
+    """The classic tool-calling loop: ask, run the tools the model asks for, answer."""
+    tools = [{"type": "function", "function": {
+        "name": "send_email", "description": "Send an email.",
+        "parameters": {"type": "object", "properties": {"to": {"type": "string"},
+                       "subject": {"type": "string"}, "body": {"type": "string"}}},
+    }}]  # fmt: skip
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "Tell ops@example.com the build is green."}]
+    for _ in range(5):
+        reply = client.chat.completions.create(model=model, messages=messages, tools=tools)
+        message = reply.choices[0].message
+        messages.append(message.model_dump(exclude_none=True))
+        if not message.tool_calls:
+            return str(message.content)
+        for call in message.tool_calls:
+            result = send_email(**json.loads(call.function.arguments))
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
+    return "gave up"
+
+
+def model_flow() -> tuple[str, str] | None:
+    try:
+        import openai
+    except ImportError:
+        print("  (skipped: pip install 'agent-relay[llm]' for the model-driven agent)")
+        return None
+    from agent_relay import instrument, uninstrument
+    from agent_relay.testing import FakeLLMServer
+
+    instrument(runtime)
+    local = (
+        None
+        if os.environ.get("OPENAI_API_KEY")
+        else FakeLLMServer(
+            tool_arguments={"to": "ops@example.com", "subject": "Build", "body": "green"}
+        ).start()
+    )
+    client = openai.OpenAI(base_url=local.openai_url, api_key="local") if local else openai.OpenAI()
+    model = os.environ.get("AGENT_RELAY_DEMO_MODEL", "gpt-4o-mini")
+    try:
+        with runtime.agent_session(name="model_agent") as session:
+            session.set_output(model_agent(client, model))
+        sent = len(local.requests) if local else None
+        with runtime.agent_session(name="model_agent", replay=True, replay_run_id=session.run_id) as replay:
+            replay.set_output(model_agent(client, model))
+        if local:
+            print(f"  model requests: {sent} while recording, {len(local.requests) - sent} during the replay")
+    finally:
+        uninstrument()
+        if local:
+            local.stop()
+    return session.run_id, replay.run_id
+
+
+def _cell(value: Any, width: int = 60) -> str:
+    text = "" if value is None else str(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def print_ledger(run_id: str) -> None:
     query = sa.text(
         "SELECT seq, tool_name, phase, status, attempts, error_type, output, "
@@ -173,11 +242,11 @@ def print_ledger(run_id: str) -> None:
             {"r": run_id},
         ).one()
     header = ("seq", "tool", "phase", "status", "attempts", "error", "output", "key")
-    table = [header, *[tuple("" if v is None else str(v) for v in row) for row in rows]]
+    table = [header, *[tuple(_cell(v) for v in row) for row in rows]]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     for r in table:
         print("  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)))
-    print(f"\nrun {run_id}: {run.status}, cost ${run.cost_usd}, output {run.output}")
+    print(f"\nrun {run_id}: {run.status}, cost ${float(run.cost_usd or 0):.6f}, output {_cell(run.output)}")
     print(f"trace id: {run.trace_id}  (look it up in Jaeger / Tempo when exporting over OTLP)")
 
 
@@ -229,6 +298,11 @@ def main() -> None:
     for line in outbox:
         print(f"  - {line}")
     print_ledger(resumed.run_id)
+
+    print("\n--- a model-driven agent loop (openai client, auto-instrumented) ---")
+    runs = model_flow()
+    if runs:
+        print_ledger(runs[0])
     runtime.shutdown()
 
 

@@ -6,15 +6,17 @@ it (output, status, cost, timings); both run synchronously on the thread that st
 the row is durable before the wrapper returns. A processor must not raise into the SDK, so a failed write
 is left on ``record.ledger_error`` and the wrapper raises it; the wrapper also checks that the claim
 happened at all, and makes it itself through the store when no processor saw the span (a sampler dropped
-it, or the provider is not recording). Spans that carry no bound record pass through untouched.
+it, or the provider is not recording). Spans that carry no bound record are offered to ``usage_sink``
+(the runtime counts other GenAI instrumentations' token usage against the session's budget).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 
 from opentelemetry.context import Context
@@ -24,6 +26,8 @@ from opentelemetry.trace import format_span_id, format_trace_id
 from ..errors import LedgerError
 from .records import CLAIMED, CallRecord
 from .store import LedgerStore
+
+_log = logging.getLogger(__name__)
 
 _binding: ContextVar[CallRecord | None] = ContextVar("agent_relay_span_binding", default=None)
 
@@ -41,8 +45,9 @@ def binding(record: CallRecord) -> Iterator[None]:
 class LedgerSpanProcessor(SpanProcessor):
     """Persists tool-call spans as ledger rows. Thread-safe; never raises into the SDK."""
 
-    def __init__(self, store: LedgerStore) -> None:
+    def __init__(self, store: LedgerStore, usage_sink: Callable[[ReadableSpan], None] | None = None) -> None:
         self._store = store
+        self._usage_sink = usage_sink
         self._open: dict[int, CallRecord] = {}
         self._lock = threading.Lock()
 
@@ -67,6 +72,11 @@ class LedgerSpanProcessor(SpanProcessor):
         if record is not None:
             record.ended_ns = span.end_time or time.time_ns()
             complete(self._store, record)
+        elif self._usage_sink is not None:
+            try:
+                self._usage_sink(span)
+            except Exception:  # another instrumentation's span must never break the host
+                _log.debug("agent-relay: counting a span's usage failed", exc_info=True)
 
     def shutdown(self) -> None:
         with self._lock:

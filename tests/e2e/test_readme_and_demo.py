@@ -80,6 +80,8 @@ def test_demo_runs_on_the_default_sqlite_ledger(tmp_path: Path) -> None:
     assert sorted(tuple(r) for r in runs) == [
         ("email_flow", "succeeded", "live"),
         ("email_flow", "succeeded", "replay"),
+        ("model_agent", "succeeded", "live"),
+        ("model_agent", "succeeded", "replay"),
         ("newsletter", "succeeded", "resume"),
         ("research", "failed", "live"),
         ("trip_booking", "compensated", "live"),
@@ -89,3 +91,5 @@ def test_demo_runs_on_the_default_sqlite_ledger(tmp_path: Path) -> None:
     assert "tool bodies run during the replay: 0; output identical: True" in out
     # the resumed newsletter: fetch and render served from the ledger, only the failed send ran again
     assert out.count("fetched subscribers of weekly") == 1 and "sent issue to 2 subscribers" in out
+    # the model-driven loop: two model calls recorded, none sent again by its replay
+    assert "model requests: 2 while recording, 0 during the replay" in out

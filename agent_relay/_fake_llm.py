@@ -1,0 +1,187 @@
+"""A local HTTP server that speaks the OpenAI and Anthropic wire formats, for tests and the offline demo.
+
+It plays a simple tool-using model: asked with tools and a user message last, it calls the first tool
+(with ``tool_arguments``); once a tool result is in the conversation, it answers in text. Usage is
+reported like the real APIs (prompt tokens from the request's size), and every request is counted, so a
+test can prove a replay sent none.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class FakeLLMServer:
+    """``with FakeLLMServer() as llm:`` then ``openai.OpenAI(base_url=llm.openai_url, api_key="x")`` or
+    ``anthropic.Anthropic(base_url=llm.anthropic_url, api_key="x")``."""
+
+    def __init__(self, tool_arguments: dict[str, Any] | None = None, output_tokens: int = 20) -> None:
+        self.tool_arguments = tool_arguments or {}
+        self.output_tokens = output_tokens
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                with server._lock:
+                    server.requests.append((self.path, body))
+                    n = len(server.requests)
+                route = {
+                    "/v1/chat/completions": server._chat,
+                    "/v1/responses": server._responses,
+                    "/v1/messages": server._messages,
+                }.get(self.path.split("?")[0])
+                if route is None:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                payload = json.dumps(route(body, n)).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-llm", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def openai_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def anthropic_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> FakeLLMServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> FakeLLMServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- the "model" -----------------------------------------------------------------------------------
+    def _prompt_tokens(self, body: dict[str, Any]) -> int:
+        return 10 + len(json.dumps(body.get("messages") or body.get("input") or "")) // 4
+
+    def _wants_tool(self, messages: list[dict[str, Any]], tools: list[Any] | None) -> bool:
+        last = messages[-1] if messages else {}
+        content = last.get("content")
+        is_tool_result = last.get("role") == "tool" or (
+            isinstance(content, list)
+            and any(isinstance(c, dict) and c.get("type") == "tool_result" for c in content)
+        )
+        return bool(tools) and not is_tool_result
+
+    def _chat(self, body: dict[str, Any], n: int) -> dict[str, Any]:
+        messages, tools = body.get("messages", []), body.get("tools") or []
+        if self._wants_tool(messages, tools):
+            name = tools[0]["function"]["name"]
+            message: dict[str, Any] = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": f"call_{n}",
+                        "type": "function",
+                        "function": {"name": name, "arguments": json.dumps(self.tool_arguments)},
+                    }
+                ],
+            }
+            finish = "tool_calls"
+        else:
+            message, finish = (
+                {"role": "assistant", "content": f"Done after {len(messages)} messages."},
+                "stop",
+            )
+        prompt = self._prompt_tokens(body)
+        return {
+            "id": f"chatcmpl-{n}",
+            "object": "chat.completion",
+            "created": 1_700_000_000 + n,
+            "model": body.get("model", "gpt-4o-mini"),
+            "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": self.output_tokens,
+                "total_tokens": prompt + self.output_tokens,
+            },
+        }
+
+    def _responses(self, body: dict[str, Any], n: int) -> dict[str, Any]:
+        prompt = self._prompt_tokens(body)
+        return {
+            "id": f"resp_{n}",
+            "object": "response",
+            "created_at": 1_700_000_000 + n,
+            "status": "completed",
+            "model": body.get("model", "gpt-4o-mini"),
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+            "output": [
+                {
+                    "id": f"msg_{n}",
+                    "type": "message",
+                    "role": "assistant",
+                    "status": "completed",
+                    "content": [{"type": "output_text", "text": f"Answer {n}.", "annotations": []}],
+                }
+            ],
+            "usage": {
+                "input_tokens": prompt,
+                "output_tokens": self.output_tokens,
+                "total_tokens": prompt + self.output_tokens,
+                "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                "output_tokens_details": {"reasoning_tokens": 0},
+            },
+        }
+
+    def _messages(self, body: dict[str, Any], n: int) -> dict[str, Any]:
+        messages, tools = body.get("messages", []), body.get("tools") or []
+        if self._wants_tool(messages, tools):
+            content: list[dict[str, Any]] = [
+                {
+                    "type": "tool_use",
+                    "id": f"toolu_{n}",
+                    "name": tools[0]["name"],
+                    "input": self.tool_arguments,
+                }
+            ]
+            stop = "tool_use"
+        else:
+            content, stop = [{"type": "text", "text": f"Done after {len(messages)} messages."}], "end_turn"
+        return {
+            "id": f"msg_{n}",
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model", "claude"),
+            "content": content,
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": self._prompt_tokens(body),
+                "output_tokens": self.output_tokens,
+                "cache_read_input_tokens": 0,
+                "cache_creation_input_tokens": 0,
+            },
+        }

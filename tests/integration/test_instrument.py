@@ -1,0 +1,203 @@
+"""The real openai and anthropic clients, instrumented, against a local server speaking their wire formats."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from decimal import Decimal
+
+import anthropic
+import openai
+import pytest
+from anthropic.resources.messages.messages import AsyncMessages, Messages
+from openai.resources.chat.completions.completions import AsyncCompletions, Completions
+from openai.resources.responses.responses import AsyncResponses, Responses
+
+import agent_relay
+from agent_relay import AgentRuntime, BudgetExceededError, ConfigurationError, tool
+from agent_relay import semconv as sc
+from agent_relay.testing import FakeLLMServer, SpanCapture
+from agent_relay.usage import TokenUsage
+from tests.support import calls_of, run_row
+
+ASK = [{"role": "user", "content": "Email ada that the build is green."}]
+TOOLS = [{"type": "function", "function": {"name": "send_email", "parameters": {"type": "object"}}}]
+
+
+@pytest.fixture
+def llm() -> Iterator[FakeLLMServer]:
+    with FakeLLMServer(tool_arguments={"to": "ada@example.com", "subject": "build"}) as server:
+        yield server
+
+
+@pytest.fixture
+def instrumented(runtime: AgentRuntime) -> Iterator[AgentRuntime]:
+    agent_relay.instrument(runtime)
+    yield runtime
+    agent_relay.uninstrument()
+
+
+def test_chat_completion_is_recorded_priced_and_traced(
+    instrumented: AgentRuntime, spans: SpanCapture, llm: FakeLLMServer
+) -> None:
+    client = openai.OpenAI(base_url=llm.openai_url, api_key="test")
+    with instrumented.agent_session(name="chat") as session:
+        reply = client.chat.completions.create(model="gpt-4o-mini", messages=ASK, tools=TOOLS, temperature=0)
+    assert reply.choices[0].message.tool_calls[0].function.name == "send_email"
+    (row,) = calls_of(instrumented, session.run_id)
+    assert row["tool_name"] == "openai.chat.completions.create" and row["status"] == "succeeded"
+    assert row["arguments"] == {"model": "gpt-4o-mini", "messages": ASK, "tools": TOOLS, "temperature": 0}
+    assert row["output"]["id"] == reply.id and row["model"] == "gpt-4o-mini"
+    prompt = reply.usage.prompt_tokens
+    assert (row["input_tokens"], row["output_tokens"]) == (prompt, 20)
+    expected = instrumented.prices.cost(TokenUsage("gpt-4o-mini", "openai", prompt, 20))
+    assert expected and row["cost_usd"] == expected and session.cost_usd == expected
+    (span,) = [s for s in spans.spans() if s.name == "chat gpt-4o-mini"]
+    attrs = span.attributes
+    assert attrs[sc.GEN_AI_OPERATION_NAME] == "chat" and attrs[sc.GEN_AI_PROVIDER_NAME] == "openai"
+    assert attrs[sc.GEN_AI_REQUEST_MODEL] == "gpt-4o-mini" and attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] == prompt
+    assert row["span_id"] == format(span.context.span_id, "016x")
+
+
+def test_replay_returns_equal_sdk_objects_without_a_request(
+    instrumented: AgentRuntime, llm: FakeLLMServer
+) -> None:
+    oai = openai.OpenAI(base_url=llm.openai_url, api_key="test")
+    claude = anthropic.Anthropic(base_url=llm.anthropic_url, api_key="test")
+
+    def agent() -> tuple:
+        chat = oai.chat.completions.create(model="gpt-4o", messages=ASK, tools=TOOLS)
+        resp = oai.responses.create(model="gpt-4o", input="Summarise the build log.")
+        msg = claude.messages.create(model="claude-3-5-sonnet-20241022", max_tokens=200, messages=ASK)
+        return chat, resp, msg
+
+    with instrumented.agent_session(name="models") as source:
+        recorded = agent()
+    sent = len(llm.requests)
+    assert sent == 3
+    with instrumented.agent_session(name="models", replay=True, replay_run_id=source.run_id) as replay:
+        replayed = agent()
+    assert len(llm.requests) == sent  # no request reached the server
+    for live, again in zip(recorded, replayed, strict=True):
+        assert type(again) is type(live) and again == live
+    assert replayed[0].choices[0].message.tool_calls[0].function.arguments == (
+        recorded[0].choices[0].message.tool_calls[0].function.arguments
+    )
+    assert (
+        run_row(instrumented, replay.run_id)["cost_usd"] == run_row(instrumented, source.run_id)["cost_usd"]
+    )
+
+
+def test_async_clients_are_recorded_too(instrumented: AgentRuntime, llm: FakeLLMServer) -> None:
+    async def agent() -> tuple:
+        oai = openai.AsyncOpenAI(base_url=llm.openai_url, api_key="test")
+        claude = anthropic.AsyncAnthropic(base_url=llm.anthropic_url, api_key="test")
+        async with instrumented.agent_session(name="async-models") as session:
+            chat, msg = await asyncio.gather(
+                oai.chat.completions.create(model="gpt-4o", messages=ASK),
+                claude.messages.create(model="claude-3-5-sonnet-20241022", max_tokens=50, messages=ASK),
+            )
+        return session, chat, msg
+
+    session, chat, msg = asyncio.run(agent())
+    rows = {r["tool_name"]: r for r in calls_of(instrumented, session.run_id)}
+    assert rows["openai.chat.completions.create"]["output"]["id"] == chat.id
+    assert rows["anthropic.messages.create"]["output"]["id"] == msg.id
+    assert all(r["cost_usd"] > 0 for r in rows.values())
+
+
+def test_outside_a_session_the_clients_behave_as_before(
+    instrumented: AgentRuntime, llm: FakeLLMServer
+) -> None:
+    client = openai.OpenAI(base_url=llm.openai_url, api_key="test")
+    reply = client.chat.completions.create(model="gpt-4o", messages=ASK)
+    assert reply.choices[0].message.content.startswith("Done") and len(llm.requests) == 1
+    with instrumented.ledger.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM tool_calls").scalar() == 0
+
+
+def test_a_budget_stops_the_agent_loop_at_the_model_call_and_unwinds(
+    instrumented: AgentRuntime, llm: FakeLLMServer
+) -> None:
+    sent: list[str] = []
+    client = openai.OpenAI(base_url=llm.openai_url, api_key="test")
+
+    @tool(instrumented, compensation="recall_email")
+    def send_email(to: str, subject: str) -> str:
+        sent.append(to)
+        return "msg-1"
+
+    @tool(instrumented)
+    def recall_email(to: str, subject: str) -> None:
+        sent.append(f"recalled {to}")
+
+    def agent_loop() -> None:
+        messages: list = list(ASK)
+        for _ in range(10):
+            reply = client.chat.completions.create(model="gpt-4o", messages=messages, tools=TOOLS)
+            message = reply.choices[0].message
+            messages.append(message.model_dump(exclude_none=True))
+            if not message.tool_calls:
+                messages.append({"role": "user", "content": "And again, please."})
+                continue
+            for call in message.tool_calls:
+                result = send_email(**json.loads(call.function.arguments))
+                messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
+
+    one_call = instrumented.prices.cost(TokenUsage("gpt-4o", "openai", 30, 20))
+    assert one_call is not None
+    with (
+        pytest.raises(BudgetExceededError) as caught,
+        instrumented.agent_session(name="loop", budget_limit=one_call * Decimal("1.5")) as session,
+    ):
+        agent_loop()
+    assert len(llm.requests) == 2  # the second model call passed the budget; no third request was sent
+    assert caught.value.tool_name == "openai.chat.completions.create"
+    assert sent == ["ada@example.com", "recalled ada@example.com"]
+    assert run_row(instrumented, session.run_id)["status"] == "compensated"
+
+
+def test_usage_of_other_instrumentations_is_charged_once(
+    instrumented: AgentRuntime, llm: FakeLLMServer
+) -> None:
+    other = instrumented.tracer_provider.get_tracer("openinference.instrumentation.openai")
+    client = openai.OpenAI(base_url=llm.openai_url, api_key="test")
+    usage = {
+        sc.GEN_AI_REQUEST_MODEL: "gpt-4o",
+        sc.GEN_AI_SYSTEM: "openai",
+        sc.GEN_AI_USAGE_INPUT_TOKENS: 1000,
+        sc.GEN_AI_USAGE_OUTPUT_TOKENS: 100,
+    }
+    with instrumented.agent_session(name="mixed") as session:
+        other.start_span("ChatCompletion", attributes=usage).end()  # a model call only the other saw
+        after_foreign = session.cost_usd
+        with other.start_as_current_span("ChatCompletion") as outer:  # wraps a call AgentRelay records
+            reply = client.chat.completions.create(model="gpt-4o", messages=ASK)
+            outer.set_attributes(usage)
+    foreign = instrumented.prices.cost(TokenUsage("gpt-4o", "openai", 1000, 100))
+    ours = instrumented.prices.cost(TokenUsage("gpt-4o", "openai", reply.usage.prompt_tokens, 20))
+    assert after_foreign == foreign
+    assert session.cost_usd == foreign + ours  # the wrapping span was not counted again
+    assert session.input_tokens == 1000 + reply.usage.prompt_tokens
+
+
+def test_streaming_inside_a_session_is_refused_clearly(
+    instrumented: AgentRuntime, llm: FakeLLMServer
+) -> None:
+    client = openai.OpenAI(base_url=llm.openai_url, api_key="test")
+    with pytest.raises(ConfigurationError, match="stream=True"), instrumented.agent_session(name="s"):
+        client.chat.completions.create(model="gpt-4o", messages=ASK, stream=True)
+    assert llm.requests == []
+
+
+def test_uninstrument_restores_the_clients_exactly(runtime: AgentRuntime) -> None:
+    classes = (Completions, AsyncCompletions, Responses, AsyncResponses, Messages, AsyncMessages)
+    originals = [cls.__dict__["create"] for cls in classes]
+    patched = agent_relay.instrument(runtime)
+    assert len(patched) == 6
+    assert all(
+        cls.__dict__["create"] is not original for cls, original in zip(classes, originals, strict=True)
+    )
+    agent_relay.uninstrument()
+    assert all(cls.__dict__["create"] is original for cls, original in zip(classes, originals, strict=True))
