@@ -40,9 +40,24 @@ class FakeLLMServer:
                     self.send_response(404)
                     self.end_headers()
                     return
-                payload = json.dumps(route(body, n)).encode()
+                reply = route(body, n)
+                if body.get("stream"):
+                    events = (
+                        server._chat_chunks(reply, body)
+                        if self.path.startswith("/v1/chat")
+                        else server._message_events(reply)
+                    )
+                    payload = "".join(
+                        f"{'event: ' + e['type'] + chr(10) if 'type' in e else ''}data: {json.dumps(e)}\n\n"
+                        for e in events
+                    ).encode()
+                    if self.path.startswith("/v1/chat"):
+                        payload += b"data: [DONE]\n\n"
+                    content_type = "text/event-stream"
+                else:
+                    payload, content_type = json.dumps(reply).encode(), "application/json"
                 self.send_response(200)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
@@ -126,6 +141,71 @@ class FakeLLMServer:
                 "total_tokens": prompt + self.output_tokens,
             },
         }
+
+    def _chat_chunks(self, reply: dict[str, Any], body: dict[str, Any]) -> list[dict[str, Any]]:
+        """The reply as ``chat.completion.chunk`` events (usage last, if the request asked for it)."""
+        base = {
+            "id": reply["id"],
+            "object": "chat.completion.chunk",
+            "created": reply["created"],
+            "model": reply["model"],
+        }
+        message, finish = reply["choices"][0]["message"], reply["choices"][0]["finish_reason"]
+        chunks = [
+            {
+                **base,
+                "choices": [
+                    {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+                ],
+            }
+        ]
+        for word in (message.get("content") or "").split(" "):
+            chunks.append(
+                {**base, "choices": [{"index": 0, "delta": {"content": word + " "}, "finish_reason": None}]}
+            )
+        for i, call in enumerate(message.get("tool_calls") or []):
+            chunks.append(
+                {
+                    **base,
+                    "choices": [
+                        {"index": 0, "delta": {"tool_calls": [{"index": i, **call}]}, "finish_reason": None}
+                    ],
+                }
+            )
+        chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+        if (body.get("stream_options") or {}).get("include_usage"):
+            chunks.append({**base, "choices": [], "usage": reply["usage"]})
+        return chunks
+
+    def _message_events(self, reply: dict[str, Any]) -> list[dict[str, Any]]:
+        """The reply as Anthropic message stream events."""
+        usage = reply["usage"]
+        start = {**reply, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+        events: list[dict[str, Any]] = [{"type": "message_start", "message": start}]
+        for i, block in enumerate(reply["content"]):
+            if block["type"] == "text":
+                events += [
+                    {
+                        "type": "content_block_start",
+                        "index": i,
+                        "content_block": {"type": "text", "text": ""},
+                    },
+                    {
+                        "type": "content_block_delta",
+                        "index": i,
+                        "delta": {"type": "text_delta", "text": block["text"]},
+                    },
+                    {"type": "content_block_stop", "index": i},
+                ]
+        events += [
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": reply["stop_reason"], "stop_sequence": None},
+                "usage": {"output_tokens": usage["output_tokens"]},
+            },
+            {"type": "message_stop"},
+        ]
+        return events
 
     def _responses(self, body: dict[str, Any], n: int) -> dict[str, Any]:
         prompt = self._prompt_tokens(body)

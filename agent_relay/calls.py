@@ -526,7 +526,10 @@ class Invocation:
             tool_cost = self.spec.cost_of(result)
             if self.spec.kind == "llm":
                 usage = usage_from_result(result)
-                if usage is not None:
+                if usage is None and self.model is not None:  # a model call that reported no usage:
+                    usage = TokenUsage(self.model, self.spec.provider, 0, 0)  # its cost is unknown, not 0
+                    self.add_usage(usage, None)
+                elif usage is not None:
                     self.add_usage(usage, self.spec.runtime.prices.cost(usage))
         except Exception as exc:
             self.failed(exc)
@@ -578,36 +581,54 @@ def _end_span(span: Span, exc: BaseException | None) -> None:
     span.end()
 
 
-def execute(call: Invocation, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Run ``call`` to its end: served, or ``func`` run live and recorded."""
+def execute(
+    call: Invocation,
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    live: Callable[[Any], Any] | None = None,
+    served: Callable[[Any], Any] | None = None,
+) -> Any:
+    """Run ``call`` to its end: served, or ``func`` run live and recorded.
+
+    ``live`` takes over a live result instead of recording it at once (a stream records itself when it
+    has been read to its end); ``served`` shapes a served value (a recorded stream, replayed).
+    """
     while (fate := call.begin()) == WAIT:
         call.wait()
     if fate == SERVED:
-        return call.served
+        return served(call.served) if served else call.served
     try:
         with call.running():
             result = func(*args, **kwargs)
     except BaseException as exc:
         call.failed(exc)
         raise
-    return call.succeeded(result)
+    return live(result) if live else call.succeeded(result)
 
 
 async def execute_async(
-    call: Invocation, func: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
+    call: Invocation,
+    func: Callable[..., Awaitable[Any]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    live: Callable[[Any], Any] | None = None,
+    served: Callable[[Any], Any] | None = None,
 ) -> Any:
     """``execute`` for coroutine functions: the span lasts until the awaited body ends."""
     while (fate := call.begin()) == WAIT:
         await call.wait_async()
     if fate == SERVED:
-        return call.served
+        return served(call.served) if served else call.served
     try:
         with call.running():
             result = await func(*args, **kwargs)
     except BaseException as exc:
         call.failed(exc)
         raise
-    return call.succeeded(result)
+    return live(result) if live else call.succeeded(result)
 
 
 @contextlib.contextmanager

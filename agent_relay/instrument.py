@@ -10,8 +10,11 @@ request, a budget refuses a call before any request is sent, and a saga unwinds 
 passed the budget. Outside a session — or in a session of another runtime — the clients behave exactly as
 before. ``uninstrument()`` restores the clients' own methods.
 
-Streaming (``stream=True``) is not recorded yet: inside a session such a call is refused with a clear
-error rather than silently left out of the ledger and the budget.
+Streams (``stream=True``) of chat completions and Anthropic messages are recorded when they have been
+read to their end, as the list of their chunks, and replay as a stream of the same chunks; their cost
+comes from the usage the stream reports (ask OpenAI for it with ``stream_options={"include_usage":
+True}``; without it the call is unpriced). A stream closed before its end is recorded as failed. Streams
+of the Responses API are not recorded yet and are refused inside a session.
 """
 
 from __future__ import annotations
@@ -44,21 +47,26 @@ class _Target:
     cls: str
     response_module: str
     response_type: str
+    stream_type: str | None = None  # the type of a stream's chunks, in response_module
+
+    @property
+    def stream_name(self) -> str:
+        return f"{self.name}[stream]"
 
 
 _TARGETS = (
     _Target("openai.chat.completions.create", "openai", "openai.resources.chat.completions.completions",
-            "Completions", "openai.types.chat", "ChatCompletion"),
+            "Completions", "openai.types.chat", "ChatCompletion", "ChatCompletionChunk"),
     _Target("openai.chat.completions.create", "openai", "openai.resources.chat.completions.completions",
-            "AsyncCompletions", "openai.types.chat", "ChatCompletion"),
+            "AsyncCompletions", "openai.types.chat", "ChatCompletion", "ChatCompletionChunk"),
     _Target("openai.responses.create", "openai", "openai.resources.responses.responses", "Responses",
             "openai.types.responses", "Response"),
     _Target("openai.responses.create", "openai", "openai.resources.responses.responses", "AsyncResponses",
             "openai.types.responses", "Response"),
     _Target("anthropic.messages.create", "anthropic", "anthropic.resources.messages.messages", "Messages",
-            "anthropic.types", "Message"),
+            "anthropic.types", "Message", "RawMessageStreamEvent"),
     _Target("anthropic.messages.create", "anthropic", "anthropic.resources.messages.messages",
-            "AsyncMessages", "anthropic.types", "Message"),
+            "AsyncMessages", "anthropic.types", "Message", "RawMessageStreamEvent"),
 )  # fmt: skip
 
 # Request options that shape the HTTP exchange, not the model's answer: kept out of the key.
@@ -106,19 +114,27 @@ def uninstrument() -> None:
 
 
 def _register_spec(runtime: AgentRuntime, target: _Target) -> None:
-    if target.name in runtime.tools:
-        return
+    """The ledger's view of the target's calls: a tool of kind ``llm`` whose output decodes to the SDK's
+    response type (and, for streams, to the list of its chunk type)."""
     try:
-        response_type = getattr(importlib.import_module(target.response_module), target.response_type)
-    except (ImportError, AttributeError):
+        module = importlib.import_module(target.response_module)
+    except ImportError:
         return
+    specs = [(target.name, getattr(module, target.response_type, None))]
+    if target.stream_type is not None:
+        chunk = getattr(module, target.stream_type, None)
+        specs.append((target.stream_name, list[chunk] if chunk is not None else None))  # type: ignore[valid-type]
     from .tooling import tool
 
-    def model_call(**request: Any) -> Any: ...
+    for name, returns in specs:
+        if name in runtime.tools or returns is None:
+            continue
 
-    model_call.__annotations__ = {"return": response_type}
-    model_call.__name__ = target.name
-    tool(runtime, name=target.name, kind="llm", provider=target.provider)(model_call)
+        def model_call(**request: Any) -> Any: ...
+
+        model_call.__annotations__ = {"return": returns}
+        model_call.__name__ = name
+        tool(runtime, name=name, kind="llm", provider=target.provider)(model_call)
 
 
 def _request(target: _Target, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -145,12 +161,13 @@ def _invocation(target: _Target, kwargs: dict[str, Any]) -> Invocation | None:
     runtime = _runtime
     if session is None or runtime is None or session.runtime is not runtime:
         return None
-    if kwargs.get("stream") is True:
+    streaming = kwargs.get("stream") is True
+    if streaming and target.stream_type is None:
         raise ConfigurationError(
             f"{target.name}(stream=True) inside an AgentRelay session is not recorded yet; call it without "
             f"stream=True, or outside the session."
         )
-    spec = runtime.tools[target.name]
+    spec = runtime.tools[target.stream_name if streaming else target.name]
     return Invocation(spec, session, FORWARD, _request(target, kwargs))
 
 
@@ -164,6 +181,15 @@ def _wrap(original: Callable[..., Any], target: _Target) -> Callable[..., Any]:
             call = _invocation(target, kwargs)
             if call is None:
                 return await original(self, *args, **kwargs)
+            if kwargs.get("stream") is True:
+                return await execute_async(
+                    call,
+                    original,
+                    (self, *args),
+                    kwargs,
+                    served=ReplayedStream,
+                    live=lambda stream: RecordingAsyncStream(stream, call),
+                )
             return await execute_async(call, original, (self, *args), kwargs)
 
         create_async.__agent_relay_original__ = original  # type: ignore[attr-defined]
@@ -174,7 +200,141 @@ def _wrap(original: Callable[..., Any], target: _Target) -> Callable[..., Any]:
         call = _invocation(target, kwargs)
         if call is None:
             return original(self, *args, **kwargs)
+        if kwargs.get("stream") is True:
+            return execute(
+                call,
+                original,
+                (self, *args),
+                kwargs,
+                served=ReplayedStream,
+                live=lambda stream: RecordingStream(stream, call),
+            )
         return execute(call, original, (self, *args), kwargs)
 
     create.__agent_relay_original__ = original  # type: ignore[attr-defined]
     return create
+
+
+class StreamClosedError(RuntimeError):
+    """A recorded stream was closed before its end: the model call is recorded as failed."""
+
+
+class _Recording:
+    """What the sync and async recording streams share: the chunks, and recording them exactly once."""
+
+    def __init__(self, stream: Any, call: Invocation) -> None:
+        self._stream = stream
+        self._call = call
+        self._chunks: list[Any] = []
+        self._done = False
+
+    def _finish(self) -> None:
+        if not self._done:
+            self._done = True
+            self._call.succeeded(self._chunks)  # may raise: the stream's usage passed the budget
+
+    def _fail(self, exc: BaseException) -> None:
+        if not self._done:
+            self._done = True
+            self._call.failed(exc)
+
+    def _abandon(self) -> None:
+        self._fail(StreamClosedError(f"the {self._call.spec.name} stream was closed before its end"))
+
+    def __getattr__(self, name: str) -> Any:  # the SDK stream's own attributes (response, ...)
+        return getattr(self._stream, name)
+
+
+class RecordingStream(_Recording):
+    """A live stream that records its chunks; the ledger row is completed when it ends."""
+
+    def __iter__(self) -> RecordingStream:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            chunk = next(self._iterator)
+        except StopIteration:
+            self._finish()
+            raise
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+        self._chunks.append(chunk)
+        return chunk
+
+    @functools.cached_property
+    def _iterator(self) -> Any:
+        return iter(self._stream)
+
+    def close(self) -> None:
+        self._abandon()
+        self._stream.close()
+
+    def __enter__(self) -> RecordingStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RecordingAsyncStream(_Recording):
+    """``RecordingStream`` for the async clients."""
+
+    def __aiter__(self) -> RecordingAsyncStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            chunk = await self._aiterator.__anext__()
+        except StopAsyncIteration:
+            self._finish()
+            raise
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+        self._chunks.append(chunk)
+        return chunk
+
+    @functools.cached_property
+    def _aiterator(self) -> Any:
+        return self._stream.__aiter__()
+
+    async def close(self) -> None:
+        self._abandon()
+        await self._stream.close()
+
+    async def __aenter__(self) -> RecordingAsyncStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class ReplayedStream:
+    """A recorded stream served again: the same chunks, as the SDK's own chunk types, sync or async."""
+
+    def __init__(self, chunks: list[Any]) -> None:
+        self._chunks = list(chunks)
+
+    def __iter__(self) -> Any:
+        return iter(self._chunks)
+
+    async def __aiter__(self) -> Any:
+        for chunk in self._chunks:
+            yield chunk
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> ReplayedStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    async def __aenter__(self) -> ReplayedStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        pass

@@ -28,7 +28,13 @@ class TokenUsage:
 
 
 def usage_from_result(result: Any) -> TokenUsage | None:
-    """The usage an LLM result reports, or ``None`` when it is not a shape this module knows."""
+    """The usage an LLM result reports, or ``None`` when it is not a shape this module knows.
+
+    A list is a recorded stream: OpenAI chat chunks (usage on the last chunk when the request asked for
+    ``stream_options={"include_usage": True}``) or Anthropic stream events.
+    """
+    if isinstance(result, list):
+        return _usage_from_stream(result)
     data = _as_mapping(result)
     if data is None:
         return None
@@ -68,6 +74,29 @@ def usage_from_result(result: Any) -> TokenUsage | None:
         cache_read_tokens=cache_read,
         cache_write_tokens=cache_write,
     )
+
+
+def _usage_from_stream(chunks: list[Any]) -> TokenUsage | None:
+    events = [m for m in map(_as_mapping, chunks) if m is not None]
+    start = next((e for e in events if e.get("type") == "message_start"), None)
+    if start is not None:  # Anthropic: input on message_start, output on the last message_delta
+        message = _as_mapping(start.get("message")) or {}
+        first = _as_mapping(message.get("usage")) or {}
+        deltas = [_as_mapping(e.get("usage")) or {} for e in events if e.get("type") == "message_delta"]
+        output = _int(deltas[-1].get("output_tokens")) if deltas else _int(first.get("output_tokens"))
+        cache_read = _int(first.get("cache_read_input_tokens"))
+        cache_write = _int(first.get("cache_creation_input_tokens"))
+        model = message.get("model") if isinstance(message.get("model"), str) else None
+        return TokenUsage(
+            model,
+            ANTHROPIC,
+            _int(first.get("input_tokens")) + cache_read + cache_write,
+            output,
+            cache_read_tokens=cache_read,
+            cache_write_tokens=cache_write,
+        )
+    with_usage = [e for e in events if _as_mapping(e.get("usage"))]
+    return usage_from_result(with_usage[-1]) if with_usage else None
 
 
 def _as_mapping(value: Any) -> Mapping[str, Any] | None:

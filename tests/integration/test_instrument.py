@@ -182,12 +182,65 @@ def test_usage_of_other_instrumentations_is_charged_once(
     assert session.input_tokens == 1000 + reply.usage.prompt_tokens
 
 
-def test_streaming_inside_a_session_is_refused_clearly(
+def test_streams_are_recorded_and_replay_as_the_same_chunks(
     instrumented: AgentRuntime, llm: FakeLLMServer
 ) -> None:
+    oai = openai.OpenAI(base_url=llm.openai_url, api_key="test")
+    claude = anthropic.Anthropic(base_url=llm.anthropic_url, api_key="test")
+
+    def agent() -> tuple[list, list]:
+        chunks = list(
+            oai.chat.completions.create(
+                model="gpt-4o", messages=ASK, stream=True, stream_options={"include_usage": True}
+            )
+        )
+        with claude.messages.create(
+            model="claude-3-5-sonnet-20241022", max_tokens=50, messages=ASK, stream=True
+        ) as stream:
+            events = list(stream)
+        return chunks, events
+
+    with instrumented.agent_session(name="streams") as source:
+        live = agent()
+    sent = len(llm.requests)
+    with instrumented.agent_session(name="streams", replay=True, replay_run_id=source.run_id):
+        again = agent()
+    assert len(llm.requests) == sent == 2
+    assert again == live and [type(c) for c in again[0]] == [type(c) for c in live[0]]
+    assert [e.type for e in again[1]][0] == "message_start" and [e.type for e in again[1]][
+        -1
+    ] == "message_stop"
+    rows = {r["tool_name"]: r for r in calls_of(instrumented, source.run_id)}
+    chat = rows["openai.chat.completions.create[stream]"]
+    assert chat["status"] == "succeeded" and len(chat["output"]) == len(live[0])
+    assert chat["input_tokens"] == live[0][-1].usage.prompt_tokens and chat["cost_usd"] > 0
+    assert rows["anthropic.messages.create[stream]"]["output_tokens"] == 20
+
+
+def test_async_stream_without_usage_is_unpriced_and_a_closed_stream_failed(
+    instrumented: AgentRuntime, llm: FakeLLMServer
+) -> None:
+    async def agent() -> str:
+        oai = openai.AsyncOpenAI(base_url=llm.openai_url, api_key="test")
+        async with instrumented.agent_session(name="async-stream") as session:
+            stream = await oai.chat.completions.create(model="gpt-4o", messages=ASK, stream=True)
+            assert [c async for c in stream]
+            partial = await oai.chat.completions.create(model="gpt-4o", messages=[*ASK, ASK[0]], stream=True)
+            await partial.__anext__()
+            await partial.close()  # the agent stops reading half-way
+        return session.run_id
+
+    with pytest.warns(agent_relay.UnpricedUsageWarning, match="gpt-4o"):
+        run_id = asyncio.run(agent())
+    full, partial = calls_of(instrumented, run_id)
+    assert full["status"] == "succeeded" and full["cost_unknown"] is True
+    assert partial["status"] == "failed" and "closed before its end" in partial["error_message"]
+
+
+def test_responses_streams_are_refused_clearly(instrumented: AgentRuntime, llm: FakeLLMServer) -> None:
     client = openai.OpenAI(base_url=llm.openai_url, api_key="test")
     with pytest.raises(ConfigurationError, match="stream=True"), instrumented.agent_session(name="s"):
-        client.chat.completions.create(model="gpt-4o", messages=ASK, stream=True)
+        client.responses.create(model="gpt-4o", input="hi", stream=True)
     assert llm.requests == []
 
 
