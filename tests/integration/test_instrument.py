@@ -207,9 +207,8 @@ def test_streams_are_recorded_and_replay_as_the_same_chunks(
         again = agent()
     assert len(llm.requests) == sent == 2
     assert again == live and [type(c) for c in again[0]] == [type(c) for c in live[0]]
-    assert [e.type for e in again[1]][0] == "message_start" and [e.type for e in again[1]][
-        -1
-    ] == "message_stop"
+    types = [e.type for e in again[1]]
+    assert (types[0], types[-1]) == ("message_start", "message_stop")
     rows = {r["tool_name"]: r for r in calls_of(instrumented, source.run_id)}
     chat = rows["openai.chat.completions.create[stream]"]
     assert chat["status"] == "succeeded" and len(chat["output"]) == len(live[0])
