@@ -278,7 +278,7 @@ class Invocation:
             span.add_event(semconv.EVENT_RESUMED if resumed else semconv.EVENT_DEDUPLICATED)
             span.end()
             self._metric(SUCCEEDED, "resumed" if resumed else "deduplicated")
-            self.session._release(self.phase, self.key, (record.existing_arguments, record.existing_output))
+            self.session._release(self.phase, self.key, self._done_entry(record.existing_output))
             self.served = self.spec.decode(record.existing_output)
             return SERVED
         if not self.spec.idempotent:
@@ -302,6 +302,11 @@ class Invocation:
             )
         span.set_attribute(semconv.CALL_ATTEMPT, record.attempts)
         return RUN
+
+    def _done_entry(self, output: Any) -> tuple[Any, Any]:
+        """What the session keeps to serve this call again: its output, and its arguments only when a
+        caller-supplied key must be checked against them (the index grows with every call of a run)."""
+        return (self.args_json if self.user_key is not None else None), output
 
     def _check_user_key(self, recorded_arguments: Any) -> None:
         """Stripe's rule: a caller-supplied key may only be reused with the same arguments."""
@@ -404,7 +409,7 @@ class Invocation:
         self._metric(record.status, "replayed", record)
         if record.status == SUCCEEDED:
             span.end()
-            session._release(self.phase, self.key, (self.args_json, row.output))
+            session._release(self.phase, self.key, self._done_entry(row.output))
             session._after_call(record, record.cost_usd)
             return spec.decode(row.output)
         error = rebuild_error(spec.name, record.error_type, record.error_message, spec.raises)
@@ -543,7 +548,7 @@ class Invocation:
         if record.ledger_error is not None:
             self.session._release(self.phase, self.key)
             raise record.ledger_error
-        self.session._release(self.phase, self.key, (self.args_json, output))
+        self.session._release(self.phase, self.key, self._done_entry(output))
         self.session._after_call(record, cost)
         return result
 
