@@ -101,6 +101,6 @@ def test_demo_with_the_collector_down_runs_through_without_delay(tmp_path: Path)
     down_s, down = run(f"http://127.0.0.1:{_closed_port()}")
     assert quiet.returncode == down.returncode == 0, down.stderr
     assert "Traceback" not in down.stderr
-    assert down.stdout.count("trace id:") == quiet.stdout.count("trace id:") == 5
+    assert down.stdout.count("trace id:") == quiet.stdout.count("trace id:") >= 5  # every flow ran
     # a behaviour bound: at most the shutdown's one-second grace and the metric export's one-second timeout
     assert down_s - quiet_s < 3.5, (down_s, quiet_s)
