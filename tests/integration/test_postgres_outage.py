@@ -23,9 +23,9 @@ def kill_other_backends(url: str) -> int:
     return int(killed)
 
 
+# a PostgreSQL outage: SQLite has no server connections to kill
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_connections_killed_during_a_call_neither_duplicate_nor_stop_the_run(database_url: str) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("pg_terminate_backend is a PostgreSQL outage; SQLite has no server connections")
     rt = AgentRuntime(database_url)
     ran: list[int] = []
     killed: list[int] = []
