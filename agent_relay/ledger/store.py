@@ -579,6 +579,8 @@ def _advice(exc: Exception) -> str:
         )
     if "unable to open" in text:
         return "Check that the ledger's directory exists and is writable."
+    if "database" in text and "does not exist" in text:
+        return "Create the database first (CREATE DATABASE ...), or check the name in the URL."
     if "no such table" in text or "no such column" in text or "does not exist" in text:
         return "The ledger's tables are missing or from another version; open it with a matching agent-relay."
     return "Check that the database is reachable and writable."
