@@ -19,8 +19,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import platform
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -34,6 +32,7 @@ from pathlib import Path
 from typing import IO
 
 import sqlalchemy as sa
+from bench_overhead import machine_info as base_machine_info  # same directory: one machine block
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS_WORKERS.md"
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -340,36 +339,11 @@ def results_table(runs: Sequence[RunResult], counts: Sequence[int]) -> str:
 # --- the machine and the report ---------------------------------------------------------------------------
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _load_average() -> str:
     try:
         return " / ".join(f"{x:.2f}" for x in os.getloadavg())
     except OSError:
         return "unknown"
-
-
-def _git_revision() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip()
 
 
 def postgres_info(url: str) -> list[tuple[str, str]]:
@@ -387,19 +361,12 @@ def postgres_info(url: str) -> list[tuple[str, str]]:
 
 
 def machine_info(load_before: str, pg: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    import agent_relay
-
+    """The machine block the other reports use, plus the load, psycopg and the PostgreSQL server."""
     return [
-        ("platform", platform.platform()),
-        ("CPU", f"{_cpu_model()} ({os.cpu_count()} logical CPUs)"),
+        *base_machine_info(),
         ("load average (1/5/15 min)", f"{load_before} before, {_load_average()} after"),
-        ("python", f"{platform.python_implementation()} {platform.python_version()}"),
-        ("sqlite", sqlite3.sqlite_version),
-        ("SQLAlchemy", sa.__version__),
         ("psycopg", metadata.version("psycopg")),
         *pg,
-        ("agent_relay", f"{agent_relay.__version__} (git {_git_revision()})"),
-        ("temp dir", tempfile.gettempdir()),
     ]
 
 
