@@ -19,7 +19,6 @@ KEY_VERSION = 1
 
 FORWARD = "forward"
 COMPENSATION = "compensation"
-PHASES = (FORWARD, COMPENSATION)
 
 
 def bind_arguments(

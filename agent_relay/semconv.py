@@ -14,7 +14,6 @@ from opentelemetry.semconv.attributes import error_attributes as _error
 # --- OpenTelemetry GenAI semantic conventions ---------------------------------------------------------
 GEN_AI_OPERATION_NAME: Final = _gen_ai.GEN_AI_OPERATION_NAME
 GEN_AI_AGENT_NAME: Final = _gen_ai.GEN_AI_AGENT_NAME
-GEN_AI_AGENT_ID: Final = _gen_ai.GEN_AI_AGENT_ID
 GEN_AI_TOOL_NAME: Final = _gen_ai.GEN_AI_TOOL_NAME
 GEN_AI_TOOL_CALL_ID: Final = _gen_ai.GEN_AI_TOOL_CALL_ID
 GEN_AI_TOOL_TYPE: Final = _gen_ai.GEN_AI_TOOL_TYPE
@@ -69,4 +68,3 @@ EVENT_REPLAYED: Final = "agent_relay.replayed"
 EVENT_RESUMED: Final = "agent_relay.resumed"
 EVENT_COMPENSATION: Final = "agent_relay.compensation"
 EVENT_BUDGET_EXCEEDED: Final = "agent_relay.budget.exceeded"
-COMPENSATED: Final = "agent_relay.compensated"
