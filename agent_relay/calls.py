@@ -3,9 +3,9 @@
 ``Invocation`` holds the call's encoded arguments and key (computed before anything else happens), then
 ``begin()`` decides: serve the stored output (deduplicated), wait for an identical call in flight, refuse
 (budget spent), or run live — which starts the ``execute_tool`` span whose processor claims the pending
-row. ``execute`` / ``execute_async`` run the body inside ``running()`` and report ``succeeded(result)``
-or ``failed(exc)``, which end the span (the processor completes the row) and raise any ledger failure.
-Only the awaiting differs between the two.
+row. ``execute`` / ``execute_async`` run the body between ``enter()`` and ``leave()`` and report
+``succeeded(result)`` or ``failed(exc)``, which end the span (the processor completes the row) and raise
+any ledger failure. Only the awaiting differs between the two.
 """
 
 from __future__ import annotations
@@ -13,16 +13,17 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode, format_span_id, format_trace_id
 
 from . import semconv
 from .context import CallInfo, Flight, _current_call, current_session, error_type_name
-from .encoding import JSONValue, encode
+from .encoding import JSONValue, canonical_dumps, encode
 from .errors import (
     CallInDoubtError,
     CallInProgressError,
@@ -30,8 +31,8 @@ from .errors import (
     IdempotencyKeyReuseError,
     OutputEncodingError,
 )
-from .keys import COMPENSATION, FORWARD, bind_arguments, call_id, encode_arguments, idempotency_key
-from .ledger.processor import binding, claim, complete
+from .keys import COMPENSATION, FORWARD, call_id, encode_arguments, idempotency_key
+from .ledger.processor import bind, claim, complete, unbind
 from .ledger.records import CLAIMED, FAILED, PENDING, SUCCEEDED, CallRecord
 from .ledger.store import owner_is_gone
 from .replay import argument_diff, rebuild_error
@@ -62,6 +63,7 @@ class Invocation:
 
     __slots__ = (
         "args_json",
+        "args_text",
         "compensates",
         "flight",
         "key",
@@ -103,7 +105,16 @@ class Invocation:
         # a model call (an llm tool given a model) has an inference span, as the GenAI conventions say
         self.model = model if isinstance(model, str) else None
         self.span_name = f"{semconv.OPERATION_CHAT} {self.model}" if self.model else spec.span_name
-        self.key = idempotency_key(spec.name, phase, args_json, user_key=user_key, occurrence=occurrence)
+        # the arguments' canonical text makes the key and, unless redacted, the ledger's arguments column
+        self.args_text = canonical_dumps(args_json) if user_key is None else None
+        self.key = idempotency_key(
+            spec.name,
+            phase,
+            args_json,
+            user_key=user_key,
+            occurrence=occurrence,
+            arguments_text=self.args_text,
+        )
         self.flight: Flight | None = None
         self.record: CallRecord | None = None
         self.span: Span | None = None
@@ -117,7 +128,7 @@ class Invocation:
         session = current_session()
         if session is None:
             return None
-        bound = bind_arguments(spec.signature, args, kwargs)
+        bound = spec.bind(args, kwargs)
         args_json = encode_arguments(spec.name, bound)
         user_key = None
         if spec.key is not None:
@@ -220,11 +231,16 @@ class Invocation:
             arguments=spec.content.for_ledger(self.args_json),
             owner=runtime.owner,
         )
+        if record.arguments is self.args_json:  # not redacted: store the text the key was made from
+            record.arguments_text = self.args_text
         attributes = self._attributes(cid)
         attributes[semconv.CALL_SEQ] = record.seq
         try:
-            with binding(record):
+            token = bind(record)  # the processor claims the row as the span starts
+            try:
                 span = runtime._tracer.start_span(self.span_name, attributes=attributes)
+            finally:
+                unbind(token)
             if record.span_id is None:  # no processor saw the span (sampled out): claim it ourselves
                 self.manual = True
                 ctx = span.get_span_context()
@@ -325,7 +341,7 @@ class Invocation:
     def _complete_record(self, cid: str, seq: int, span: Span, **outcome: Any) -> CallRecord:
         """The row of a call of a replay that ran no tool body: complete from the start."""
         spec, ctx = self.spec, span.get_span_context()
-        return CallRecord(
+        record = CallRecord(
             ledger=spec.runtime.ledger,
             run_id=self.session.run_id,
             call_id=cid,
@@ -340,6 +356,9 @@ class Invocation:
             started_ns=time.time_ns(),
             **outcome,
         )
+        if record.arguments is self.args_json:
+            record.arguments_text = self.args_text
+        return record
 
     def _diverged(self, cid: str, seq: int, position: int) -> None:
         """A replayed run asked for a call its source does not have: record where, then raise."""
@@ -485,31 +504,32 @@ class Invocation:
         return record.cost_usd
 
     # --- running -------------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def running(self) -> Iterator[None]:
-        """Make the call's span current and ``current_call()`` answer, around the tool body."""
+    def enter(self) -> tuple[Token[CallInfo | None], Token[Invocation | None], object]:
+        """Make the call's span current and ``current_call()`` answer, for the tool body; undo with
+        ``leave``. (Not a context manager: this runs on every live call, and ``with`` costs more.)"""
         record, span = self.record, self.span
         assert record is not None and span is not None
-        token = _current_call.set(
-            CallInfo(
-                run_id=record.run_id,
-                call_id=record.call_id,
-                tool_name=record.tool_name,
-                phase=record.phase,
-                idempotency_key=record.idempotency_key,
-                attempt=record.attempts,
-                seq=record.seq,
-            )
+        info = CallInfo(
+            run_id=record.run_id,
+            call_id=record.call_id,
+            tool_name=record.tool_name,
+            phase=record.phase,
+            idempotency_key=record.idempotency_key,
+            attempt=record.attempts,
+            seq=record.seq,
         )
-        active = _active.set(self)
-        try:
-            with trace.use_span(
-                span, end_on_exit=False, record_exception=False, set_status_on_exception=False
-            ):
-                yield
-        finally:
-            _active.reset(active)
-            _current_call.reset(token)
+        return (
+            _current_call.set(info),
+            _active.set(self),
+            otel_context.attach(trace.set_span_in_context(span)),
+        )
+
+    @staticmethod
+    def leave(tokens: tuple[Token[CallInfo | None], Token[Invocation | None], object]) -> None:
+        call, active, span = tokens
+        otel_context.detach(span)  # type: ignore[arg-type]
+        _active.reset(active)
+        _current_call.reset(call)
 
     def succeeded(self, result: Any) -> Any:
         """Record the result (or fail the call if it cannot be recorded); return the live result."""
@@ -604,12 +624,14 @@ def execute(
         call.wait()
     if fate == SERVED:
         return served(call.served) if served else call.served
+    tokens = call.enter()
     try:
-        with call.running():
-            result = func(*args, **kwargs)
+        result = func(*args, **kwargs)
     except BaseException as exc:
+        Invocation.leave(tokens)
         call.failed(exc)
         raise
+    Invocation.leave(tokens)
     return live(result) if live else call.succeeded(result)
 
 
@@ -627,12 +649,14 @@ async def execute_async(
         await call.wait_async()
     if fate == SERVED:
         return served(call.served) if served else call.served
+    tokens = call.enter()
     try:
-        with call.running():
-            result = await func(*args, **kwargs)
+        result = await func(*args, **kwargs)
     except BaseException as exc:
+        Invocation.leave(tokens)
         call.failed(exc)
         raise
+    Invocation.leave(tokens)
     return live(result) if live else call.succeeded(result)
 
 

@@ -60,22 +60,32 @@ def error_type_name(exc: BaseException) -> str:
 
 
 class Flight:
-    """A live call that callers with the same key wait for (threads block, tasks poll)."""
+    """A live call that callers with the same key wait for (threads block, tasks poll).
 
-    __slots__ = ("done", "thread_id")
+    A lock taken when the call starts and released when it ends: cheaper to make than an ``Event`` and
+    made on every live call, while waiting is rare.
+    """
+
+    __slots__ = ("_running", "thread_id")
 
     def __init__(self) -> None:
-        self.done = threading.Event()
+        self._running = threading.Lock()
+        self._running.acquire()
         self.thread_id = threading.get_ident()
+
+    def land(self) -> None:
+        """The call ended: wake the waiters."""
+        self._running.release()
 
     def wait(self, timeout: float, *, tool_name: str, run_id: str, key: str) -> None:
         # the same thread waiting on its own call would wait forever (a tool calling itself)
-        if self.thread_id == threading.get_ident() or not self.done.wait(timeout):
+        if self.thread_id == threading.get_ident() or not self._running.acquire(timeout=timeout):
             raise CallInProgressError(tool_name=tool_name, run_id=run_id, idempotency_key=key)
+        self._running.release()  # let the next waiter through
 
     async def wait_async(self, timeout: float, *, tool_name: str, run_id: str, key: str) -> None:
         deadline = time.monotonic() + timeout
-        while not self.done.is_set():
+        while self._running.locked():
             if time.monotonic() > deadline:
                 raise CallInProgressError(tool_name=tool_name, run_id=run_id, idempotency_key=key)
             await asyncio.sleep(0.001)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 from .encoding import JSONValue, canonical_dumps, encode
@@ -28,6 +29,40 @@ def bind_arguments(
     bound = signature.bind(*args, **kwargs)
     bound.apply_defaults()
     return dict(bound.arguments)
+
+
+Binder = Callable[[tuple[Any, ...], dict[str, Any]], dict[str, Any]]
+
+_PLAIN_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def binder(signature: inspect.Signature) -> Binder:
+    """``bind_arguments`` for one signature, made once per tool.
+
+    For the common signature (named parameters only: no ``*args``, ``**kwargs`` or positional-only) a
+    call is bound with a few dict operations; anything unusual — a missing, unknown or repeated argument
+    — and every other signature go through ``inspect.Signature.bind``, which raises as the call would.
+    """
+    params = list(signature.parameters.values())
+    if not all(p.kind in _PLAIN_KINDS for p in params):
+        return lambda args, kwargs: bind_arguments(signature, args, kwargs)
+    names = tuple(p.name for p in params)
+    positional = tuple(p.name for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+
+    known = frozenset(names)
+    required = known - defaults.keys()
+
+    def bind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        if len(args) <= len(positional) and kwargs.keys() <= known:
+            given = dict(zip(positional, args, strict=False))
+            if given.keys().isdisjoint(kwargs):
+                given.update(kwargs)
+                if required <= given.keys():
+                    return {n: given[n] if n in given else defaults[n] for n in names}
+        return bind_arguments(signature, args, kwargs)
+
+    return bind
 
 
 def encode_arguments(tool_name: str, arguments: dict[str, Any]) -> dict[str, JSONValue]:
@@ -52,20 +87,26 @@ def idempotency_key(
     *,
     user_key: str | None = None,
     occurrence: int | None = None,
+    arguments_text: str | None = None,
 ) -> str:
     """Return the 64-hex-digit key of a call from its already-encoded arguments.
 
     ``user_key`` (a caller-supplied key) stands in for the arguments; ``occurrence`` numbers the repeats
     of a tool that opted out of deduplication, so each repeat has its own key, the same in a replay.
+    ``arguments_text``, when given, is ``canonical_dumps(arguments)`` already made.
+
+    The material is the canonical JSON of ``{"v", "tool", "phase", "args" | "key"[, "n"]}``, written out
+    here member by member in sorted order (the arguments' text is reused, not serialised again).
     """
-    material: dict[str, JSONValue] = {"v": KEY_VERSION, "tool": tool_name, "phase": phase}
     if user_key is None:
-        material["args"] = arguments
+        head = '{"args":' + (canonical_dumps(arguments) if arguments_text is None else arguments_text)
     else:
-        material["key"] = user_key
+        head = '{"key":' + canonical_dumps(user_key)
     if occurrence is not None:
-        material["n"] = occurrence
-    return hashlib.sha256(canonical_dumps(material).encode("ascii")).hexdigest()
+        head += f',"n":{int(occurrence)}'
+    tail = f',"phase":{canonical_dumps(phase)},"tool":{canonical_dumps(tool_name)},"v":{KEY_VERSION}}}'
+    material = head + tail
+    return hashlib.sha256(material.encode("ascii")).hexdigest()
 
 
 def call_id(run_id: str, phase: str, key: str) -> str:

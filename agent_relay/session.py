@@ -38,7 +38,7 @@ from opentelemetry.trace import Status, StatusCode, format_span_id, format_trace
 from . import compensation, semconv
 from .budget import BudgetMeter, parse_limit
 from .calls import Invocation, active_invocation, execute, execute_async
-from .context import _current_session, error_type_name
+from .context import Flight, _current_session, error_type_name
 from .encoding import JSONValue, encode
 from .errors import (
     AgentRelayError,
@@ -498,8 +498,6 @@ class AgentSession:
     # --- used by tool calls --------------------------------------------------------------------------
     def _reserve(self, phase: str, key: str, tool_name: str) -> tuple[str, Any]:
         """A call's fate: ("serve", output json) | ("wait", Flight) | ("run", seq) | ("refuse", error)."""
-        from .context import Flight
-
         with self._lock:
             if self.status != RUNNING:
                 raise SessionStateError(
@@ -533,7 +531,7 @@ class AgentSession:
                 self._done[(phase, key)] = done
             flight = self._inflight.pop((phase, key), None)
         if flight is not None:
-            flight.done.set()
+            flight.land()
 
     def _record_replayed(self, record: CallRecord, *, flush: bool = False) -> None:
         """Queue a replay's row; write the queue in one transaction when it is full, on ``flush``, and

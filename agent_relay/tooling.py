@@ -24,6 +24,7 @@ from .calls import Invocation, execute, execute_async, plain_call
 from .content import ToolContent
 from .encoding import decoder_for
 from .errors import ConfigurationError
+from .keys import Binder, binder
 from .pricing import to_usd
 
 if TYPE_CHECKING:
@@ -57,8 +58,12 @@ class ToolSpec:
     is_async: bool
     span_name: str
     signature: inspect.Signature = dataclasses.field(repr=False)
+    bind: Binder = dataclasses.field(init=False, repr=False)  # binds a call's arguments to ``signature``
     _decode: Callable[[Any], Any] | None = dataclasses.field(default=None, repr=False)
     _hints: dict[str, Any] | None = dataclasses.field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.bind = binder(self.signature)
 
     def _type_hints(self) -> dict[str, Any]:
         if self._hints is None:

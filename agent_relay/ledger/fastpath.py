@@ -11,16 +11,24 @@ reader — the store, the CLI, users' SQL — sees the same rows either way.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
+import logging
 import sqlite3
-from collections.abc import Iterator, Sequence
+import threading
+import time
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.engine import Engine
 
 from ..encoding import compact_dumps
 from .records import CLAIMED, EXISTS, CallRecord
+
+_log = logging.getLogger(__name__)
+
+# Commits between two background checkpoints: a call writes ~9 WAL pages over its two commits, so this keeps
+# the WAL near SQLite's own default checkpoint size (1,000 pages).
+CHECKPOINT_EVERY = 200
 
 CLAIM = (
     "INSERT INTO tool_calls (call_id, run_id, seq, tool_name, phase, idempotency_key, arguments, trace_id, "
@@ -48,13 +56,92 @@ COMPLETE = (
 )
 
 
+_second: tuple[int, str] = (-1, "")  # the last second formatted, and its text
+
+
 def timestamp(ns: int) -> str:
-    """A UTC instant as SQLAlchemy's SQLite DateTime stores it."""
-    return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    """A UTC instant as SQLAlchemy's SQLite DateTime stores it (``YYYY-MM-DD HH:MM:SS.ffffff``).
+
+    Calls come many to a second, so the second's text is formatted once and kept.
+    """
+    global _second
+    seconds, micros = divmod(ns // 1000, 1_000_000)
+    cached = _second
+    if cached[0] != seconds:
+        cached = _second = (seconds, time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds)))
+    return f"{cached[1]}.{micros:06d}"
 
 
 def json_text(value: Any) -> str | None:
     return None if value is None else compact_dumps(value)
+
+
+class Checkpointer:
+    """Copies the WAL back into the database on a background thread, off the callers' commits.
+
+    SQLite's automatic checkpoint runs inside whichever commit crosses ``wal_autocheckpoint`` pages, and
+    with ``synchronous=NORMAL`` it syncs the WAL and the database file: that commit waits milliseconds.
+    The store opens its connections with ``wal_autocheckpoint=0`` instead, and this thread runs a PASSIVE
+    checkpoint (it never blocks writers or readers) every ``CHECKPOINT_EVERY`` commits, and once a second
+    while writes keep coming. Durability is unchanged: a committed transaction is in the WAL either way.
+    The thread starts with the first commit and stops when the store is disposed (SQLite checkpoints
+    when its last connection closes).
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._wake = threading.Event()
+        self._stop = False
+        self._commits = 0
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def committed(self) -> None:
+        """Count a commit; wake the thread when enough have piled up."""
+        self._commits += 1
+        if self._thread is None:
+            self._start()
+        elif self._commits >= CHECKPOINT_EVERY:
+            self._wake.set()
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is None and not self._stop:
+                self._thread = threading.Thread(target=self._run, name="agent-relay-checkpoint", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        conn: Any = None
+        try:
+            while not self._stop:
+                self._wake.wait(1.0)
+                self._wake.clear()
+                if self._stop or not self._commits:
+                    continue
+                self._commits = 0
+                try:
+                    if conn is None:
+                        conn = self._engine.raw_connection()
+                    conn.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except Exception:  # the next checkpoint (or SQLite's at close) catches up; never fatal
+                    _log.debug("agent-relay: background WAL checkpoint failed", exc_info=True)
+                    if conn is not None:
+                        with contextlib.suppress(Exception):
+                            conn.invalidate()
+                    conn = None
+        finally:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+
+    def stop(self) -> None:
+        """Stop the thread (waits for a checkpoint in progress)."""
+        with self._start_lock:
+            self._stop = True
+            thread, self._thread = self._thread, None
+        self._wake.set()
+        if thread is not None:
+            thread.join()
 
 
 class SqliteHotPath:
@@ -64,27 +151,31 @@ class SqliteHotPath:
     anyway, so one connection serves every thread (and saves a pool checkout per transaction).
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, checkpointer: Checkpointer | None = None) -> None:
         self._engine = engine
         self._pooled: Any = None
+        self._checkpointer = checkpointer
+        # True until a connection shows it is a plain sqlite3.Connection (no DB-API instrumentation)
+        self.instrumented = True
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _connection(self) -> sqlite3.Connection:
         if self._pooled is None:
             self._pooled = self._engine.raw_connection()
+            self.instrumented = type(self._pooled.driver_connection) is not sqlite3.Connection
         conn: sqlite3.Connection = self._pooled.driver_connection
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        except sqlite3.Error:
-            self.close()  # a fresh connection next time, in case this one is broken
-            raise
+        return conn
+
+    def _failed(self, conn: sqlite3.Connection) -> None:
+        """Roll back after an error; a fresh connection next time, in case this one is broken."""
+        with contextlib.suppress(sqlite3.Error):
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        self.close()
+
+    def _committed(self, conn: sqlite3.Connection) -> None:
+        conn.execute("COMMIT")
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
 
     def close(self) -> None:
         """Return the connection to the pool."""
@@ -93,31 +184,40 @@ class SqliteHotPath:
             with contextlib.suppress(Exception):
                 pooled.close()
 
+    # The transactions below are written out (no context manager): they run twice on every live call.
     def claim(self, record: CallRecord) -> None:
         assert record.started_ns is not None
-        with self._transaction() as conn:
-            row = conn.execute(
-                CLAIM,
-                (
-                    record.call_id,
-                    record.run_id,
-                    record.seq,
-                    record.tool_name,
-                    record.phase,
-                    record.idempotency_key,
-                    json_text(record.arguments),
-                    record.trace_id,
-                    record.span_id,
-                    timestamp(record.started_ns),
-                    record.owner,
-                ),
-            ).fetchone()
-            if row is not None:
-                record.claim, record.attempts = CLAIMED, row[0]
-                return
-            status, output, attempts, owner, arguments = conn.execute(
-                EXISTING, (record.run_id, record.phase, record.idempotency_key)
-            ).fetchone()
+        params = (
+            record.call_id,
+            record.run_id,
+            record.seq,
+            record.tool_name,
+            record.phase,
+            record.idempotency_key,
+            record.arguments_text if record.arguments_text is not None else json_text(record.arguments),
+            record.trace_id,
+            record.span_id,
+            timestamp(record.started_ns),
+            record.owner,
+        )
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            row = conn.execute(CLAIM, params).fetchone()
+            existing = None
+            if row is None:
+                existing = conn.execute(
+                    EXISTING, (record.run_id, record.phase, record.idempotency_key)
+                ).fetchone()
+            self._committed(conn)
+        except BaseException:
+            self._failed(conn)
+            raise
+        if row is not None:
+            record.claim, record.attempts = CLAIMED, row[0]
+            return
+        assert existing is not None  # the conflicting row: it was there inside the same transaction
+        status, output, attempts, owner, arguments = existing
         record.claim, record.existing_status, record.existing_owner = EXISTS, status, owner
         record.existing_output = None if output is None else json.loads(output)
         record.existing_arguments = None if arguments is None else json.loads(arguments)
@@ -132,7 +232,7 @@ class SqliteHotPath:
                 r.tool_name,
                 r.phase,
                 r.idempotency_key,
-                json_text(r.arguments),
+                r.arguments_text if r.arguments_text is not None else json_text(r.arguments),
                 json_text(r.output),
                 r.status,
                 r.error_type,
@@ -151,27 +251,37 @@ class SqliteHotPath:
             )
             for r in records
         ]
-        with self._transaction() as conn:
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
             conn.executemany(INSERT_COMPLETE, rows)
+            self._committed(conn)
+        except BaseException:
+            self._failed(conn)
+            raise
 
     def complete(self, record: CallRecord) -> int:
         """Write the outcome; the number of rows updated (1, or 0 if the row was no longer pending)."""
         assert record.ended_ns is not None
-        cost = None if record.cost_usd is None else float(record.cost_usd)
-        with self._transaction() as conn:
-            return conn.execute(
-                COMPLETE,
-                (
-                    record.status,
-                    json_text(record.output),
-                    record.error_type,
-                    record.error_message,
-                    cost,
-                    int(record.cost_unknown),
-                    record.input_tokens,
-                    record.output_tokens,
-                    record.model,
-                    timestamp(record.ended_ns),
-                    record.call_id,
-                ),
-            ).rowcount
+        params = (
+            record.status,
+            json_text(record.output),
+            record.error_type,
+            record.error_message,
+            None if record.cost_usd is None else float(record.cost_usd),
+            int(record.cost_unknown),
+            record.input_tokens,
+            record.output_tokens,
+            record.model,
+            timestamp(record.ended_ns),
+            record.call_id,
+        )
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            updated = conn.execute(COMPLETE, params).rowcount
+            self._committed(conn)
+        except BaseException:
+            self._failed(conn)
+            raise
+        return updated

@@ -1,7 +1,7 @@
 """``LedgerSpanProcessor``: the OpenTelemetry span processor that writes the ``tool_calls`` ledger.
 
 The tool wrapper hands the processor the call's record by binding it to the next span it starts
-(``binding(record)``). ``on_start`` claims the call (the pending row, committed) and ``on_end`` completes
+(``bind(record)``). ``on_start`` claims the call (the pending row, committed) and ``on_end`` completes
 it (output, status, cost, timings); both run synchronously on the thread that starts or ends the span, so
 the row is durable before the wrapper returns. A processor must not raise into the SDK, so a failed write
 is left on ``record.ledger_error`` and the wrapper raises it; the wrapper also checks that the claim
@@ -12,12 +12,11 @@ it, or the provider is not recording). Spans that carry no bound record are offe
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextvars import ContextVar
+from collections.abc import Callable
+from contextvars import ContextVar, Token
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -32,14 +31,13 @@ _log = logging.getLogger(__name__)
 _binding: ContextVar[CallRecord | None] = ContextVar("agent_relay_span_binding", default=None)
 
 
-@contextlib.contextmanager
-def binding(record: CallRecord) -> Iterator[None]:
-    """Bind ``record`` to the span started inside this block."""
-    token = _binding.set(record)
-    try:
-        yield
-    finally:
-        _binding.reset(token)
+def bind(record: CallRecord) -> Token[CallRecord | None]:
+    """Bind ``record`` to the next span started in this context, until ``unbind``."""
+    return _binding.set(record)
+
+
+def unbind(token: Token[CallRecord | None]) -> None:
+    _binding.reset(token)
 
 
 class LedgerSpanProcessor(SpanProcessor):

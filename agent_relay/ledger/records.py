@@ -54,3 +54,5 @@ class CallRecord:
     origin: str = "live"  # live | replayed | diverged
     # a failed ledger write, kept for the wrapper to raise (span processors must not raise)
     ledger_error: LedgerError | None = None
+    # the arguments as JSON text when it is already at hand (the key was computed from it)
+    arguments_text: str | None = None

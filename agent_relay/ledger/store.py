@@ -19,9 +19,9 @@ import os
 import socket
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from opentelemetry import context as otel_context
@@ -33,10 +33,11 @@ from sqlalchemy.pool import StaticPool
 from ..encoding import compact_dumps
 from ..errors import ConfigurationError, LedgerError, SchemaVersionError
 from . import migrations
-from .fastpath import SqliteHotPath
+from .fastpath import Checkpointer, SqliteHotPath
 from .records import CLAIMED, EXISTS, FAILED, PENDING, CallRecord
 from .schema import SCHEMA_VERSION, agent_runs, metadata, schema_info, tool_calls
 
+_T = TypeVar("_T")
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
@@ -112,23 +113,33 @@ class LedgerStore:
             threading.RLock() if self.is_sqlite else contextlib.nullcontext()
         )
         self._insert_call = tool_calls.insert()
-        self._hot = SqliteHotPath(self.engine) if self.is_sqlite else None
+        self._checkpointer = Checkpointer(self.engine) if self._background_checkpoints else None
+        self._hot = SqliteHotPath(self.engine, self._checkpointer) if self.is_sqlite else None
         self._claim_stmt, self._existing_stmt, self._complete_stmt = _call_statements(
             sqlite.insert if self.is_sqlite else postgresql.insert
         )
 
     # --- set-up ---------------------------------------------------------------------------------------
+    @property
+    def _in_memory(self) -> bool:
+        db = self.url.database
+        return self.is_sqlite and (not db or db == ":memory:" or self.url.query.get("mode") == "memory")
+
+    @property
+    def _background_checkpoints(self) -> bool:
+        """A file-backed SQLite ledger checkpoints its WAL on a background thread (see ``Checkpointer``)."""
+        return self.is_sqlite and not self._in_memory
+
     def _create_engine(self) -> Engine:
         kwargs: dict[str, Any] = {"json_serializer": compact_dumps}
         if not self.is_sqlite:
             kwargs["pool_pre_ping"] = True
         if self.is_sqlite:
-            db = self.url.database
             connect_args: dict[str, Any] = {
                 "check_same_thread": False,
                 "timeout": self.options.busy_timeout_s,
             }
-            if not db or db == ":memory:" or (self.url.query.get("mode") == "memory"):
+            if self._in_memory:
                 kwargs["poolclass"] = StaticPool
             kwargs["connect_args"] = connect_args
         kwargs.update(self.options.engine_options)
@@ -147,6 +158,7 @@ class LedgerStore:
     def _configure_sqlite(self, engine: Engine) -> None:
         synchronous = self.options.sqlite_synchronous.upper()
         busy_ms = int(self.options.busy_timeout_s * 1000)
+        checkpoint_in_background = self._background_checkpoints
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -158,6 +170,8 @@ class LedgerStore:
                 cur.execute(f"PRAGMA synchronous={synchronous}")
                 cur.execute(f"PRAGMA busy_timeout={busy_ms}")
                 cur.execute("PRAGMA foreign_keys=ON")
+                if checkpoint_in_background:
+                    cur.execute("PRAGMA wal_autocheckpoint=0")
             finally:
                 cur.close()
 
@@ -220,6 +234,8 @@ class LedgerStore:
             return conn.execute(sa.select(schema_info.c.version).where(schema_info.c.id == 1)).scalar()
 
     def dispose(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         if self._hot is not None:
             with self._lock:
                 self._hot.close()
@@ -244,6 +260,33 @@ class LedgerStore:
             ) from exc
         finally:
             otel_context.detach(token)
+
+    def _hot_write(self, write: Callable[[CallRecord], _T], record: CallRecord, action: str) -> _T:
+        """``_guard`` for the SQLite hot path, written out: it runs twice on every live call.
+
+        Instrumentation is suppressed only when the DB-API connection is instrumented (a proxy, not a
+        plain ``sqlite3.Connection``): a plain one cannot emit spans for our own SQL.
+        """
+        assert self._hot is not None
+        token = None
+        with self._lock:
+            try:
+                if self._hot.instrumented:
+                    token = otel_context.attach(
+                        otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True)
+                    )
+                return write(record)
+            except (sa.exc.SQLAlchemyError, sqlite3.Error) as exc:
+                raise LedgerError(
+                    f"could not {action} {record.tool_name!r} in the ledger at {self.database}: "
+                    f"{_reason(exc)}. {_advice(exc)}",
+                    database=self.database,
+                    run_id=record.run_id,
+                    tool_name=record.tool_name,
+                ) from exc
+            finally:
+                if token is not None:
+                    otel_context.detach(token)
 
     # --- runs ----------------------------------------------------------------------------------------
     def insert_run(self, **values: Any) -> None:
@@ -386,11 +429,10 @@ class LedgerStore:
         succeeded row already holds the key; ``existing_status`` / ``existing_output`` say which.
         """
         assert record.started_ns is not None
-        action = f"claim a call of tool {record.tool_name!r}"
         if self._hot is not None:
-            with self._guard(action, run_id=record.run_id, tool_name=record.tool_name):
-                self._hot.claim(record)
+            self._hot_write(self._hot.claim, record, "claim a call of tool")
             return
+        action = f"claim a call of tool {record.tool_name!r}"
         params = {
             "call_id": record.call_id,
             "run_id": record.run_id,
@@ -457,31 +499,33 @@ class LedgerStore:
     def complete(self, record: CallRecord) -> None:
         """Write the call's outcome onto its pending row and commit."""
         assert record.ended_ns is not None and record.claim == CLAIMED
-        with self._guard(
-            f"record the outcome of tool {record.tool_name!r}",
-            run_id=record.run_id,
-            tool_name=record.tool_name,
-        ):
-            if self._hot is not None:
-                updated = self._hot.complete(record)
-            else:
-                with self._write_engine.begin() as conn:
-                    updated = conn.execute(
-                        self._complete_stmt,
-                        {
-                            "b_call_id": record.call_id,
-                            "status": record.status,
-                            "output": record.output,
-                            "error_type": record.error_type,
-                            "error_message": record.error_message,
-                            "cost_usd": record.cost_usd,
-                            "cost_unknown": record.cost_unknown,
-                            "input_tokens": record.input_tokens,
-                            "output_tokens": record.output_tokens,
-                            "model": record.model,
-                            "ended_at": utc(record.ended_ns),
-                        },
-                    ).rowcount
+        if self._hot is not None:
+            updated = self._hot_write(self._hot.complete, record, "record the outcome of tool")
+        else:
+            with (
+                self._guard(
+                    f"record the outcome of tool {record.tool_name!r}",
+                    run_id=record.run_id,
+                    tool_name=record.tool_name,
+                ),
+                self._write_engine.begin() as conn,
+            ):
+                updated = conn.execute(
+                    self._complete_stmt,
+                    {
+                        "b_call_id": record.call_id,
+                        "status": record.status,
+                        "output": record.output,
+                        "error_type": record.error_type,
+                        "error_message": record.error_message,
+                        "cost_usd": record.cost_usd,
+                        "cost_unknown": record.cost_unknown,
+                        "input_tokens": record.input_tokens,
+                        "output_tokens": record.output_tokens,
+                        "model": record.model,
+                        "ended_at": utc(record.ended_ns),
+                    },
+                ).rowcount
         if updated != 1:
             raise LedgerError(
                 f"the pending row of call {record.call_id} (tool {record.tool_name!r}, run {record.run_id}) "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import hashlib
 import inspect
 import os
 import subprocess
@@ -17,7 +18,7 @@ import pytest
 
 from agent_relay.encoding import canonical_dumps, decoder_for, to_json_value
 from agent_relay.errors import ArgumentEncodingError
-from agent_relay.keys import bind_arguments, call_id, encode_arguments, idempotency_key
+from agent_relay.keys import bind_arguments, binder, call_id, encode_arguments, idempotency_key
 
 
 def _charge(customer: str, amount: int, currency: str = "usd", *extra: str, **meta: str) -> None: ...
@@ -161,3 +162,78 @@ def test_unencodable_values_name_their_place(value: object, path: str, reason: s
     err = caught.value
     assert err.path == path and err.argument == "payload" and err.tool_name == "upload"
     assert reason in str(err) and "tool was not run" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("user_key", "occurrence"), [(None, None), ("order-7", None), (None, 0), ("k\u00e9y", 3)]
+)
+def test_key_material_is_the_canonical_json_of_the_documented_recipe(
+    user_key: str | None, occurrence: int | None
+) -> None:
+    # the key is built member by member for speed; it must equal the recipe serialised as a whole
+    args = {"to": "\u00e9@example.com", "n": [1, 2.5, None], "meta": {"b": True, "a": "x"}}
+    material: dict[str, object] = {"v": 1, "tool": "send_\u00e9mail", "phase": "forward"}
+    if user_key is None:
+        material["args"] = args
+    else:
+        material["key"] = user_key
+    if occurrence is not None:
+        material["n"] = occurrence
+    expected = hashlib.sha256(canonical_dumps(material).encode("ascii")).hexdigest()  # type: ignore[arg-type]
+    got = idempotency_key("send_\u00e9mail", "forward", args, user_key=user_key, occurrence=occurrence)
+    assert got == expected
+    text = canonical_dumps(args)
+    assert idempotency_key(
+        "send_\u00e9mail", "forward", {}, user_key=user_key, occurrence=occurrence, arguments_text=text
+    ) == (expected if user_key is not None else got)
+
+
+def _kw_only(a: int, b: str = "x", *, c: float = 1.0, d: bool) -> None: ...
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        ((1,), {"d": True}),
+        ((1, "y"), {"d": False, "c": 2.0}),
+        ((), {"a": 1, "d": True}),
+        ((), {"d": True, "b": "z", "a": 3}),
+    ],
+)
+def test_binder_binds_like_signature_bind(args: tuple[object, ...], kwargs: dict[str, object]) -> None:
+    sig = inspect.signature(_kw_only)
+    assert binder(sig)(args, kwargs) == bind_arguments(sig, args, kwargs)
+    assert list(binder(sig)(args, kwargs)) == ["a", "b", "c", "d"]  # the signature's order
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        ((), {"d": True}),  # a required argument missing
+        ((1, "y", 2.0), {"d": True}),  # too many positional arguments
+        ((1,), {"a": 2, "d": True}),  # one argument given twice
+        ((1,), {"d": True, "e": 0}),  # an unknown keyword
+        ((1,), {"e": 0}),  # an unknown keyword where a required one is missing
+    ],
+)
+def test_binder_raises_type_error_like_the_call_would(
+    args: tuple[object, ...], kwargs: dict[str, object]
+) -> None:
+    sig = inspect.signature(_kw_only)
+    with pytest.raises(TypeError) as fast:
+        binder(sig)(args, kwargs)
+    with pytest.raises(TypeError) as slow:
+        bind_arguments(sig, args, kwargs)
+    assert str(fast.value) == str(slow.value)
+    with pytest.raises(TypeError):
+        _kw_only(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def test_binder_of_a_signature_with_var_arguments_keeps_them() -> None:
+    assert binder(SIG)(("a", 1, "eur", "x"), {"k": "v"}) == {
+        "customer": "a",
+        "amount": 1,
+        "currency": "eur",
+        "extra": ("x",),
+        "meta": {"k": "v"},
+    }
