@@ -128,8 +128,15 @@ def decoder_for(annotation: Any) -> Callable[[JSONValue], Any]:
     """
     if annotation is None or annotation is Any or annotation is object:
         return _identity
-    adapter = _adapter(annotation)
-    return adapter.validate_python
+    validate = _adapter(annotation).validate_python
+    if annotation in (str, int, float, bool):
+        # a stored str/int/float/bool that already is the annotated type is returned as it is (pydantic
+        # would return it unchanged, slower); anything else, a float stored for an int say, is validated
+        def decode_scalar(value: JSONValue) -> Any:
+            return value if type(value) is annotation else validate(value)
+
+        return decode_scalar
+    return validate
 
 
 def _identity(value: JSONValue) -> JSONValue:

@@ -8,6 +8,7 @@ same in every process, on every machine and Python version (``hashlib``, never `
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 from collections.abc import Callable
@@ -104,9 +105,13 @@ def idempotency_key(
         head = '{"key":' + canonical_dumps(user_key)
     if occurrence is not None:
         head += f',"n":{int(occurrence)}'
-    tail = f',"phase":{canonical_dumps(phase)},"tool":{canonical_dumps(tool_name)},"v":{KEY_VERSION}}}'
-    material = head + tail
+    material = head + _key_tail(phase, tool_name)
     return hashlib.sha256(material.encode("ascii")).hexdigest()
+
+
+@functools.lru_cache(maxsize=4096)
+def _key_tail(phase: str, tool_name: str) -> str:
+    return f',"phase":{canonical_dumps(phase)},"tool":{canonical_dumps(tool_name)},"v":{KEY_VERSION}}}'
 
 
 def call_id(run_id: str, phase: str, key: str) -> str:

@@ -27,6 +27,7 @@ import threading
 import uuid
 import warnings
 from collections.abc import Coroutine, Iterator
+from concurrent.futures import Future
 from decimal import Decimal
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
@@ -133,6 +134,7 @@ class AgentSession:
         self._done: dict[tuple[str, str], tuple[JSONValue, JSONValue]] = {}  # -> (arguments, output)
         self._occurrences: dict[str, int] = {}
         self._replayed: list[CallRecord] = []  # a replay's rows, written in batches
+        self._replay_writes: list[Future[None]] = []  # batches being written in the background
         self._model_call_parents: set[int] = set()  # spans that wrap a model call recorded here
         self._inflight: dict[tuple[str, str], Any] = {}
         self._input_tokens = 0
@@ -534,24 +536,42 @@ class AgentSession:
             flight.land()
 
     def _record_replayed(self, record: CallRecord, *, flush: bool = False) -> None:
-        """Queue a replay's row; write the queue in one transaction when it is full, on ``flush``, and
-        when the session ends. A replay protects no side effect, so its rows need not cost a commit each
-        (a replay killed mid-run loses at most its last batch of rows, never a real call's record)."""
+        """Queue a replay's row. A full queue is written in one transaction on the ledger's background
+        writer; ``flush`` writes it at once, here. A replay protects no side effect, so its rows need not
+        cost the caller a commit each: a replay killed mid-run loses at most its unwritten rows, never a
+        real call's record. A batch that failed is raised at the next batch, or when the session ends."""
         with self._lock:
             self._replayed.append(record)
             if not flush and len(self._replayed) < _REPLAY_BATCH:
                 return
             batch, self._replayed = self._replayed, []
-        self._runtime.ledger.insert_complete(batch)
+            failed = [w for w in self._replay_writes if w.done() and w.exception() is not None]
+            self._replay_writes = [w for w in self._replay_writes if not w.done()]
+        for write in failed:
+            write.result()  # raises the batch's LedgerError
+        if flush:
+            self._runtime.ledger.insert_complete(batch)
+            return
+        write = self._runtime.ledger.write_in_background(batch)
+        with self._lock:
+            self._replay_writes.append(write)
 
     def _flush_replayed(self) -> LedgerError | None:
+        """Write the queued rows and wait for the background batches; the first failure, if any."""
         with self._lock:
             batch, self._replayed = self._replayed, []
+            writes, self._replay_writes = self._replay_writes, []
+        error: LedgerError | None = None
+        for write in writes:
+            try:
+                write.result()
+            except LedgerError as err:
+                error = error or err
         try:
             self._runtime.ledger.insert_complete(batch)
         except LedgerError as err:
-            return err
-        return None
+            error = error or err
+        return error
 
     def _occurrence(self, base_key: str) -> int:
         """How many times a non-deduplicated call with this key was made before in this session."""

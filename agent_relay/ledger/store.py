@@ -20,6 +20,7 @@ import socket
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -114,6 +115,8 @@ class LedgerStore:
         )
         self._insert_call = tool_calls.insert()
         self._checkpointer = Checkpointer(self.engine) if self._background_checkpoints else None
+        self._writer: ThreadPoolExecutor | None = None  # see write_in_background
+        self._writer_lock = threading.Lock()
         self._hot = SqliteHotPath(self.engine, self._checkpointer) if self.is_sqlite else None
         self._claim_stmt, self._existing_stmt, self._complete_stmt = _call_statements(
             sqlite.insert if self.is_sqlite else postgresql.insert
@@ -234,6 +237,10 @@ class LedgerStore:
             return conn.execute(sa.select(schema_info.c.version).where(schema_info.c.id == 1)).scalar()
 
     def dispose(self) -> None:
+        with self._writer_lock:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.shutdown(wait=True)
         if self._checkpointer is not None:
             self._checkpointer.stop()
         if self._hot is not None:
@@ -359,6 +366,15 @@ class LedgerStore:
         with self._guard("read the calls of a run", run_id=run_id), self.engine.connect() as conn:
             cost, unknown, inp, out = conn.execute(stmt).one()
         return Decimal(str(cost)), bool(unknown), int(inp), int(out)
+
+    def write_in_background(self, records: Sequence[CallRecord]) -> Future[None]:
+        """``insert_complete`` on the store's writer thread (one per store, started on first use), so
+        the caller does not wait for it; the future raises its ``LedgerError``. ``dispose`` waits for
+        what was submitted."""
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-relay-writer")
+            return self._writer.submit(self.insert_complete, records)
 
     def insert_complete(self, records: Sequence[CallRecord]) -> None:
         """Record finished calls in one transaction, each a complete row (a replay's calls: ``origin``
