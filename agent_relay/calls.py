@@ -33,7 +33,7 @@ from .errors import (
 )
 from .keys import COMPENSATION, FORWARD, call_id, encode_arguments, idempotency_key
 from .ledger.processor import bind, claim, complete, unbind
-from .ledger.records import CLAIMED, FAILED, PENDING, SUCCEEDED, CallRecord
+from .ledger.records import CLAIMED, FAILED, OUTCOME, PENDING, SUCCEEDED, CallRecord
 from .ledger.store import owner_is_gone
 from .replay import argument_diff, rebuild_error
 from .usage import TokenUsage, usage_from_result
@@ -233,6 +233,9 @@ class Invocation:
         )
         if record.arguments is self.args_json:  # not redacted: store the text the key was made from
             record.arguments_text = self.args_text
+        if spec.durability == OUTCOME and self.phase == FORWARD and session.mode != "resume":
+            record.pending_row = False  # the row is written when the call ends, with its outcome
+            record.attempts = session._tries.get((self.phase, self.key), 0) + 1
         attributes = self._attributes(cid)
         attributes[semconv.CALL_SEQ] = record.seq
         try:
@@ -577,6 +580,8 @@ class Invocation:
         record = self.record
         assert record is not None
         if record.status == PENDING:
+            if not record.pending_row:  # the next try's attempt number (no pending row counts them)
+                self.session._tries[(self.phase, self.key)] = record.attempts
             record.status = FAILED
             record.error_type = error_type_name(exc)
             record.error_message = str(exc)[:_MAX_ERROR_MESSAGE]

@@ -41,6 +41,7 @@ from .errors import (
     UnknownRunError,
 )
 from .ledger import LedgerOptions, LedgerSpanProcessor, LedgerStore
+from .ledger.records import DURABILITY_ENV, STRICT, check_durability
 from .ledger.store import default_owner, owner_is_gone
 from .metrics import Instruments
 from .pricing import ModelPrice, PriceTable
@@ -75,7 +76,12 @@ class AgentRuntime:
     ``content``: whether arguments and results reach spans, and what is redacted
     (``ContentPolicy``; default: they do not). ``prices``: your own prices by model name
     (``{"my-model": ModelPrice(input_per_mtok=1, output_per_mtok=2)}``), consulted before the
-    ``genai-prices`` table.
+    ``genai-prices`` table. ``durability``: what a live tool call commits, by default for every tool
+    (``@tool(durability=...)`` overrides it): ``"strict"`` (default) a pending row before the body runs
+    and the outcome before the call returns, so a crash mid-call leaves a call known to be in doubt;
+    ``"outcome"`` only the outcome, one commit instead of two, so a call whose process died mid-body
+    simply runs again on resume (at-least-once, as a DBOS step or a Temporal activity). See the README's
+    "Durability".
     """
 
     def __init__(
@@ -91,7 +97,9 @@ class AgentRuntime:
         ledger_options: LedgerOptions | None = None,
         prices: Mapping[str, ModelPrice] | None = None,
         wait_timeout_s: float = 60.0,
+        durability: str = STRICT,
     ) -> None:
+        check_durability(durability, "AgentRuntime(durability=...)")
         if tracer_provider is not None and not isinstance(tracer_provider, TracerProvider):
             raise ConfigurationError(
                 f"tracer_provider must be an opentelemetry.sdk.trace.TracerProvider (the ledger is a span "
@@ -127,6 +135,7 @@ class AgentRuntime:
         self._closed = False
         self.owner = default_owner()
         self.wait_timeout_s = wait_timeout_s
+        self.durability = durability
         if self._owns_provider:
             atexit.register(_shutdown_at_exit, weakref.ref(self))
 
@@ -138,7 +147,8 @@ class AgentRuntime:
         is set, else none), ``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`` (``http/protobuf`` or ``grpc``),
         ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`` and ``OTEL_SERVICE_NAME``; metrics likewise
         (``OTEL_METRICS_EXPORTER``, ``..._METRICS_ENDPOINT``); ``AGENT_RELAY_CAPTURE_CONTENT`` and
-        ``AGENT_RELAY_REDACT`` for arguments and results on spans. Keyword arguments override.
+        ``AGENT_RELAY_REDACT`` for arguments and results on spans; ``AGENT_RELAY_DURABILITY``
+        (``strict`` or ``outcome``). Keyword arguments override.
         """
         env = os.environ if environ is None else environ
         kwargs.setdefault("database_url", env.get(DATABASE_URL_ENV) or DEFAULT_DATABASE_URL)
@@ -148,6 +158,8 @@ class AgentRuntime:
         if "meter_provider" not in kwargs:
             kwargs.setdefault("metric_readers", metric_readers_from_env(env))
         kwargs.setdefault("content", ContentPolicy.from_env(env))
+        if env.get(DURABILITY_ENV):
+            kwargs.setdefault("durability", env[DURABILITY_ENV].strip().lower())
         return cls(**kwargs)
 
     # --- public --------------------------------------------------------------------------------------

@@ -133,6 +133,7 @@ class AgentSession:
         self._seq = itertools.count(1)
         self._done: dict[tuple[str, str], tuple[JSONValue, JSONValue]] = {}  # -> (arguments, output)
         self._occurrences: dict[str, int] = {}
+        self._tries: dict[tuple[str, str], int] = {}  # durability "outcome": failed tries by (phase, key)
         self._replayed: list[CallRecord] = []  # a replay's rows, written in batches
         self._replay_writes: list[Future[None]] = []  # batches being written in the background
         self._model_call_parents: set[int] = set()  # spans that wrap a model call recorded here

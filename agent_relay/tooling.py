@@ -25,6 +25,7 @@ from .content import ToolContent
 from .encoding import decoder_for
 from .errors import ConfigurationError
 from .keys import Binder, binder
+from .ledger.records import check_durability
 from .pricing import to_usd
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ class ToolSpec:
     raises: tuple[type[BaseException], ...]
     content: ToolContent
     provider: str | None
+    durability: str
     is_async: bool
     span_name: str
     signature: inspect.Signature = dataclasses.field(repr=False)
@@ -108,6 +110,7 @@ def tool(
     capture_content: bool | None = None,
     redact: tuple[str, ...] = (),
     provider: str | None = None,
+    durability: str | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Register the decorated function as a tool of ``runtime``.
 
@@ -126,7 +129,8 @@ def tool(
     ``capture_content``: put this tool's arguments and result on its spans (default: the runtime's
     ``ContentPolicy``); ``redact``: field names or dotted paths replaced by ``"[REDACTED]"`` there, on top
     of the runtime's. ``provider``: for ``kind="llm"``, the model provider (``openai``, ``anthropic``...)
-    named on spans.
+    named on spans. ``durability``: ``"strict"`` or ``"outcome"`` for this tool's live calls (default:
+    the runtime's; see ``AgentRuntime``); a resumed run's calls and compensations are always strict.
 
     Raises ``ConfigurationError`` (a ``ValueError``) for a bad option and ``DuplicateToolError`` when the
     name is taken, both at decoration time.
@@ -154,6 +158,8 @@ def tool(
         raise ConfigurationError(f"@tool(raises=...) must be a tuple of exception classes, not {raises!r}.")
     if isinstance(redact, str) or not all(isinstance(f, str) for f in redact):
         raise ConfigurationError(f"@tool(redact=...) must be a tuple of field names, not {redact!r}.")
+    if durability is not None:
+        check_durability(durability, f"@tool({name or '...'})")
     if kind not in KINDS:
         raise ConfigurationError(
             f"@tool(kind=...) must be one of {', '.join(map(repr, KINDS))}, not {kind!r}."
@@ -178,6 +184,7 @@ def tool(
             raises=raises,
             content=runtime.content.for_tool(capture_content, redact),
             provider=provider,
+            durability=durability or runtime.durability,
             is_async=inspect.iscoroutinefunction(func),
             span_name=f"{semconv.OPERATION_EXECUTE_TOOL} {tool_name}",
             signature=inspect.signature(func),

@@ -49,6 +49,16 @@ INSERT_COMPLETE = (
     "trace_id, span_id, started_at, ended_at, attempts, owner, origin) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)"
 )
+# durability "outcome": the finished call's row; a failed earlier try of its key is overwritten
+INSERT_OUTCOME = (
+    INSERT_COMPLETE + " ON CONFLICT (run_id, phase, idempotency_key) DO UPDATE SET seq = excluded.seq, "
+    "output = excluded.output, status = excluded.status, error_type = excluded.error_type, "
+    "error_message = excluded.error_message, cost_usd = excluded.cost_usd, "
+    "cost_unknown = excluded.cost_unknown, input_tokens = excluded.input_tokens, "
+    "output_tokens = excluded.output_tokens, model = excluded.model, trace_id = excluded.trace_id, "
+    "span_id = excluded.span_id, started_at = excluded.started_at, ended_at = excluded.ended_at, "
+    "owner = excluded.owner, attempts = tool_calls.attempts + 1 WHERE tool_calls.status = 'failed'"
+)
 COMPLETE = (
     "UPDATE tool_calls SET status = ?, output = ?, error_type = ?, error_message = ?, cost_usd = ?, "
     "cost_unknown = ?, input_tokens = ?, output_tokens = ?, model = ?, ended_at = ? "
@@ -224,41 +234,27 @@ class SqliteHotPath:
         record.attempts = attempts
 
     def insert_complete(self, records: Sequence[CallRecord]) -> None:
-        rows = [
-            (
-                r.call_id,
-                r.run_id,
-                r.seq,
-                r.tool_name,
-                r.phase,
-                r.idempotency_key,
-                r.arguments_text if r.arguments_text is not None else json_text(r.arguments),
-                json_text(r.output),
-                r.status,
-                r.error_type,
-                r.error_message,
-                None if r.cost_usd is None else float(r.cost_usd),
-                int(r.cost_unknown),
-                r.input_tokens,
-                r.output_tokens,
-                r.model,
-                r.trace_id,
-                r.span_id,
-                timestamp(r.started_ns or 0),
-                timestamp(r.ended_ns or r.started_ns or 0),
-                r.owner,
-                r.origin,
-            )
-            for r in records
-        ]
         conn = self._connection()
         try:
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(INSERT_COMPLETE, rows)
+            conn.executemany(INSERT_COMPLETE, [_complete_row(r) for r in records])
             self._committed(conn)
         except BaseException:
             self._failed(conn)
             raise
+
+    def insert_outcome(self, record: CallRecord) -> int:
+        """Insert a finished call's row (durability ``outcome``); 1, or 0 if a row not failed held its key."""
+        params = _complete_row(record)
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            inserted = conn.execute(INSERT_OUTCOME, params).rowcount
+            self._committed(conn)
+        except BaseException:
+            self._failed(conn)
+            raise
+        return inserted
 
     def complete(self, record: CallRecord) -> int:
         """Write the outcome; the number of rows updated (1, or 0 if the row was no longer pending)."""
@@ -285,3 +281,31 @@ class SqliteHotPath:
             self._failed(conn)
             raise
         return updated
+
+
+def _complete_row(r: CallRecord) -> tuple[Any, ...]:
+    """``INSERT_COMPLETE``'s parameters for a finished call."""
+    return (
+        r.call_id,
+        r.run_id,
+        r.seq,
+        r.tool_name,
+        r.phase,
+        r.idempotency_key,
+        r.arguments_text if r.arguments_text is not None else json_text(r.arguments),
+        json_text(r.output),
+        r.status,
+        r.error_type,
+        r.error_message,
+        None if r.cost_usd is None else float(r.cost_usd),
+        int(r.cost_unknown),
+        r.input_tokens,
+        r.output_tokens,
+        r.model,
+        r.trace_id,
+        r.span_id,
+        timestamp(r.started_ns or 0),
+        timestamp(r.ended_ns or r.started_ns or 0),
+        r.owner,
+        r.origin,
+    )

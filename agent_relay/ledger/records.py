@@ -6,11 +6,28 @@ import dataclasses
 from decimal import Decimal
 from typing import Any
 
-from ..errors import LedgerError
+from ..errors import ConfigurationError, LedgerError
 
 PENDING = "pending"
 SUCCEEDED = "succeeded"
 FAILED = "failed"
+
+# durability modes (see README "Durability"): what is committed around a live tool call
+STRICT = "strict"  # the pending row before the body runs, the outcome before the call returns
+OUTCOME = "outcome"  # only the outcome, before the call returns (a crash mid-body: the call runs again)
+DURABILITY_MODES = (STRICT, OUTCOME)
+DURABILITY_ENV = "AGENT_RELAY_DURABILITY"
+
+
+def check_durability(value: object, where: str) -> None:
+    """Raise ``ConfigurationError`` unless ``value`` is a durability mode."""
+    if value not in DURABILITY_MODES:
+        raise ConfigurationError(
+            f"{where}: durability must be 'strict' (a pending row before the tool runs, the outcome before "
+            f"it returns) or 'outcome' (only the outcome: one commit, at-least-once after a crash), not "
+            f"{value!r}."
+        )
+
 
 CLAIMED = "claimed"  # this worker holds the pending row and runs the tool
 EXISTS = "exists"  # a row for this key already exists and is not failed: see ``existing_status``
@@ -56,3 +73,5 @@ class CallRecord:
     ledger_error: LedgerError | None = None
     # the arguments as JSON text when it is already at hand (the key was computed from it)
     arguments_text: str | None = None
+    # False in durability "outcome": no pending row; the outcome row is inserted when the span ends
+    pending_row: bool = True

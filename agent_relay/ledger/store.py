@@ -118,9 +118,9 @@ class LedgerStore:
         self._writer: ThreadPoolExecutor | None = None  # see write_in_background
         self._writer_lock = threading.Lock()
         self._hot = SqliteHotPath(self.engine, self._checkpointer) if self.is_sqlite else None
-        self._claim_stmt, self._existing_stmt, self._complete_stmt = _call_statements(
-            sqlite.insert if self.is_sqlite else postgresql.insert
-        )
+        dialect_insert = sqlite.insert if self.is_sqlite else postgresql.insert
+        self._claim_stmt, self._existing_stmt, self._complete_stmt = _call_statements(dialect_insert)
+        self._outcome_stmt = _outcome_statement(dialect_insert)
 
     # --- set-up ---------------------------------------------------------------------------------------
     @property
@@ -388,37 +388,36 @@ class LedgerStore:
             if self._hot is not None:
                 self._hot.insert_complete(records)
                 return
-            values = [
-                {
-                    "call_id": r.call_id,
-                    "run_id": r.run_id,
-                    "seq": r.seq,
-                    "tool_name": r.tool_name,
-                    "phase": r.phase,
-                    "idempotency_key": r.idempotency_key,
-                    "arguments": r.arguments,
-                    "output": r.output,
-                    "status": r.status,
-                    "error_type": r.error_type,
-                    "error_message": r.error_message,
-                    "cost_usd": r.cost_usd,
-                    "cost_unknown": r.cost_unknown,
-                    "input_tokens": r.input_tokens,
-                    "output_tokens": r.output_tokens,
-                    "model": r.model,
-                    "trace_id": r.trace_id,
-                    "span_id": r.span_id,
-                    "started_at": utc(r.started_ns or 0),
-                    "ended_at": utc(r.ended_ns or r.started_ns or 0),
-                    "attempts": 1,
-                    "owner": r.owner,
-                    "origin": r.origin,
-                }
-                for r in records
-            ]
+            values = [_complete_values(r) for r in records]
             with self._write_engine.begin() as conn:
                 # the statement is built once; the values travel as parameters (see _call_statements)
                 conn.execute(self._insert_call, values)
+
+    def _insert_outcome(self, record: CallRecord) -> None:
+        """Durability ``outcome``: the finished call's row, inserted and committed in one transaction."""
+        if self._hot is not None:
+            inserted = self._hot_write(self._hot.insert_outcome, record, "record the outcome of tool")
+        else:
+            with (
+                self._guard(
+                    f"record the outcome of tool {record.tool_name!r}",
+                    run_id=record.run_id,
+                    tool_name=record.tool_name,
+                ),
+                self._write_engine.begin() as conn,
+            ):
+                written = conn.execute(self._outcome_stmt, _complete_values(record)).scalar()
+                inserted = 0 if written is None else 1
+        if inserted != 1:
+            raise LedgerError(
+                f"call {record.call_id} (tool {record.tool_name!r}, run {record.run_id}) was already "
+                f"recorded in the ledger at {self.database} by another worker; its outcome here was not "
+                f"recorded.",
+                database=self.database,
+                run_id=record.run_id,
+                tool_name=record.tool_name,
+            )
+        record.completed = True
 
     def settle(self, call_id: str, **values: Any) -> bool:
         """Write the outcome of a pending call by hand; False if it was not pending."""
@@ -515,6 +514,9 @@ class LedgerStore:
     def complete(self, record: CallRecord) -> None:
         """Write the call's outcome onto its pending row and commit."""
         assert record.ended_ns is not None and record.claim == CLAIMED
+        if not record.pending_row:
+            self._insert_outcome(record)
+            return
         if self._hot is not None:
             updated = self._hot_write(self._hot.complete, record, "record the outcome of tool")
         else:
@@ -552,6 +554,51 @@ class LedgerStore:
                 tool_name=record.tool_name,
             )
         record.completed = True
+
+
+def _complete_values(r: CallRecord) -> dict[str, Any]:
+    """A finished call's row, by column."""
+    return {
+        "call_id": r.call_id,
+        "run_id": r.run_id,
+        "seq": r.seq,
+        "tool_name": r.tool_name,
+        "phase": r.phase,
+        "idempotency_key": r.idempotency_key,
+        "arguments": r.arguments,
+        "output": r.output,
+        "status": r.status,
+        "error_type": r.error_type,
+        "error_message": r.error_message,
+        "cost_usd": r.cost_usd,
+        "cost_unknown": r.cost_unknown,
+        "input_tokens": r.input_tokens,
+        "output_tokens": r.output_tokens,
+        "model": r.model,
+        "trace_id": r.trace_id,
+        "span_id": r.span_id,
+        "started_at": utc(r.started_ns or 0),
+        "ended_at": utc(r.ended_ns or r.started_ns or 0),
+        "attempts": r.attempts or 1,
+        "owner": r.owner,
+        "origin": r.origin,
+    }
+
+
+def _outcome_statement(insert: Any) -> Any:
+    """Durability ``outcome``: insert the finished call's row; over a failed earlier try of the same key,
+    overwrite it (counting the attempt); over any other row, change nothing (no row returned)."""
+    c = tool_calls.c
+    ins = insert(tool_calls).values(
+        {col.name: sa.bindparam(col.name, type_=col.type) for col in tool_calls.c}
+    )
+    kept = ("call_id", "run_id", "phase", "idempotency_key", "tool_name", "arguments", "attempts", "origin")
+    return ins.on_conflict_do_update(
+        index_elements=[c.run_id, c.phase, c.idempotency_key],
+        set_={col.name: ins.excluded[col.name] for col in tool_calls.c if col.name not in kept}
+        | {"attempts": c.attempts + 1},
+        where=c.status == FAILED,
+    ).returning(c.attempts)  # a row back if written (psycopg reports no rowcount for it)
 
 
 def _call_statements(insert: Any) -> tuple[Any, Any, Any]:
