@@ -236,6 +236,12 @@ class Invocation:
         if spec.durability == OUTCOME and self.phase == FORWARD and session.mode != "resume":
             record.pending_row = False  # the row is written when the call ends, with its outcome
             record.attempts = session._tries.get((self.phase, self.key), 0) + 1
+            if session._evicted:  # no pending row will meet the call's earlier row: look for it
+                try:
+                    runtime.ledger.find_succeeded(record)
+                except BaseException:
+                    session._release(self.phase, self.key)
+                    raise
         attributes = self._attributes(cid)
         attributes[semconv.CALL_SEQ] = record.seq
         try:

@@ -26,6 +26,7 @@ import itertools
 import threading
 import uuid
 import warnings
+from collections import OrderedDict
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import Future
 from decimal import Decimal
@@ -74,6 +75,10 @@ MODE_RESUME: Final = "resume"
 
 _MISSING: Any = object()
 _REPLAY_BATCH = 256
+# Succeeded calls a live or resumed session keeps in memory to serve again; past this many, the least
+# recently used are dropped and served from the ledger instead (a read), so a long session's memory stays
+# flat. (A replay or fork keeps them all: its source run's rows are in memory anyway.)
+DEDUP_INDEX_SIZE = 1024
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -131,7 +136,9 @@ class AgentSession:
         self._output: JSONValue = None
         self._lock = threading.Lock()
         self._seq = itertools.count(1)
-        self._done: dict[tuple[str, str], tuple[JSONValue, JSONValue]] = {}  # -> (arguments, output)
+        # (phase, key) -> (arguments, output) of succeeded calls, least recently used first
+        self._done: OrderedDict[tuple[str, str], tuple[JSONValue, JSONValue]] = OrderedDict()
+        self._evicted = False  # the index dropped a call: a miss may still be in the ledger
         self._occurrences: dict[str, int] = {}
         self._tries: dict[tuple[str, str], int] = {}  # durability "outcome": failed tries by (phase, key)
         self._replayed: list[CallRecord] = []  # a replay's rows, written in batches
@@ -509,6 +516,7 @@ class AgentSession:
                 )
             done = self._done.get((phase, key), _MISSING)
             if done is not _MISSING:
+                self._done.move_to_end((phase, key))
                 return "serve", done
             flight = self._inflight.get((phase, key))
             if flight is not None:
@@ -532,6 +540,9 @@ class AgentSession:
         with self._lock:
             if done is not None:
                 self._done[(phase, key)] = done
+                if len(self._done) > DEDUP_INDEX_SIZE and self._replay is None:
+                    self._done.popitem(last=False)
+                    self._evicted = True
             flight = self._inflight.pop((phase, key), None)
         if flight is not None:
             flight.land()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import gc
 import hashlib
 import json
@@ -35,9 +36,9 @@ import sqlalchemy
 from opentelemetry.sdk.trace import TracerProvider
 
 import agent_relay
-from agent_relay import AgentRuntime, tool
+from agent_relay import AgentRuntime, LedgerOptions, tool
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS.md"
+DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS_OVERHEAD.md"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # A case sets itself up in a fresh directory, warms up, times ``calls`` tool calls and checks what it
@@ -89,18 +90,28 @@ def _now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat()
 
 
-def _open_floor_db(path: Path) -> sqlite3.Connection:
+_INSERT_DONE = (
+    "INSERT INTO tool_calls (call_id, run_id, seq, tool_name, phase, idempotency_key, arguments, output, "
+    "status, started_at, ended_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'succeeded', ?, ?)"
+)
+
+
+def _open_floor_db(path: Path, synchronous: str = "NORMAL") -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None)  # autocommit: transactions are explicit below
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.executescript(_FLOOR_SCHEMA)
     return conn
 
 
-def run_floor(calls: int, warmup: int, workdir: Path) -> int:
+def run_floor(
+    calls: int, warmup: int, workdir: Path, *, synchronous: str = "NORMAL", commits: int = 2
+) -> int:
+    """The floor: a span around a pending INSERT and a completing UPDATE, each committed; with
+    ``commits=1``, around one INSERT of the finished row (the floor of durability ``outcome``)."""
     provider = TracerProvider()  # no span processors, no exporters
     tracer = provider.get_tracer("bench")
-    conn = _open_floor_db(workdir / "floor.db")
+    conn = _open_floor_db(workdir / "floor.db", synchronous)
     run_id = str(uuid.uuid4())
 
     def one_call(seq: int, to: str) -> None:
@@ -116,6 +127,15 @@ def run_floor(calls: int, warmup: int, workdir: Path) -> int:
         arguments = json.dumps({"to": to, "subject": "Hello", "body": "Hi"}, separators=(",", ":"))
         key = hashlib.sha256(arguments.encode()).hexdigest()
         call_id = uuid.uuid4().hex
+        if commits == 1:
+            started = _now_iso()
+            output = json.dumps("msg-1")  # the tool body's result
+            conn.execute("BEGIN IMMEDIATE")
+            row = (call_id, run_id, seq, "send_email", "forward", key, arguments, output, started, _now_iso())
+            conn.execute(_INSERT_DONE, row)
+            conn.execute("COMMIT")
+            span.end()
+            return
         conn.execute("BEGIN IMMEDIATE")
         conn.execute(_INSERT, (call_id, run_id, seq, "send_email", "forward", key, arguments, _now_iso()))
         conn.execute("COMMIT")
@@ -148,8 +168,14 @@ class _Counter:
         self.n = 0
 
 
-def _runtime_with_tool(workdir: Path) -> tuple[AgentRuntime, Callable[..., str], _Counter]:
-    runtime = AgentRuntime(f"sqlite:///{workdir}/ledger.db")  # own TracerProvider, no exporters
+def _runtime_with_tool(
+    workdir: Path, *, durability: str = "strict", synchronous: str = "NORMAL"
+) -> tuple[AgentRuntime, Callable[..., str], _Counter]:
+    runtime = AgentRuntime(  # own TracerProvider, no exporters
+        f"sqlite:///{workdir}/ledger.db",
+        durability=durability,
+        ledger_options=LedgerOptions(sqlite_synchronous=synchronous),
+    )
     ran = _Counter()
 
     @tool(runtime, name="send_email")
@@ -172,8 +198,10 @@ def _ledger_counts(workdir: Path) -> tuple[int, int]:
     return int(total), int(succeeded)
 
 
-def run_live(calls: int, warmup: int, workdir: Path) -> int:
-    runtime, send_email, ran = _runtime_with_tool(workdir)
+def run_live(
+    calls: int, warmup: int, workdir: Path, *, durability: str = "strict", synchronous: str = "NORMAL"
+) -> int:
+    runtime, send_email, ran = _runtime_with_tool(workdir, durability=durability, synchronous=synchronous)
     try:
         with runtime.agent_session(name="bench"):
             for i in range(warmup):
@@ -271,6 +299,25 @@ CASES: tuple[Case, ...] = (
     Case("plain", "agent_relay @tool outside any session (span only)", run_plain),
 )
 
+# Durability modes, each against the floor doing the same commits by hand at the same synchronous setting.
+# (key, label, synchronous, commits of its floor, the case)
+DURABILITY_CASES: tuple[tuple[str, str, str, int, CaseFn], ...] = tuple(
+    (
+        f"{mode}_{sync.lower()}",
+        f'`durability="{mode}"`, `synchronous={sync}`',
+        sync,
+        commits,
+        functools.partial(run_live, durability=mode, synchronous=sync),
+    )
+    for sync in ("NORMAL", "FULL")
+    for mode, commits in (("strict", 2), ("outcome", 1))
+)
+FLOOR_CASES: dict[str, CaseFn] = {
+    f"floor{commits}_{sync.lower()}": functools.partial(run_floor, synchronous=sync, commits=commits)
+    for sync in ("NORMAL", "FULL")
+    for commits in (1, 2)
+}
+
 
 # --- running ----------------------------------------------------------------------------------------------
 
@@ -288,6 +335,48 @@ def measure(calls: int, repeats: int, warmup: int) -> dict[str, list[float]]:
             samples[case.key].append(per_call_us)
             print(f"  repeat {r + 1}/{repeats} {case.key:<6} {per_call_us:9.1f} µs/call", file=sys.stderr)
     return samples
+
+
+def measure_durability(calls: int, repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Per-call microseconds of every durability case and of every floor, rotating as ``measure`` does."""
+    runs: list[tuple[str, CaseFn]] = [(key, run) for key, _, _, _, run in DURABILITY_CASES]
+    runs += list(FLOOR_CASES.items())
+    samples: dict[str, list[float]] = {key: [] for key, _ in runs}
+    for r in range(repeats):
+        shift = r % len(runs)
+        for key, run in runs[shift:] + runs[:shift]:
+            gc.collect()
+            with tempfile.TemporaryDirectory(prefix=f"bench-{key}-") as tmp:
+                per_call_us = run(calls, warmup, Path(tmp)) / calls / 1000
+            samples[key].append(per_call_us)
+            print(f"  repeat {r + 1}/{repeats} {key:<15} {per_call_us:9.1f} µs/call", file=sys.stderr)
+    return samples
+
+
+_SURVIVES = {
+    ("strict", "NORMAL"): "process crash; a crash mid-call leaves it pending (in doubt) | not guaranteed",
+    ("strict", "FULL"): "process crash; a crash mid-call leaves it pending (in doubt) | yes",
+    ("outcome", "NORMAL"): "process crash; a crash mid-call leaves no row: it runs again | not guaranteed",
+    ("outcome", "FULL"): "process crash; a crash mid-call leaves no row: it runs again | yes",
+}
+
+
+def durability_table(samples: dict[str, list[float]]) -> str:
+    base = statistics.median(samples["floor2_normal"])
+    lines = [
+        "| Mode | commits per call | µs per call (median) | its floor µs | x its floor | x the main floor "
+        "| a returned call survives | ...and power loss |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for key, label, sync, commits, _ in DURABILITY_CASES:
+        median = statistics.median(samples[key])
+        floor = statistics.median(samples[f"floor{commits}_{sync.lower()}"])
+        mode = key.split("_")[0]
+        ratios = f"{median / floor:.2f} | {median / base:.2f}"
+        lines.append(
+            f"| {label} | {commits} | {median:.1f} | {floor:.1f} | {ratios} | {_SURVIVES[(mode, sync)]} |"
+        )
+    return "\n".join(lines)
 
 
 def results_table(samples: dict[str, list[float]]) -> str:
@@ -364,13 +453,16 @@ def machine_info() -> list[tuple[str, str]]:
 
 
 def reproduce_command(args: argparse.Namespace) -> str:
-    command = f"python bench/bench_overhead.py --calls {args.calls} --repeats {args.repeats}"
+    command = (
+        f"python bench/bench_overhead.py --calls {args.calls} --repeats {args.repeats} "
+        f"--durability-calls {args.durability_calls}"
+    )
     if args.out.resolve() != DEFAULT_OUT:
         command += f" --out {args.out}"
     return command
 
 
-def render_report(args: argparse.Namespace, warmup: int, table: str) -> str:
+def render_report(args: argparse.Namespace, warmup: int, table: str, durability: str) -> str:
     machine = "\n".join(f"- {name}: {value}" for name, value in machine_info())
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"""# agent_relay overhead benchmark
@@ -398,6 +490,17 @@ since absolute times drift between machines and runs.
   committed INSERT); no tool body runs.
 - **plain**: the `@tool` called outside any session: a plain call inside one span, no ledger.
 
+## Durability modes
+
+Each mode against the floor that does its commits by hand at the same `synchronous` setting ("its
+floor": 2 commits for `strict`, 1 for `outcome`, the finished row INSERTed), and against the main floor
+above (2 commits, `synchronous=NORMAL`), measured in the same run: {args.durability_calls} calls per case
+and repeat, {args.repeats} repeats, rotating. `synchronous=FULL` syncs the WAL on every commit; NORMAL
+syncs it only at checkpoints, so a power loss or OS crash may take the last commits with it (a process
+crash never does: a commit is in the WAL before it returns).
+
+{durability}
+
 Each case runs on a fresh SQLite file in a fresh temporary directory; set-up, session entry and exit,
 and shutdown are not timed. GC stays on; `gc.collect()` runs before each case. The script checks
 what every case recorded (rows, body executions) and fails if it differs from what was meant.
@@ -420,10 +523,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--calls", type=int, default=2000, help="timed calls per case and repeat (2000)")
     parser.add_argument("--repeats", type=int, default=5, help="repeats of every case (5)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="markdown report (bench/RESULTS.md)")
+    parser.add_argument(
+        "--durability-calls", type=int, default=500, help="timed calls per durability case and repeat (500)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="markdown report (bench/RESULTS_OVERHEAD.md)"
+    )
     args = parser.parse_args(argv)
-    if args.calls < 1 or args.repeats < 1:
-        parser.error("--calls and --repeats must be >= 1")
+    if args.calls < 1 or args.repeats < 1 or args.durability_calls < 1:
+        parser.error("--calls, --repeats and --durability-calls must be >= 1")
     return args
 
 
@@ -433,9 +541,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     banner = f"{len(CASES)} cases, {args.repeats} repeats, {args.calls} calls each (+{warmup} warm-up)"
     print(banner, file=sys.stderr)
     table = results_table(measure(args.calls, args.repeats, warmup))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render_report(args, warmup, table), encoding="utf-8")
     print(table)
+    durability_warmup = max(1, min(50, args.durability_calls // 10))
+    durability = durability_table(measure_durability(args.durability_calls, args.repeats, durability_warmup))
+    print(durability)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(render_report(args, warmup, table, durability), encoding="utf-8")
     print(f"\nwrote {args.out}", file=sys.stderr)
     return 0
 

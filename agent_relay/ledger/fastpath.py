@@ -82,6 +82,12 @@ def timestamp(ns: int) -> str:
     return f"{cached[1]}.{micros:06d}"
 
 
+def json_value(stored: Any) -> Any:
+    """A JSON column's value as read by ``sqlite3``. The columns are declared ``JSON``, which SQLite
+    gives NUMERIC affinity: a stored number (``0``, ``1.5``) comes back as a number, not as its text."""
+    return json.loads(stored) if isinstance(stored, str | bytes) else stored
+
+
 def json_text(value: Any) -> str | None:
     return None if value is None else compact_dumps(value)
 
@@ -229,9 +235,24 @@ class SqliteHotPath:
         assert existing is not None  # the conflicting row: it was there inside the same transaction
         status, output, attempts, owner, arguments = existing
         record.claim, record.existing_status, record.existing_owner = EXISTS, status, owner
-        record.existing_output = None if output is None else json.loads(output)
-        record.existing_arguments = None if arguments is None else json.loads(arguments)
+        record.existing_output = json_value(output)
+        record.existing_arguments = json_value(arguments)
         record.attempts = attempts
+
+    def existing(self, record: CallRecord) -> tuple[Any, ...] | None:
+        """The row holding the call's key, as ``EXISTING`` reads it (no transaction: one statement)."""
+        conn = self._connection()
+        try:
+            row: tuple[Any, ...] | None = conn.execute(
+                EXISTING, (record.run_id, record.phase, record.idempotency_key)
+            ).fetchone()
+        except BaseException:
+            self._failed(conn)
+            raise
+        if row is None:
+            return None
+        status, output, attempts, owner, arguments = row
+        return status, json_value(output), attempts, owner, json_value(arguments)
 
     def insert_complete(self, records: Sequence[CallRecord]) -> None:
         conn = self._connection()

@@ -88,7 +88,8 @@ def claim(store: LedgerStore, record: CallRecord) -> None:
     """Claim the call, keeping any failure on the record. A call without a pending row (durability
     ``outcome``) is held by this worker at once; its row is written when it ends."""
     if not record.pending_row:
-        record.claim = CLAIMED
+        if record.claim is None:  # (EXISTS when the wrapper found the call already recorded)
+            record.claim = CLAIMED
         return
     try:
         store.claim(record)

@@ -35,7 +35,7 @@ from ..encoding import compact_dumps
 from ..errors import ConfigurationError, LedgerError, SchemaVersionError
 from . import migrations
 from .fastpath import Checkpointer, SqliteHotPath
-from .records import CLAIMED, EXISTS, FAILED, PENDING, CallRecord
+from .records import CLAIMED, EXISTS, FAILED, PENDING, SUCCEEDED, CallRecord
 from .schema import SCHEMA_VERSION, agent_runs, metadata, schema_info, tool_calls
 
 _T = TypeVar("_T")
@@ -480,6 +480,32 @@ class LedgerStore:
             record.claim, record.existing_status, record.existing_owner = EXISTS, row.status, row.owner
             record.existing_output, record.attempts = row.output, row.attempts
             record.existing_arguments = row.arguments
+
+    def find_succeeded(self, record: CallRecord) -> None:
+        """Durability ``outcome``: if a succeeded row already holds the call's key, mark the record
+        ``EXISTS`` with it (the wrapper serves it) instead of running the call again."""
+        row: tuple[Any, ...] | None
+        if self._hot is not None:
+            row = self._hot_write(self._hot.existing, record, "look up a call of tool")
+        else:
+            with (
+                self._guard(f"look up a call of tool {record.tool_name!r}", run_id=record.run_id),
+                self.engine.connect() as conn,
+            ):
+                found = conn.execute(
+                    self._existing_stmt,
+                    {
+                        "run_id": record.run_id,
+                        "phase": record.phase,
+                        "idempotency_key": record.idempotency_key,
+                    },
+                ).first()
+            row = None if found is None else tuple(found)
+        if row is None or row[0] != SUCCEEDED:
+            return
+        status, output, attempts, owner, arguments = row
+        record.claim, record.existing_status, record.existing_owner = EXISTS, status, owner
+        record.existing_output, record.existing_arguments, record.attempts = output, arguments, attempts
 
     def take_over(self, record: CallRecord) -> bool:
         """Claim a pending row whose owner (``record.existing_owner``) is gone; False if someone else did."""

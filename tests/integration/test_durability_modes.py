@@ -7,6 +7,7 @@ import pytest
 
 from agent_relay import AgentRuntime, ConfigurationError, current_call, tool
 from agent_relay import semconv as sc
+from agent_relay import session as session_module
 from agent_relay.testing import capture_spans
 from tests.support import calls_of
 
@@ -158,3 +159,30 @@ def test_durability_from_the_environment() -> None:
         runtime.shutdown()
     with pytest.raises(ConfigurationError, match="durability must be"):
         AgentRuntime.from_env({"AGENT_RELAY_DATABASE_URL": "sqlite://", "AGENT_RELAY_DURABILITY": "yolo"})
+
+
+@pytest.mark.parametrize("durability", ["strict", "outcome"])
+def test_a_long_session_keeps_a_bounded_index_and_serves_older_calls_from_the_ledger(
+    database_url: str, durability: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(session_module, "DEDUP_INDEX_SIZE", 3)
+    runtime = AgentRuntime(database_url, durability=durability)
+    ran: list[int] = []
+    try:
+
+        @tool(runtime)
+        def square(n: int) -> int:
+            ran.append(n)
+            return n * n
+
+        with runtime.agent_session(name="long") as session:
+            assert [square(n) for n in range(6)] == [0, 1, 4, 9, 16, 25]
+            assert len(session._done) == 3  # the index keeps the 3 most recent calls
+            assert [square(n) for n in (0, 1, 5, 0)] == [0, 1, 25, 0]  # 0 and 1 from the ledger
+        rows = calls_of(runtime, session.run_id)
+    finally:
+        runtime.shutdown()
+    assert ran == [0, 1, 2, 3, 4, 5]  # no body ran twice
+    assert [(r["output"], r["status"], r["attempts"]) for r in rows] == [
+        (n * n, "succeeded", 1) for n in range(6)
+    ]
