@@ -7,7 +7,7 @@ microseconds and as a ratio to that floor, measured in the same process and the 
 is the headline, because absolute times drift from machine to machine and run to run.
 
 Run from the repository root: ``python bench/bench_overhead.py`` (see ``--help``). It writes
-``bench/RESULTS.md`` and prints the table.
+``bench/RESULTS_OVERHEAD.md`` and prints the tables (``bench/run_all.py`` gathers it into ``RESULTS.md``).
 """
 
 from __future__ import annotations

@@ -29,6 +29,10 @@ _log = logging.getLogger(__name__)
 # Commits between two background checkpoints: a call writes ~9 WAL pages over its two commits, so this keeps
 # the WAL near SQLite's own default checkpoint size (1,000 pages).
 CHECKPOINT_EVERY = 200
+# A WAL this long (pages) means other processes' writes kept it from starting over: restart it (below).
+RESTART_FRAMES = 4000
+# How long a restarting checkpoint waits for other processes' writers and readers, in milliseconds.
+RESTART_WAIT_MS = 200
 
 CLAIM = (
     "INSERT INTO tool_calls (call_id, run_id, seq, tool_name, phase, idempotency_key, arguments, trace_id, "
@@ -96,16 +100,23 @@ class Checkpointer:
     """Copies the WAL back into the database on a background thread, off the callers' commits.
 
     SQLite's automatic checkpoint runs inside whichever commit crosses ``wal_autocheckpoint`` pages, and
-    with ``synchronous=NORMAL`` it syncs the WAL and the database file: that commit waits milliseconds.
-    The store opens its connections with ``wal_autocheckpoint=0`` instead, and this thread runs a PASSIVE
-    checkpoint (it never blocks writers or readers) every ``CHECKPOINT_EVERY`` commits, and once a second
-    while writes keep coming. Durability is unchanged: a committed transaction is in the WAL either way.
-    The thread starts with the first commit and stops when the store is disposed (SQLite checkpoints
-    when its last connection closes).
+    with ``synchronous=NORMAL`` it syncs the WAL and the database file: that commit waits for it. The
+    store opens its connections with ``wal_autocheckpoint=0`` instead (at ``synchronous=NORMAL``), and
+    this thread checkpoints every ``CHECKPOINT_EVERY`` commits, and once a second while writes keep
+    coming. First a PASSIVE checkpoint, which never blocks the writers: it copies the bulk of the WAL and
+    pays its syncs while they go on. A WAL that keeps growing is only reset once a checkpoint has copied
+    all of it, which a PASSIVE one racing the writers never does; so the few frames written meanwhile are
+    copied by a second checkpoint holding ``lock`` (the store's: this process's writers wait for it), and
+    the next transaction starts the WAL over. Other processes writing the same ledger can still keep it
+    from starting over; once it passes ``RESTART_FRAMES`` pages, the second checkpoint is a RESTART,
+    which also holds their writers back (for at most ``RESTART_WAIT_MS`` while they finish). Durability
+    is unchanged: a committed transaction is in the WAL either way. The thread starts with the first
+    commit and stops when the store is disposed.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, lock: contextlib.AbstractContextManager[Any]) -> None:
         self._engine = engine
+        self._lock = lock
         self._wake = threading.Event()
         self._stop = False
         self._commits = 0
@@ -138,7 +149,8 @@ class Checkpointer:
                 try:
                     if conn is None:
                         conn = self._engine.raw_connection()
-                    conn.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                        conn.driver_connection.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
+                    self._checkpoint(conn.driver_connection)
                 except Exception:  # the next checkpoint (or SQLite's at close) catches up; never fatal
                     _log.debug("agent-relay: background WAL checkpoint failed", exc_info=True)
                     if conn is not None:
@@ -148,7 +160,13 @@ class Checkpointer:
         finally:
             if conn is not None:
                 with contextlib.suppress(Exception):
-                    conn.close()
+                    conn.invalidate()  # closed, not returned to the pool with its short busy timeout
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()  # the bulk, writers on
+        mode = "RESTART" if frames >= RESTART_FRAMES else "PASSIVE"
+        with self._lock:  # what was written meanwhile (the report counts only the frames it saw)
+            conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
 
     def stop(self) -> None:
         """Stop the thread (waits for a checkpoint in progress)."""

@@ -114,7 +114,7 @@ class LedgerStore:
             threading.RLock() if self.is_sqlite else contextlib.nullcontext()
         )
         self._insert_call = tool_calls.insert()
-        self._checkpointer = Checkpointer(self.engine) if self._background_checkpoints else None
+        self._checkpointer = Checkpointer(self.engine, self._lock) if self._background_checkpoints else None
         self._writer: ThreadPoolExecutor | None = None  # see write_in_background
         self._writer_lock = threading.Lock()
         self._hot = SqliteHotPath(self.engine, self._checkpointer) if self.is_sqlite else None
@@ -130,8 +130,11 @@ class LedgerStore:
 
     @property
     def _background_checkpoints(self) -> bool:
-        """A file-backed SQLite ledger checkpoints its WAL on a background thread (see ``Checkpointer``)."""
-        return self.is_sqlite and not self._in_memory
+        """A file-backed SQLite ledger checkpoints its WAL on a background thread (see ``Checkpointer``),
+        unless every commit syncs (``synchronous=FULL``): there a checkpoint's sync of the database file
+        would hold up the callers' WAL syncs, which cost more than the checkpoint it takes off them."""
+        synchronous = self.options.sqlite_synchronous.upper()
+        return self.is_sqlite and not self._in_memory and synchronous in ("OFF", "NORMAL")
 
     def _create_engine(self) -> Engine:
         kwargs: dict[str, Any] = {"json_serializer": compact_dumps}

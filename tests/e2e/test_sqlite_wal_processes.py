@@ -1,0 +1,60 @@
+"""Several processes writing one SQLite ledger still let its WAL start over: it stays bounded."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+WORKER = textwrap.dedent(
+    """
+    import sys
+    from agent_relay.ledger import fastpath
+
+    fastpath.CHECKPOINT_EVERY = 50  # checkpoint and restart sooner than in production, to test in seconds
+    fastpath.RESTART_FRAMES = int(sys.argv[3])
+
+    from agent_relay import AgentRuntime, tool
+
+    runtime = AgentRuntime(sys.argv[1])
+
+    @tool(runtime)
+    def send(to: str) -> str:
+        return "sent"
+
+    with runtime.agent_session(name=sys.argv[2]):
+        for i in range(1500):
+            send(f"{i}@example.com")
+    runtime.shutdown()
+    """
+)
+
+
+def _largest_wal(tmp_path: Path, restart_frames: int) -> int:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    create = f"from agent_relay import AgentRuntime; AgentRuntime({url!r}).shutdown()"
+    subprocess.run([sys.executable, "-c", create], check=True, timeout=60)
+    workers = [
+        subprocess.Popen([sys.executable, "-c", WORKER, url, f"worker-{i}", str(restart_frames)])
+        for i in range(3)
+    ]
+    largest = 0
+    deadline = time.monotonic() + 120
+    while any(w.poll() is None for w in workers) and time.monotonic() < deadline:
+        with contextlib.suppress(OSError):  # not there yet, or between checkpoints
+            largest = max(largest, os.path.getsize(tmp_path / "ledger.db-wal"))
+        time.sleep(0.02)
+    assert [w.wait(timeout=60) for w in workers] == [0, 0, 0]
+    return largest
+
+
+def test_three_writer_processes_keep_the_wal_bounded(tmp_path: Path) -> None:
+    assert _largest_wal(tmp_path, restart_frames=500) < 8 * 2**20
