@@ -182,6 +182,8 @@ class Invocation:
         return attributes
 
     def _metric(self, status: str, origin: str, record: CallRecord | None = None) -> None:
+        if not self.spec.runtime._instruments.recording:
+            return
         duration = None
         if record is not None and record.started_ns and record.ended_ns and origin == "live":
             duration = (record.ended_ns - record.started_ns) / 1e9
@@ -236,7 +238,7 @@ class Invocation:
         if spec.durability == OUTCOME and self.phase == FORWARD and session.mode != "resume":
             record.pending_row = False  # the row is written when the call ends, with its outcome
             record.attempts = session._tries.get((self.phase, self.key), 0) + 1
-            if session._evicted:  # no pending row will meet the call's earlier row: look for it
+            if session._maybe_evicted(self.key):  # no pending row will meet an earlier row: look for it
                 try:
                     runtime.ledger.find_succeeded(record)
                 except BaseException:

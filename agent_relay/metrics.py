@@ -45,9 +45,11 @@ TOKEN_BUCKETS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4
 
 
 class Instruments:
-    """The runtime's instruments. Thread-safe (the SDK's instruments are)."""
+    """The runtime's instruments. Thread-safe (the SDK's instruments are). ``recording=False`` (no meter
+    provider: the meter is a no-op) lets callers skip building what they would record."""
 
-    def __init__(self, meter: Meter) -> None:
+    def __init__(self, meter: Meter, *, recording: bool = True) -> None:
+        self.recording = recording
         self._calls = meter.create_counter(
             "agent_relay.tool.calls",
             unit="{call}",

@@ -128,7 +128,7 @@ class AgentRuntime:
             build_meter_provider(self._provider.resource, metric_readers) if metric_readers else None
         )
         meter = (self._meter_provider or NoOpMeterProvider()).get_meter(_TRACER_NAME, __version__)
-        self._instruments = Instruments(meter)
+        self._instruments = Instruments(meter, recording=self._meter_provider is not None)
         self.content = content or ContentPolicy()
         self._tools: dict[str, ToolSpec] = {}
         self._lock = threading.Lock()

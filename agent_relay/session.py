@@ -79,6 +79,7 @@ _REPLAY_BATCH = 256
 # recently used are dropped and served from the ledger instead (a read), so a long session's memory stays
 # flat. (A replay or fork keeps them all: its source run's rows are in memory anyway.)
 DEDUP_INDEX_SIZE = 1024
+_EVICTED_BITS = 1 << 18  # a Bloom filter of the dropped calls' keys (32 KiB, made on the first drop)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -138,7 +139,7 @@ class AgentSession:
         self._seq = itertools.count(1)
         # (phase, key) -> (arguments, output) of succeeded calls, least recently used first
         self._done: OrderedDict[tuple[str, str], tuple[JSONValue, JSONValue]] = OrderedDict()
-        self._evicted = False  # the index dropped a call: a miss may still be in the ledger
+        self._evicted: bytearray | None = None  # which keys the index dropped (see _maybe_evicted)
         self._occurrences: dict[str, int] = {}
         self._tries: dict[tuple[str, str], int] = {}  # durability "outcome": failed tries by (phase, key)
         self._replayed: list[CallRecord] = []  # a replay's rows, written in batches
@@ -541,11 +542,20 @@ class AgentSession:
             if done is not None:
                 self._done[(phase, key)] = done
                 if len(self._done) > DEDUP_INDEX_SIZE and self._replay is None:
-                    self._done.popitem(last=False)
-                    self._evicted = True
+                    (_, dropped), _ = self._done.popitem(last=False)
+                    if self._evicted is None:
+                        self._evicted = bytearray(_EVICTED_BITS // 8)
+                    for bit in _filter_bits(dropped):
+                        self._evicted[bit >> 3] |= 1 << (bit & 7)
             flight = self._inflight.pop((phase, key), None)
         if flight is not None:
             flight.land()
+
+    def _maybe_evicted(self, key: str) -> bool:
+        """Whether the index may have dropped the call with this key (False: it never held it). A Bloom
+        filter: fixed in size, so it may say yes for a key it never dropped (a needless ledger read)."""
+        evicted = self._evicted
+        return evicted is not None and all(evicted[b >> 3] & (1 << (b & 7)) for b in _filter_bits(key))
 
     def _record_replayed(self, record: CallRecord, *, flush: bool = False) -> None:
         """Queue a replay's row. A full queue is written in one transaction on the ledger's background
@@ -557,16 +567,15 @@ class AgentSession:
             if not flush and len(self._replayed) < _REPLAY_BATCH:
                 return
             batch, self._replayed = self._replayed, []
-            failed = [w for w in self._replay_writes if w.done() and w.exception() is not None]
-            self._replay_writes = [w for w in self._replay_writes if not w.done()]
-        for write in failed:
-            write.result()  # raises the batch's LedgerError
         if flush:
             self._runtime.ledger.insert_complete(batch)
             return
         write = self._runtime.ledger.write_in_background(batch)
         with self._lock:
-            self._replay_writes.append(write)
+            failed = [w for w in self._replay_writes if w.done() and w.exception() is not None]
+            self._replay_writes = [w for w in self._replay_writes if not w.done()] + [write]
+        for done in failed:
+            done.result()  # raises that batch's LedgerError (this one is on its way)
 
     def _flush_replayed(self) -> LedgerError | None:
         """Write the queued rows and wait for the background batches; the first failure, if any."""
@@ -625,6 +634,11 @@ class AgentSession:
             run_id=self.run_id,
             tool_name=None if refused else tool_name,
         )
+
+
+def _filter_bits(key: str) -> tuple[int, int]:
+    """Two bit positions for an idempotency key (64 hex digits of SHA-256: already uniformly random)."""
+    return int(key[:8], 16) % _EVICTED_BITS, int(key[8:16], 16) % _EVICTED_BITS
 
 
 def _mode(replay: bool, replay_run_id: str | None, fork_after: int | None, resume_run_id: str | None) -> str:

@@ -895,12 +895,11 @@ def quoted_overhead(path: Path) -> tuple[str, dict[str, tuple[float, str]]]:
         return f"{path.name} not found", {}
     generated = re.search(r"Generated ([^.]*?) by", text)
     figures: dict[str, tuple[float, str]] = {}
-    for key, prefix in (("live", "| agent_relay live call"), ("replay", "| agent_relay replayed call")):
+    for key, prefix in (("live", "| agent_relay live call ("), ("replay", "| agent_relay replayed call (")):
         for line in text.splitlines():
-            if line.startswith(prefix):
-                cells = [c.strip() for c in line.strip("|").split("|")]
-                if len(cells) >= 3:
-                    figures[key] = (float(cells[2]), f"{cells[2]}x ({cells[1]} µs)")
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if line.startswith(prefix) and len(cells) >= 3 and key not in figures:  # the main table's row
+                figures[key] = (float(cells[2]), f"{cells[2]}x ({cells[1]} µs)")
     return (generated.group(1) if generated else "date unknown"), figures
 
 
