@@ -196,18 +196,25 @@ def _ledger_counts(workdir: Path) -> tuple[int, int, int]:
     return int(total), int(succeeded), int(replayed)
 
 
+def _live_session(
+    runtime: AgentRuntime, tiny: Callable[..., str], calls: int, warmup: int
+) -> tuple[int, str]:
+    """One session of live calls with distinct arguments: (ns the timed calls took, its run id)."""
+    with runtime.agent_session(name="bench-compare") as session:
+        for i in range(warmup):
+            tiny(i=-1 - i)
+        start = time.perf_counter_ns()
+        for i in range(calls):
+            tiny(i=i)
+        return time.perf_counter_ns() - start, session.run_id
+
+
 def run_relay_outcome(calls: int, warmup: int, workdir: Path, *, synchronous: str, suffix: str) -> Measured:
     """Live calls with ``durability="outcome"``: one commit per call, after the body (a DBOS step's)."""
     runtime, tiny, ran = _relay_runtime(workdir, synchronous, durability="outcome")
     try:
         settings = _engine_settings(runtime.ledger.engine)
-        with runtime.agent_session(name="bench-compare"):
-            for i in range(warmup):
-                tiny(i=-1 - i)
-            start = time.perf_counter_ns()
-            for i in range(calls):
-                tiny(i=i)
-            live_ns = time.perf_counter_ns() - start
+        live_ns, _ = _live_session(runtime, tiny, calls, warmup)
     finally:
         runtime.shutdown()
     _expect("agent_relay outcome: tool body runs", ran.n, warmup + calls)
@@ -220,15 +227,9 @@ def run_relay(calls: int, warmup: int, workdir: Path, *, synchronous: str, suffi
     runtime, tiny, ran = _relay_runtime(workdir, synchronous)
     try:
         settings = _engine_settings(runtime.ledger.engine)
-        with runtime.agent_session(name="bench-compare") as source:
-            for i in range(warmup):
-                tiny(i=-1 - i)
-            start = time.perf_counter_ns()
-            for i in range(calls):
-                tiny(i=i)
-            live_ns = time.perf_counter_ns() - start
+        live_ns, source_run = _live_session(runtime, tiny, calls, warmup)
         recorded = ran.n
-        with runtime.agent_session(name="bench-compare", replay=True, replay_run_id=source.run_id):
+        with runtime.agent_session(name="bench-compare", replay=True, replay_run_id=source_run):
             for i in range(warmup):
                 tiny(i=-1 - i)
             start = time.perf_counter_ns()

@@ -396,16 +396,7 @@ PROFILE_CASES: tuple[tuple[str, str, CaseFn], ...] = (
 
 
 def measure_profile(calls: int, repeats: int, warmup: int) -> dict[str, list[float]]:
-    samples: dict[str, list[float]] = {key: [] for key, _, _ in PROFILE_CASES}
-    for r in range(repeats):
-        shift = r % len(PROFILE_CASES)
-        for key, _, run in PROFILE_CASES[shift:] + PROFILE_CASES[:shift]:
-            gc.collect()
-            with tempfile.TemporaryDirectory(prefix=f"bench-profile-{key}-") as tmp:
-                per_call_us = run(calls, warmup, Path(tmp)) / calls / 1000
-            samples[key].append(per_call_us)
-            print(f"  repeat {r + 1}/{repeats} {key:<15} {per_call_us:9.1f} µs/call", file=sys.stderr)
-    return samples
+    return rotate([(key, run) for key, _, run in PROFILE_CASES], calls, repeats, warmup)
 
 
 def profile_table(samples: dict[str, list[float]]) -> str:
@@ -465,35 +456,31 @@ FLOOR_CASES: dict[str, CaseFn] = {
 # --- running ----------------------------------------------------------------------------------------------
 
 
-def measure(calls: int, repeats: int, warmup: int) -> dict[str, list[float]]:
-    """Per-call microseconds of every case in every repeat; the case order rotates between repeats."""
-    samples: dict[str, list[float]] = {case.key: [] for case in CASES}
-    for r in range(repeats):
-        shift = r % len(CASES)
-        for case in CASES[shift:] + CASES[:shift]:
-            gc.collect()
-            with tempfile.TemporaryDirectory(prefix=f"bench-{case.key}-") as tmp:
-                elapsed_ns = case.run(calls, warmup, Path(tmp))
-            per_call_us = elapsed_ns / calls / 1000
-            samples[case.key].append(per_call_us)
-            print(f"  repeat {r + 1}/{repeats} {case.key:<6} {per_call_us:9.1f} µs/call", file=sys.stderr)
-    return samples
-
-
-def measure_durability(calls: int, repeats: int, warmup: int) -> dict[str, list[float]]:
-    """Per-call microseconds of every durability case and of every floor, rotating as ``measure`` does."""
-    runs: list[tuple[str, CaseFn]] = [(key, run) for key, _, _, _, run in DURABILITY_CASES]
-    runs += list(FLOOR_CASES.items())
+def rotate(
+    runs: Sequence[tuple[str, CaseFn]], calls: int, repeats: int, warmup: int
+) -> dict[str, list[float]]:
+    """Per-call microseconds of every run in every repeat; the order rotates between repeats."""
     samples: dict[str, list[float]] = {key: [] for key, _ in runs}
     for r in range(repeats):
         shift = r % len(runs)
-        for key, run in runs[shift:] + runs[:shift]:
+        for key, run in [*runs[shift:], *runs[:shift]]:
             gc.collect()
             with tempfile.TemporaryDirectory(prefix=f"bench-{key}-") as tmp:
                 per_call_us = run(calls, warmup, Path(tmp)) / calls / 1000
             samples[key].append(per_call_us)
             print(f"  repeat {r + 1}/{repeats} {key:<15} {per_call_us:9.1f} µs/call", file=sys.stderr)
     return samples
+
+
+def measure(calls: int, repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Per-call microseconds of every case in every repeat."""
+    return rotate([(case.key, case.run) for case in CASES], calls, repeats, warmup)
+
+
+def measure_durability(calls: int, repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Per-call microseconds of every durability case and of every floor."""
+    runs: list[tuple[str, CaseFn]] = [(key, run) for key, _, _, _, run in DURABILITY_CASES]
+    return rotate(runs + list(FLOOR_CASES.items()), calls, repeats, warmup)
 
 
 _SURVIVES = {

@@ -218,7 +218,7 @@ class SqliteHotPath:
             with contextlib.suppress(Exception):
                 pooled.close()
 
-    # The transactions below are written out (no context manager): they run twice on every live call.
+    # The transactions below are written out (no context manager): they run on every live call.
     def claim(self, record: CallRecord) -> None:
         assert record.started_ns is not None
         params = (
@@ -272,28 +272,24 @@ class SqliteHotPath:
         status, output, attempts, owner, arguments = row
         return status, json_value(output), attempts, owner, json_value(arguments)
 
-    def insert_complete(self, records: Sequence[CallRecord]) -> None:
+    def _write(self, sql: str, params: Any, *, many: bool = False) -> int:
+        """One statement (or one per row, with ``many``) in its own committed transaction; rows changed."""
         conn = self._connection()
         try:
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(INSERT_COMPLETE, [_complete_row(r) for r in records])
+            changed = (conn.executemany if many else conn.execute)(sql, params).rowcount
             self._committed(conn)
         except BaseException:
             self._failed(conn)
             raise
+        return changed
+
+    def insert_complete(self, records: Sequence[CallRecord]) -> None:
+        self._write(INSERT_COMPLETE, [_complete_row(r) for r in records], many=True)
 
     def insert_outcome(self, record: CallRecord) -> int:
         """Insert a finished call's row (durability ``outcome``); 1, or 0 if a row not failed held its key."""
-        params = _complete_row(record)
-        conn = self._connection()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            inserted = conn.execute(INSERT_OUTCOME, params).rowcount
-            self._committed(conn)
-        except BaseException:
-            self._failed(conn)
-            raise
-        return inserted
+        return self._write(INSERT_OUTCOME, _complete_row(record))
 
     def complete(self, record: CallRecord) -> int:
         """Write the outcome; the number of rows updated (1, or 0 if the row was no longer pending)."""
@@ -311,15 +307,7 @@ class SqliteHotPath:
             timestamp(record.ended_ns),
             record.call_id,
         )
-        conn = self._connection()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            updated = conn.execute(COMPLETE, params).rowcount
-            self._committed(conn)
-        except BaseException:
-            self._failed(conn)
-            raise
-        return updated
+        return self._write(COMPLETE, params)
 
 
 def _complete_row(r: CallRecord) -> tuple[Any, ...]:

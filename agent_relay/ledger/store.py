@@ -396,30 +396,23 @@ class LedgerStore:
                 # the statement is built once; the values travel as parameters (see _call_statements)
                 conn.execute(self._insert_call, values)
 
+    def _outcome_guard(self, record: CallRecord) -> contextlib.AbstractContextManager[None]:
+        return self._guard(
+            f"record the outcome of tool {record.tool_name!r}",
+            run_id=record.run_id,
+            tool_name=record.tool_name,
+        )
+
     def _insert_outcome(self, record: CallRecord) -> None:
         """Durability ``outcome``: the finished call's row, inserted and committed in one transaction."""
         if self._hot is not None:
             inserted = self._hot_write(self._hot.insert_outcome, record, "record the outcome of tool")
         else:
-            with (
-                self._guard(
-                    f"record the outcome of tool {record.tool_name!r}",
-                    run_id=record.run_id,
-                    tool_name=record.tool_name,
-                ),
-                self._write_engine.begin() as conn,
-            ):
+            with self._outcome_guard(record), self._write_engine.begin() as conn:
                 written = conn.execute(self._outcome_stmt, _complete_values(record)).scalar()
                 inserted = 0 if written is None else 1
         if inserted != 1:
-            raise LedgerError(
-                f"call {record.call_id} (tool {record.tool_name!r}, run {record.run_id}) was already "
-                f"recorded in the ledger at {self.database} by another worker; its outcome here was not "
-                f"recorded.",
-                database=self.database,
-                run_id=record.run_id,
-                tool_name=record.tool_name,
-            )
+            raise self._not_recorded(record, "was already recorded by another worker")
         record.completed = True
 
     def settle(self, call_id: str, **values: Any) -> bool:
@@ -549,14 +542,7 @@ class LedgerStore:
         if self._hot is not None:
             updated = self._hot_write(self._hot.complete, record, "record the outcome of tool")
         else:
-            with (
-                self._guard(
-                    f"record the outcome of tool {record.tool_name!r}",
-                    run_id=record.run_id,
-                    tool_name=record.tool_name,
-                ),
-                self._write_engine.begin() as conn,
-            ):
+            with self._outcome_guard(record), self._write_engine.begin() as conn:
                 updated = conn.execute(
                     self._complete_stmt,
                     {
@@ -574,15 +560,17 @@ class LedgerStore:
                     },
                 ).rowcount
         if updated != 1:
-            raise LedgerError(
-                f"the pending row of call {record.call_id} (tool {record.tool_name!r}, run {record.run_id}) "
-                f"was no longer pending in the ledger at {self.database}; another worker settled it. Its "
-                f"outcome here was not recorded.",
-                database=self.database,
-                run_id=record.run_id,
-                tool_name=record.tool_name,
-            )
+            raise self._not_recorded(record, "was no longer pending: another worker settled it")
         record.completed = True
+
+    def _not_recorded(self, record: CallRecord, why: str) -> LedgerError:
+        return LedgerError(
+            f"call {record.call_id} (tool {record.tool_name!r}, run {record.run_id}) {why} in the ledger at "
+            f"{self.database}; its outcome here was not recorded.",
+            database=self.database,
+            run_id=record.run_id,
+            tool_name=record.tool_name,
+        )
 
 
 def _complete_values(r: CallRecord) -> dict[str, Any]:
