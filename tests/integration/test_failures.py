@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from agent_relay import (
     SessionStateError,
     tool,
 )
+from agent_relay import session as session_module
 from agent_relay.ledger import LedgerStore
 from agent_relay.testing import capture_spans
 from tests.support import calls_of, run_row
@@ -216,3 +218,52 @@ def test_a_second_runtime_on_the_same_ledger_sees_the_rows(database_url: str) ->
     second = AgentRuntime(database_url)
     assert [r["output"] for r in calls_of(second, session.run_id)] == ["done"]
     second.shutdown()
+
+
+def test_outcome_durability_failure_after_the_tool_ran_is_raised(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    rt = AgentRuntime(
+        f"sqlite:///{path}", durability="outcome", ledger_options=LedgerOptions(busy_timeout_s=0.2)
+    )
+    blocker = sqlite3.connect(path, isolation_level=None)
+
+    @tool(rt)
+    def ship(order: str) -> str:
+        blocker.execute("BEGIN IMMEDIATE")  # the ledger becomes unwritable while the tool runs
+        return "shipped"
+
+    with rt.agent_session(name="ship") as session:
+        with pytest.raises(LedgerError, match="record the outcome of tool 'ship'"):
+            ship("o-1")
+        blocker.execute("ROLLBACK")
+        assert calls_of(rt, session.run_id) == []  # no pending row in this mode: nothing is recorded
+    rt.shutdown()
+
+
+def test_a_replay_batch_that_cannot_be_written_fails_the_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(session_module, "_REPLAY_BATCH", 2)  # batches go to the background writer
+    path = tmp_path / "ledger.db"
+    rt = AgentRuntime(f"sqlite:///{path}", ledger_options=LedgerOptions(busy_timeout_s=0.2))
+
+    @tool(rt)
+    def lookup(n: int) -> int:
+        return n
+
+    with rt.agent_session(name="source") as source:
+        for n in range(6):
+            lookup(n)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    replay = rt.agent_session(name="source", replay=True, replay_run_id=source.run_id)
+    with pytest.raises(LedgerError, match="could not record replayed calls"), replay:
+        blocker.execute("BEGIN IMMEDIATE")  # the ledger is locked while the replay writes its rows
+        for n in range(6):
+            try:
+                assert lookup(n) == n
+            except LedgerError:  # an earlier batch's failure may surface at a later call already
+                break
+        time.sleep(0.5)  # past the writer's busy timeout: its first batch has failed by now
+        blocker.execute("ROLLBACK")
+    blocker.close()
+    rt.shutdown()
