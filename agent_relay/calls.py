@@ -10,6 +10,7 @@ any ledger failure. Only the awaiting differs between the two.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -22,9 +23,11 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode, format_span_id, format_trace_id
 
 from . import semconv
+from .batching import batcher_for
 from .context import CallInfo, Flight, _current_call, current_session, error_type_name
 from .encoding import JSONValue, canonical_dumps, encode
 from .errors import (
+    AgentRelayError,
     CallInDoubtError,
     CallInProgressError,
     ConfigurationError,
@@ -39,6 +42,7 @@ from .replay import argument_diff, rebuild_error
 from .usage import TokenUsage, usage_from_result
 
 if TYPE_CHECKING:
+    from .batching import LoopBatcher
     from .compensation import Step
     from .session import AgentSession
     from .tooling import ToolSpec
@@ -46,6 +50,7 @@ if TYPE_CHECKING:
 SERVED: Final = "served"
 WAIT: Final = "wait"
 RUN: Final = "run"
+CLAIM: Final = "claim"  # run, once the claim the caller batches with others is written (then ``claimed``)
 
 _MAX_ERROR_MESSAGE = 4000
 _POLL_S = 0.05  # how often a call waits on a row another live worker holds
@@ -198,8 +203,9 @@ class Invocation:
         )
 
     # --- deciding ------------------------------------------------------------------------------------
-    def begin(self) -> str:
-        """``SERVED`` (value in ``self.served``), ``WAIT`` (on ``self.flight``) or ``RUN``."""
+    def begin(self, *, batch: bool = False) -> str:
+        """``SERVED`` (value in ``self.served``), ``WAIT`` (on ``self.flight``) or ``RUN``; with ``batch``,
+        ``CLAIM`` instead of ``RUN``: the caller writes the claim (with other calls') and asks ``claimed``."""
         session, spec = self.session, self.spec
         cid = call_id(session.run_id, self.phase, self.key)
         fate, payload = session._reserve(self.phase, self.key, spec.name)
@@ -244,6 +250,7 @@ class Invocation:
                 except BaseException:
                     session._release(self.phase, self.key)
                     raise
+        record.batch_claim = batch and record.pending_row  # (without a pending row there is no claim)
         attributes = self._attributes(cid)
         attributes[semconv.CALL_SEQ] = record.seq
         try:
@@ -254,6 +261,7 @@ class Invocation:
                 unbind(token)
             if record.span_id is None:  # no processor saw the span (sampled out): claim it ourselves
                 self.manual = True
+                record.batch_claim = False
                 ctx = span.get_span_context()
                 record.trace_id = format_trace_id(ctx.trace_id) if ctx.is_valid else None
                 record.started_ns = time.time_ns()
@@ -265,6 +273,15 @@ class Invocation:
         parent = getattr(span, "parent", None)
         if self.model is not None and parent is not None:
             session._model_call_parents.add(parent.span_id)  # another instrumentation's span around it
+        if record.batch_claim and record.claim is None:
+            return CLAIM
+        return self.claimed()
+
+    def claimed(self) -> str:
+        """Go on once the claim is written: ``RUN``, or what the row already holding the key says."""
+        record, span = self.record, self.span
+        assert record is not None and span is not None
+        record.batch_claim = False  # written: any further claim (waiting on another worker) is our own
         if record.ledger_error is not None:
             self._abandon(record.ledger_error)
         if record.claim != CLAIMED:
@@ -544,6 +561,31 @@ class Invocation:
 
     def succeeded(self, result: Any) -> Any:
         """Record the result (or fail the call if it cannot be recorded); return the live result."""
+        output, cost = self._outcome(result)
+        self._end(None)
+        return self._settled(result, output, cost)
+
+    async def succeeded_batched(self, result: Any, batcher: LoopBatcher) -> Any:
+        """``succeeded``, its row written by ``batcher`` with other calls' (the span ends first)."""
+        output, cost = self._outcome(result)
+        record = self.record
+        assert record is not None
+        record.batch_complete = not self.manual
+        self._end(None)
+        if record.batch_complete:
+            try:
+                await batcher.complete(record)
+            except asyncio.CancelledError as cancelled:  # the row was written before it went on
+                try:
+                    self._settled(result, output, cost)
+                except AgentRelayError as err:  # a ledger or budget failure still reaches the caller
+                    cancelled.add_note(f"agent-relay: {type(err).__name__}: {err}")
+                raise
+        return self._settled(result, output, cost)
+
+    def _outcome(self, result: Any) -> tuple[JSONValue, Decimal | None]:
+        """Put the result, usage and cost on the row and span: (the encoded result, the call's cost).
+        A result that cannot be recorded fails the call (recorded) and raises."""
         record = self.record
         assert record is not None
         try:
@@ -573,8 +615,12 @@ class Invocation:
         record.status, record.output = SUCCEEDED, self.spec.content.for_ledger(output)
         if self.spec.content.capture and self.span is not None:
             self.span.set_attribute(semconv.GEN_AI_TOOL_CALL_RESULT, self.spec.content.span_text(output))
-        cost = self._settle_cost(tool_cost)
-        self._end(None)
+        return output, self._settle_cost(tool_cost)
+
+    def _settled(self, result: Any, output: JSONValue, cost: Decimal | None) -> Any:
+        """After the row is written: raise its failure, or count the call and return its result."""
+        record = self.record
+        assert record is not None
         self._metric(SUCCEEDED, "live", record)
         if record.ledger_error is not None:
             self.session._release(self.phase, self.key)
@@ -657,9 +703,39 @@ async def execute_async(
     live: Callable[[Any], Any] | None = None,
     served: Callable[[Any], Any] | None = None,
 ) -> Any:
-    """``execute`` for coroutine functions: the span lasts until the awaited body ends."""
-    while (fate := call.begin()) == WAIT:
+    """``execute`` for coroutine functions: the span lasts until the awaited body ends. While other calls
+    are in flight on the loop, the claim and the outcome are written together with theirs (see
+    ``agent_relay.batching``)."""
+    batcher = batcher_for(call.spec.runtime.ledger)
+    if batcher is None:
+        return await _execute_async(call, func, args, kwargs, live, served, None)
+    batcher.in_flight += 1
+    try:
+        return await _execute_async(call, func, args, kwargs, live, served, batcher)
+    finally:
+        batcher.in_flight -= 1
+
+
+async def _execute_async(
+    call: Invocation,
+    func: Callable[..., Awaitable[Any]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    live: Callable[[Any], Any] | None,
+    served: Callable[[Any], Any] | None,
+    batcher: LoopBatcher | None,
+) -> Any:
+    while (fate := call.begin(batch=batcher is not None and batcher.shared)) == WAIT:
         await call.wait_async()
+    if fate == CLAIM:
+        assert batcher is not None and call.record is not None
+        try:
+            await batcher.claim(call.record)
+        except BaseException as exc:  # cancelled: its claim was written before the cancellation went on
+            call.record.batch_claim = False
+            call.failed(exc)  # so the row says it failed (the body never ran), and the key is free
+            raise
+        fate = call.claimed()
     if fate == SERVED:
         return served(call.served) if served else call.served
     tokens = call.enter()
@@ -670,7 +746,11 @@ async def execute_async(
         call.failed(exc)
         raise
     Invocation.leave(tokens)
-    return live(result) if live else call.succeeded(result)
+    if live:
+        return live(result)
+    if batcher is not None and batcher.shared:
+        return await call.succeeded_batched(result, batcher)
+    return call.succeeded(result)
 
 
 @contextlib.contextmanager

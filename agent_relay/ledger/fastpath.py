@@ -220,42 +220,51 @@ class SqliteHotPath:
 
     # The transactions below are written out (no context manager): they run on every live call.
     def claim(self, record: CallRecord) -> None:
-        assert record.started_ns is not None
-        params = (
-            record.call_id,
-            record.run_id,
-            record.seq,
-            record.tool_name,
-            record.phase,
-            record.idempotency_key,
-            record.arguments_text if record.arguments_text is not None else json_text(record.arguments),
-            record.trace_id,
-            record.span_id,
-            timestamp(record.started_ns),
-            record.owner,
-        )
         conn = self._connection()
         try:
             conn.execute("BEGIN IMMEDIATE")
-            row = conn.execute(CLAIM, params).fetchone()
-            existing = None
-            if row is None:
-                existing = conn.execute(
-                    EXISTING, (record.run_id, record.phase, record.idempotency_key)
-                ).fetchone()
+            found = _claim_in(conn, record)
             self._committed(conn)
         except BaseException:
             self._failed(conn)
             raise
-        if row is not None:
-            record.claim, record.attempts = CLAIMED, row[0]
-            return
-        assert existing is not None  # the conflicting row: it was there inside the same transaction
-        status, output, attempts, owner, arguments = existing
-        record.claim, record.existing_status, record.existing_owner = EXISTS, status, owner
-        record.existing_output = json_value(output)
-        record.existing_arguments = json_value(arguments)
-        record.attempts = attempts
+        _apply_claim(record, found)
+
+    def write_batch(
+        self, claims: Sequence[CallRecord], completions: Sequence[CallRecord]
+    ) -> dict[int, sqlite3.Error | None]:
+        """Claim and complete several calls in one transaction. Returns, by ``id(record)``, a statement's
+        own error, or ``None`` where a completion found its row no longer pending (or, for a row without
+        a pending one, already recorded); every other record is claimed or completed. An error of the
+        transaction itself (it could not begin or commit) raises: then nothing was written."""
+        failed: dict[int, sqlite3.Error | None] = {}
+        found: list[tuple[CallRecord, tuple[Any, Any]]] = []
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for record in claims:
+                try:
+                    found.append((record, _claim_in(conn, record)))
+                except sqlite3.Error as exc:  # this statement was undone; the transaction goes on
+                    failed[id(record)] = exc
+            for record in completions:
+                try:
+                    sql, params = (
+                        (COMPLETE, _update_row(record))
+                        if record.pending_row
+                        else (INSERT_OUTCOME, _complete_row(record))
+                    )
+                    if conn.execute(sql, params).rowcount != 1:
+                        failed[id(record)] = None
+                except sqlite3.Error as exc:
+                    failed[id(record)] = exc
+            self._committed(conn)
+        except BaseException:
+            self._failed(conn)
+            raise
+        for record, claimed in found:
+            _apply_claim(record, claimed)
+        return failed
 
     def existing(self, record: CallRecord) -> tuple[Any, ...] | None:
         """The row holding the call's key, as ``EXISTING`` reads it (no transaction: one statement)."""
@@ -293,21 +302,7 @@ class SqliteHotPath:
 
     def complete(self, record: CallRecord) -> int:
         """Write the outcome; the number of rows updated (1, or 0 if the row was no longer pending)."""
-        assert record.ended_ns is not None
-        params = (
-            record.status,
-            json_text(record.output),
-            record.error_type,
-            record.error_message,
-            None if record.cost_usd is None else float(record.cost_usd),
-            int(record.cost_unknown),
-            record.input_tokens,
-            record.output_tokens,
-            record.model,
-            timestamp(record.ended_ns),
-            record.call_id,
-        )
-        return self._write(COMPLETE, params)
+        return self._write(COMPLETE, _update_row(record))
 
 
 def _complete_row(r: CallRecord) -> tuple[Any, ...]:
@@ -336,3 +331,57 @@ def _complete_row(r: CallRecord) -> tuple[Any, ...]:
         r.owner,
         r.origin,
     )
+
+
+def _update_row(record: CallRecord) -> tuple[Any, ...]:
+    """``COMPLETE``'s parameters: the outcome onto the call's pending row."""
+    assert record.ended_ns is not None
+    return (
+        record.status,
+        json_text(record.output),
+        record.error_type,
+        record.error_message,
+        None if record.cost_usd is None else float(record.cost_usd),
+        int(record.cost_unknown),
+        record.input_tokens,
+        record.output_tokens,
+        record.model,
+        timestamp(record.ended_ns),
+        record.call_id,
+    )
+
+
+def _claim_in(conn: sqlite3.Connection, record: CallRecord) -> tuple[Any, Any]:
+    """Run the claim inside the open transaction: (``RETURNING`` row, or the row holding the key)."""
+    assert record.started_ns is not None
+    params = (
+        record.call_id,
+        record.run_id,
+        record.seq,
+        record.tool_name,
+        record.phase,
+        record.idempotency_key,
+        record.arguments_text if record.arguments_text is not None else json_text(record.arguments),
+        record.trace_id,
+        record.span_id,
+        timestamp(record.started_ns),
+        record.owner,
+    )
+    row = conn.execute(CLAIM, params).fetchone()
+    if row is not None:
+        return row, None
+    return None, conn.execute(EXISTING, (record.run_id, record.phase, record.idempotency_key)).fetchone()
+
+
+def _apply_claim(record: CallRecord, found: tuple[Any, Any]) -> None:
+    """Fill in the record from a committed claim: held by this worker, or the row that holds its key."""
+    row, existing = found
+    if row is not None:
+        record.claim, record.attempts = CLAIMED, row[0]
+        return
+    assert existing is not None  # the conflicting row: it was there inside the same transaction
+    status, output, attempts, owner, arguments = existing
+    record.claim, record.existing_status, record.existing_owner = EXISTS, status, owner
+    record.existing_output = json_value(output)
+    record.existing_arguments = json_value(arguments)
+    record.attempts = attempts

@@ -86,7 +86,10 @@ class LedgerSpanProcessor(SpanProcessor):
 
 def claim(store: LedgerStore, record: CallRecord) -> None:
     """Claim the call, keeping any failure on the record. A call without a pending row (durability
-    ``outcome``) is held by this worker at once; its row is written when it ends."""
+    ``outcome``) is held by this worker at once; its row is written when it ends. A batched claim is
+    left to the wrapper."""
+    if record.batch_claim:
+        return
     if not record.pending_row:
         if record.claim is None:  # (EXISTS when the wrapper found the call already recorded)
             record.claim = CLAIMED
@@ -101,7 +104,7 @@ def claim(store: LedgerStore, record: CallRecord) -> None:
 
 def complete(store: LedgerStore, record: CallRecord) -> None:
     """Complete a claimed call, keeping any failure on the record."""
-    if record.claim != CLAIMED or record.completed:
+    if record.claim != CLAIMED or record.completed or record.batch_complete:
         return
     try:
         store.complete(record)
@@ -109,6 +112,18 @@ def complete(store: LedgerStore, record: CallRecord) -> None:
         record.ledger_error = exc
     except Exception as exc:
         record.ledger_error = _unexpected(store, record, exc)
+
+
+def write_batch(store: LedgerStore, claims: list[CallRecord], completions: list[CallRecord]) -> None:
+    """Claim and complete several calls in one transaction, keeping each failure on its record."""
+    try:
+        failed = store.write_batch(claims, completions)
+    except LedgerError as exc:
+        failed = {id(r): exc for r in claims + completions}
+    except Exception as exc:
+        failed = {id(r): _unexpected(store, r, exc) for r in claims + completions}
+    for record in claims + completions:
+        record.ledger_error = failed.get(id(record), record.ledger_error)
 
 
 def _unexpected(store: LedgerStore, record: CallRecord, exc: Exception) -> LedgerError:

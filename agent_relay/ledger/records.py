@@ -75,3 +75,7 @@ class CallRecord:
     arguments_text: str | None = None
     # False in durability "outcome": no pending row; the outcome row is inserted when the span ends
     pending_row: bool = True
+    # an async call among others in flight: its claim / outcome is written with theirs, in one
+    # transaction, by the wrapper (agent_relay.batching) instead of by the span processor
+    batch_claim: bool = False
+    batch_complete: bool = False

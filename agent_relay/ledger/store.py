@@ -298,6 +298,67 @@ class LedgerStore:
                 if token is not None:
                     otel_context.detach(token)
 
+    @property
+    def writes_batches(self) -> bool:
+        """Whether ``write_batch`` puts several calls' writes in one transaction (SQLite, for now)."""
+        return self._hot is not None
+
+    def write_batch(
+        self, claims: Sequence[CallRecord], completions: Sequence[CallRecord]
+    ) -> dict[int, LedgerError]:
+        """Claim ``claims`` and complete ``completions`` in one committed transaction (SQLite only).
+
+        Returns the records that failed, by ``id(record)``, with their ``LedgerError``; the others are
+        claimed (``record.claim`` filled in) or completed. If the transaction itself fails, every
+        record fails with the same error, raised here.
+        """
+        assert self._hot is not None
+        token = None
+        with self._lock:
+            try:
+                if self._hot.instrumented:
+                    token = otel_context.attach(
+                        otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True)
+                    )
+                failed = self._hot.write_batch(claims, completions)
+            except (sa.exc.SQLAlchemyError, sqlite3.Error) as exc:
+                first = (list(claims) + list(completions))[0]
+                raise LedgerError(
+                    f"could not record {len(claims) + len(completions)} tool calls (of run {first.run_id} "
+                    f"and others) in the ledger at {self.database}: {_reason(exc)}. {_advice(exc)}",
+                    database=self.database,
+                    run_id=first.run_id,
+                ) from exc
+            finally:
+                if token is not None:
+                    otel_context.detach(token)
+        errors: dict[int, LedgerError] = {}
+        for records, action in (
+            (claims, "claim a call of tool"),
+            (completions, "record the outcome of tool"),
+        ):
+            for record in records:
+                if id(record) not in failed:
+                    record.completed = records is completions
+                    continue
+                cause = failed[id(record)]
+                if cause is None:
+                    why = "was already recorded by another worker"
+                    if record.pending_row:
+                        why = "was no longer pending: another worker settled it"
+                    errors[id(record)] = self._not_recorded(record, why)
+                    continue
+                err = LedgerError(
+                    f"could not {action} {record.tool_name!r} in the ledger at {self.database}: "
+                    f"{_reason(cause)}. {_advice(cause)}",
+                    database=self.database,
+                    run_id=record.run_id,
+                    tool_name=record.tool_name,
+                )
+                err.__cause__ = cause
+                errors[id(record)] = err
+        return errors
+
     # --- runs ----------------------------------------------------------------------------------------
     def insert_run(self, **values: Any) -> None:
         with (
