@@ -1070,7 +1070,10 @@ last result), compiled with `SqliteSaver`.
 
 An `async def` tool (`await asyncio.sleep(0)`, then return the string) called with distinct arguments
 in one `async with runtime.agent_session(...)`, defaults (WAL, NORMAL); µs per call is the wall time of
-all the calls divided by their number. Median over {args.repeats} repeats.
+all the calls divided by their number. Median over {args.repeats} repeats. Gathered calls share their
+commits (`agent_relay.batching`: the claims, then the outcomes, of the calls in flight on the loop go in
+one transaction per turn, each still committed before its body runs and before it returns); calls
+awaited one after another each write at once.
 
 {async_table(async_samples, floor)}
 
