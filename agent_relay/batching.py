@@ -13,20 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from typing import TYPE_CHECKING
 
 from .ledger.processor import write_batch
 from .ledger.records import CallRecord
-
-if TYPE_CHECKING:
-    from .ledger.store import LedgerStore
+from .ledger.store import LedgerStore
 
 
 class LoopBatcher:
     """The calls of one runtime in flight on one event loop, and the writes they wait for."""
 
     def __init__(self, store: LedgerStore, loop: asyncio.AbstractEventLoop) -> None:
-        self._store = store
+        self._store = weakref.ref(store)  # (the registry below is keyed by the store: no cycle back)
         self._loop = loop
         self.in_flight = 0  # async calls of this runtime between their start and their end, on this loop
         self._claims: list[CallRecord] = []
@@ -63,16 +60,17 @@ class LoopBatcher:
         claims, self._claims = self._claims, []
         completions, self._completions = self._completions, []
         waiters, self._waiters = self._waiters, []
-        if claims or completions:
-            write_batch(self._store, claims, completions)
+        store = self._store()
+        if store is not None and (claims or completions):  # (a store is alive while its calls are)
+            write_batch(store, claims, completions)
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
 
 
-_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, LoopBatcher]] = (
-    weakref.WeakKeyDictionary()
-)
+_batchers: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, weakref.WeakKeyDictionary[LedgerStore, LoopBatcher]
+] = weakref.WeakKeyDictionary()
 
 
 def batcher_for(store: LedgerStore) -> LoopBatcher | None:
@@ -80,8 +78,11 @@ def batcher_for(store: LedgerStore) -> LoopBatcher | None:
     if not store.writes_batches:
         return None
     loop = asyncio.get_running_loop()
-    by_store = _batchers.setdefault(loop, {})
-    batcher = by_store.get(id(store))
-    if batcher is None or batcher._store is not store:
-        batcher = by_store[id(store)] = LoopBatcher(store, loop)
+    try:
+        by_store = _batchers.setdefault(loop, weakref.WeakKeyDictionary())
+    except TypeError:  # a loop that cannot be weakly referenced (some third-party loops): no batching
+        return None
+    batcher = by_store.get(store)
+    if batcher is None:
+        batcher = by_store[store] = LoopBatcher(store, loop)
     return batcher
