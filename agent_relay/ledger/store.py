@@ -300,27 +300,31 @@ class LedgerStore:
 
     @property
     def writes_batches(self) -> bool:
-        """Whether ``write_batch`` puts several calls' writes in one transaction (SQLite, for now)."""
-        return self._hot is not None
+        """Whether ``write_batch`` puts several calls' writes in one transaction (every backend does)."""
+        return True
 
     def write_batch(
         self, claims: Sequence[CallRecord], completions: Sequence[CallRecord]
     ) -> dict[int, LedgerError]:
-        """Claim ``claims`` and complete ``completions`` in one committed transaction (SQLite only).
+        """Claim ``claims`` and complete ``completions`` in one committed transaction.
 
         Returns the records that failed, by ``id(record)``, with their ``LedgerError``; the others are
         claimed (``record.claim`` filled in) or completed. If the transaction itself fails, every
-        record fails with the same error, raised here.
+        record fails with the same error, raised here. (On a server each statement runs under its own
+        savepoint, so one failing statement does not abort the others.)
         """
-        assert self._hot is not None
         token = None
         with self._lock:
             try:
-                if self._hot.instrumented:
+                if self._hot is None or self._hot.instrumented:
                     token = otel_context.attach(
                         otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True)
                     )
-                failed = self._hot.write_batch(claims, completions)
+                failed: Mapping[int, Exception | None] = (
+                    self._hot.write_batch(claims, completions)
+                    if self._hot is not None
+                    else self._server_batch(claims, completions)
+                )
             except (sa.exc.SQLAlchemyError, sqlite3.Error) as exc:
                 first = (list(claims) + list(completions))[0]
                 raise LedgerError(
@@ -358,6 +362,90 @@ class LedgerStore:
                 err.__cause__ = cause
                 errors[id(record)] = err
         return errors
+
+    def _server_batch(
+        self, claims: Sequence[CallRecord], completions: Sequence[CallRecord]
+    ) -> dict[int, Exception | None]:
+        """``write_batch`` through SQLAlchemy: (as ``SqliteHotPath.write_batch``) the failures by record.
+
+        First all in one plain transaction; if a statement fails (rare: it aborts the whole transaction on
+        PostgreSQL), the batch is written again with a savepoint around each statement, so only the
+        failing ones fail. Savepoints cost two round trips per statement, which the first try saves."""
+        try:
+            return self._server_batch_once(claims, completions, savepoints=False)
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise
+            return self._server_batch_once(claims, completions, savepoints=True)
+
+    def _server_batch_once(
+        self, claims: Sequence[CallRecord], completions: Sequence[CallRecord], *, savepoints: bool
+    ) -> dict[int, Exception | None]:
+        failed: dict[int, Exception | None] = {}
+        found: list[tuple[CallRecord, tuple[Any, Any]]] = []
+        writes = [(r, True) for r in claims] + [(r, False) for r in completions]
+        with self._write_engine.begin() as conn:
+            for record, is_claim in writes:
+                savepoint = conn.begin_nested() if savepoints else None
+                try:
+                    if is_claim:
+                        found.append((record, self._claim_on(conn, record)))
+                    elif self._complete_on(conn, record) != 1:
+                        failed[id(record)] = None
+                except sa.exc.DBAPIError as exc:
+                    if savepoint is None:
+                        raise  # it aborted the transaction: the caller tries again with savepoints
+                    savepoint.rollback()
+                    failed[id(record)] = exc
+                    continue
+                if savepoint is not None:
+                    savepoint.commit()
+        for record, claimed in found:
+            _apply_claimed(record, *claimed)
+        return failed
+
+    def _claim_on(self, conn: Connection, record: CallRecord) -> tuple[Any, Any]:
+        """The claim's statements on ``conn``: (attempts if claimed, else the row holding the key)."""
+        assert record.started_ns is not None
+        params = {
+            "call_id": record.call_id,
+            "run_id": record.run_id,
+            "seq": record.seq,
+            "tool_name": record.tool_name,
+            "phase": record.phase,
+            "idempotency_key": record.idempotency_key,
+            "arguments": record.arguments,
+            "trace_id": record.trace_id,
+            "span_id": record.span_id,
+            "started_at": utc(record.started_ns),
+            "owner": record.owner,
+        }
+        attempts = conn.execute(self._claim_stmt, params).scalar()
+        if attempts is not None:
+            return attempts, None
+        key = {"run_id": record.run_id, "phase": record.phase, "idempotency_key": record.idempotency_key}
+        return None, conn.execute(self._existing_stmt, key).one()
+
+    def _complete_on(self, conn: Connection, record: CallRecord) -> int:
+        """The outcome's statement on ``conn``: 1 if written, 0 if the row was not there to take it."""
+        assert record.ended_ns is not None
+        if not record.pending_row:
+            written = conn.execute(self._outcome_stmt, _complete_values(record)).scalar()
+            return 0 if written is None else 1
+        values = {
+            "b_call_id": record.call_id,
+            "status": record.status,
+            "output": record.output,
+            "error_type": record.error_type,
+            "error_message": record.error_message,
+            "cost_usd": record.cost_usd,
+            "cost_unknown": record.cost_unknown,
+            "input_tokens": record.input_tokens,
+            "output_tokens": record.output_tokens,
+            "model": record.model,
+            "ended_at": utc(record.ended_ns),
+        }
+        return int(conn.execute(self._complete_stmt, values).rowcount)
 
     # --- runs ----------------------------------------------------------------------------------------
     def insert_run(self, **values: Any) -> None:
@@ -470,8 +558,7 @@ class LedgerStore:
             inserted = self._hot_write(self._hot.insert_outcome, record, "record the outcome of tool")
         else:
             with self._outcome_guard(record), self._write_engine.begin() as conn:
-                written = conn.execute(self._outcome_stmt, _complete_values(record)).scalar()
-                inserted = 0 if written is None else 1
+                inserted = self._complete_on(conn, record)
         if inserted != 1:
             raise self._not_recorded(record, "was already recorded by another worker")
         record.completed = True
@@ -505,38 +592,12 @@ class LedgerStore:
             self._hot_write(self._hot.claim, record, "claim a call of tool")
             return
         action = f"claim a call of tool {record.tool_name!r}"
-        params = {
-            "call_id": record.call_id,
-            "run_id": record.run_id,
-            "seq": record.seq,
-            "tool_name": record.tool_name,
-            "phase": record.phase,
-            "idempotency_key": record.idempotency_key,
-            "arguments": record.arguments,
-            "trace_id": record.trace_id,
-            "span_id": record.span_id,
-            "started_at": utc(record.started_ns),
-            "owner": record.owner,
-        }
         with (
             self._guard(action, run_id=record.run_id, tool_name=record.tool_name),
             self._write_engine.begin() as conn,
         ):
-            attempts = conn.execute(self._claim_stmt, params).scalar()
-            if attempts is not None:
-                record.claim, record.attempts = CLAIMED, attempts
-                return
-            row = conn.execute(
-                self._existing_stmt,
-                {
-                    "run_id": record.run_id,
-                    "phase": record.phase,
-                    "idempotency_key": record.idempotency_key,
-                },
-            ).one()
-            record.claim, record.existing_status, record.existing_owner = EXISTS, row.status, row.owner
-            record.existing_output, record.attempts = row.output, row.attempts
-            record.existing_arguments = row.arguments
+            claimed = self._claim_on(conn, record)
+        _apply_claimed(record, *claimed)
 
     def find_succeeded(self, record: CallRecord) -> None:
         """Durability ``outcome``: if a succeeded row already holds the call's key, mark the record
@@ -604,22 +665,7 @@ class LedgerStore:
             updated = self._hot_write(self._hot.complete, record, "record the outcome of tool")
         else:
             with self._outcome_guard(record), self._write_engine.begin() as conn:
-                updated = conn.execute(
-                    self._complete_stmt,
-                    {
-                        "b_call_id": record.call_id,
-                        "status": record.status,
-                        "output": record.output,
-                        "error_type": record.error_type,
-                        "error_message": record.error_message,
-                        "cost_usd": record.cost_usd,
-                        "cost_unknown": record.cost_unknown,
-                        "input_tokens": record.input_tokens,
-                        "output_tokens": record.output_tokens,
-                        "model": record.model,
-                        "ended_at": utc(record.ended_ns),
-                    },
-                ).rowcount
+                updated = self._complete_on(conn, record)
         if updated != 1:
             raise self._not_recorded(record, "was no longer pending: another worker settled it")
         record.completed = True
@@ -632,6 +678,16 @@ class LedgerStore:
             run_id=record.run_id,
             tool_name=record.tool_name,
         )
+
+
+def _apply_claimed(record: CallRecord, attempts: Any, row: Any) -> None:
+    """Fill in the record from a committed claim: held by this worker, or the row that holds its key."""
+    if attempts is not None:
+        record.claim, record.attempts = CLAIMED, attempts
+        return
+    record.claim, record.existing_status, record.existing_owner = EXISTS, row.status, row.owner
+    record.existing_output, record.attempts = row.output, row.attempts
+    record.existing_arguments = row.arguments
 
 
 def _complete_values(r: CallRecord) -> dict[str, Any]:

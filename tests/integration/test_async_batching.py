@@ -4,37 +4,42 @@ is committed before its body runs and its outcome before it returns."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from pathlib import Path
+import time
+import uuid
 
 import pytest
+import sqlalchemy as sa
 
 from agent_relay import AgentRuntime, current_call, tool
+from agent_relay.ledger import tool_calls
+from agent_relay.ledger.records import CallRecord
 from tests.support import calls_of
 
 
 def _commits(runtime: AgentRuntime) -> list[str]:
-    """Record the COMMITs the ledger's hot-path connection makes from now on."""
+    """Record the ledger's COMMITs from now on (SQLite's hot-path connection, or the server engine's)."""
     seen: list[str] = []
-    conn = runtime.ledger._hot._connection()  # type: ignore[union-attr]
-    conn.set_trace_callback(lambda sql: seen.append(sql) if sql == "COMMIT" else None)
+    if runtime.ledger._hot is not None:
+        conn = runtime.ledger._hot._connection()
+        conn.set_trace_callback(lambda sql: seen.append(sql) if sql == "COMMIT" else None)
+    else:
+        sa.event.listen(runtime.ledger.engine, "commit", lambda conn: seen.append("COMMIT"))
     return seen
 
 
 @pytest.mark.parametrize("durability", ["strict", "outcome"])
-def test_gathered_calls_share_commits_and_each_is_durable(tmp_path: Path, durability: str) -> None:
-    path = tmp_path / "ledger.db"
-    runtime = AgentRuntime(f"sqlite:///{path}", durability=durability)
+def test_gathered_calls_share_commits_and_each_is_durable(database_url: str, durability: str) -> None:
+    runtime = AgentRuntime(database_url, durability=durability)
     seen_by_body: dict[int, list[str]] = {}
 
     @tool(runtime)
     async def fetch(n: int) -> int:
         call = current_call()
         assert call is not None
-        with sqlite3.connect(path) as other:  # another connection, as another process would read
+        with runtime.ledger.engine.connect() as other:  # another connection, as another process reads
             rows = other.execute(
-                "SELECT status FROM tool_calls WHERE call_id = ?", (call.call_id,)
-            ).fetchall()
+                sa.select(tool_calls.c.status).where(tool_calls.c.call_id == call.call_id)
+            ).all()
         seen_by_body[n] = [status for (status,) in rows]
         await asyncio.sleep(0)
         return n * 10
@@ -57,12 +62,12 @@ def test_gathered_calls_share_commits_and_each_is_durable(tmp_path: Path, durabi
     assert sorted(r["output"] for r in rows) == [n * 10 for n in range(50)]
     # each body saw its own pending row committed (strict), or no row yet (outcome: written at the end)
     assert seen_by_body == {n: (["pending"] if durability == "strict" else []) for n in range(50)}
-    # one call per commit would be 100 (strict) or 50 (outcome) commits
+    # one call per commit would be 100 (strict) or 50 (outcome) commits (the reads above commit nothing)
     assert len(committed) <= 10, committed
 
 
-def test_one_call_at_a_time_writes_at_once(tmp_path: Path) -> None:
-    runtime = AgentRuntime(f"sqlite:///{tmp_path / 'ledger.db'}")
+def test_one_call_at_a_time_writes_at_once(database_url: str) -> None:
+    runtime = AgentRuntime(database_url)
 
     @tool(runtime)
     async def fetch(n: int) -> int:
@@ -82,8 +87,8 @@ def test_one_call_at_a_time_writes_at_once(tmp_path: Path) -> None:
         runtime.shutdown()
 
 
-def test_a_call_cancelled_while_its_claim_is_written_is_recorded_as_failed(tmp_path: Path) -> None:
-    runtime = AgentRuntime(f"sqlite:///{tmp_path / 'ledger.db'}")
+def test_a_call_cancelled_while_its_claim_is_written_is_recorded_as_failed(database_url: str) -> None:
+    runtime = AgentRuntime(database_url)
     ran: list[int] = []
 
     @tool(runtime)
@@ -111,3 +116,34 @@ def test_a_call_cancelled_while_its_claim_is_written_is_recorded_as_failed(tmp_p
     assert sorted(ran) == [0, 1, 2, 3, 4] and ran.count(3) == 1  # its body ran once: when called again
     assert {n: r["status"] for n, r in rows.items()} == dict.fromkeys(range(5), "succeeded")
     assert rows[3]["attempts"] == 2  # the cancelled try was recorded (failed), then run again
+
+
+def test_a_failing_write_in_a_batch_fails_only_its_own_call(database_url: str) -> None:
+    runtime = AgentRuntime(database_url)
+
+    def record(run_id: str, n: int) -> CallRecord:
+        return CallRecord(
+            ledger=runtime.ledger,
+            run_id=run_id,
+            call_id=uuid.uuid4().hex,
+            seq=n,
+            tool_name="fetch",
+            phase="forward",
+            idempotency_key=f"{n:064x}",
+            arguments={"n": n},
+            owner="test:1",
+            started_ns=time.time_ns(),
+        )
+
+    try:
+        with runtime.agent_session(name="batch") as session:
+            first, second = record(session.run_id, 1), record(session.run_id, 2)
+            orphan = record("no-such-run", 3)  # no such run: the foreign key refuses its row
+            errors = runtime.ledger.write_batch([first, orphan, second], [])
+            rows = calls_of(runtime, session.run_id)
+    finally:
+        runtime.shutdown()
+    assert list(errors) == [id(orphan)]
+    assert "could not claim a call of tool 'fetch'" in str(errors[id(orphan)])
+    assert (first.claim, second.claim, orphan.claim) == ("claimed", "claimed", None)
+    assert [(r["seq"], r["status"]) for r in rows] == [(1, "pending"), (2, "pending")]
