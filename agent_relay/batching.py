@@ -5,8 +5,9 @@ An ``async def`` tool call awaits its claim (the pending row) and its outcome, e
 goes on, as every call does; what changes is that the calls gathered on the loop at that moment share the
 commit. A call that finds itself alone in flight writes at once, as a sync call does, so sequential
 awaits pay nothing for this. Durability is unchanged: no call runs its body before its claim is
-committed, nor returns before its outcome is. On SQLite one commit saves a write of the WAL; on a server
-it saves a round trip and a flush of the server's WAL per call.
+committed, nor returns before its outcome is. What the calls share is a transaction's fixed cost: on
+SQLite the lock, the commit and the WAL's bookkeeping; on a server, the commit's round trip and its WAL
+flush.
 """
 
 from __future__ import annotations
