@@ -31,8 +31,11 @@ _log = logging.getLogger(__name__)
 CHECKPOINT_EVERY = 200
 # A WAL this long (pages) means other processes' writes kept it from starting over: restart it (below).
 RESTART_FRAMES = 4000
-# How long a restarting checkpoint waits for other processes' writers and readers, in milliseconds.
+# How long a restarting checkpoint waits for other processes' writers and readers, in milliseconds, for
+# each RESTART_FRAMES the WAL has grown (their busy handlers poll too: a short wait can starve), at most
+# RESTART_WAIT_MAX_MS.
 RESTART_WAIT_MS = 200
+RESTART_WAIT_MAX_MS = 2000
 
 CLAIM = (
     "INSERT INTO tool_calls (call_id, run_id, seq, tool_name, phase, idempotency_key, arguments, trace_id, "
@@ -109,7 +112,8 @@ class Checkpointer:
     copied by a second checkpoint holding ``lock`` (the store's: this process's writers wait for it), and
     the next transaction starts the WAL over. Other processes writing the same ledger can still keep it
     from starting over; once it passes ``RESTART_FRAMES`` pages, the second checkpoint is a RESTART,
-    which also holds their writers back (for at most ``RESTART_WAIT_MS`` while they finish). Durability
+    which also holds their writers back, waiting for them longer the longer the WAL has grown (this
+    process's writers wait with it, so only while it is oversized). Durability
     is unchanged: a committed transaction is in the WAL either way. The thread starts with the first
     commit and stops when the store is disposed.
     """
@@ -149,7 +153,6 @@ class Checkpointer:
                 try:
                     if conn is None:
                         conn = self._engine.raw_connection()
-                        conn.driver_connection.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
                     self._checkpoint(conn.driver_connection)
                 except Exception:  # the next checkpoint (or SQLite's at close) catches up; never fatal
                     _log.debug("agent-relay: background WAL checkpoint failed", exc_info=True)
@@ -164,9 +167,14 @@ class Checkpointer:
 
     def _checkpoint(self, conn: sqlite3.Connection) -> None:
         _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()  # the bulk, writers on
-        mode = "RESTART" if frames >= RESTART_FRAMES else "PASSIVE"
-        with self._lock:  # what was written meanwhile (the report counts only the frames it saw)
-            conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        if frames < RESTART_FRAMES:
+            with self._lock:  # what was written meanwhile (the report counts only the frames it saw)
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            return
+        wait_ms = min(RESTART_WAIT_MAX_MS, RESTART_WAIT_MS * (frames // RESTART_FRAMES))
+        conn.execute(f"PRAGMA busy_timeout={wait_ms}")
+        with self._lock:
+            conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
 
     def stop(self) -> None:
         """Stop the thread (waits for a checkpoint in progress)."""
