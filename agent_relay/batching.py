@@ -75,10 +75,7 @@ _batchers: weakref.WeakKeyDictionary[
 
 
 def batcher_for(store: LedgerStore) -> LoopBatcher | None:
-    """The running loop's batcher for ``store`` (``None`` when the ledger writes no batches, or the loop
-    cannot be weakly referenced)."""
-    if not store.writes_batches:
-        return None
+    """The running loop's batcher for ``store`` (``None`` when the loop cannot be weakly referenced)."""
     loop = asyncio.get_running_loop()
     try:
         by_store = _batchers.setdefault(loop, weakref.WeakKeyDictionary())

@@ -348,16 +348,16 @@ def _ledger_writes_skipped() -> Iterator[None]:
     """agent_relay with its SQLite statements skipped (the rows are not written): what is left is the
     wrapper's own work, span included. For the profile only; every other case writes its rows."""
     hot = fastpath.SqliteHotPath
-    saved = hot.claim, hot.complete, hot.insert_outcome
+    saved = hot.claim, hot.finish
 
     def claim(self: Any, record: Any) -> None:
         record.claim, record.attempts = "claimed", 1
 
-    hot.claim, hot.complete, hot.insert_outcome = claim, lambda self, r: 1, lambda self, r: 1  # type: ignore[method-assign]
+    hot.claim, hot.finish = claim, lambda self, r: 1  # type: ignore[method-assign]
     try:
         yield
     finally:
-        hot.claim, hot.complete, hot.insert_outcome = saved  # type: ignore[method-assign]
+        hot.claim, hot.finish = saved  # type: ignore[method-assign]
 
 
 def run_live_unwritten(calls: int, warmup: int, workdir: Path, *, durability: str = "strict") -> int:

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from ..encoding import compact_dumps
-from .records import CLAIMED, EXISTS, CallRecord
+from .records import CallRecord
 
 _log = logging.getLogger(__name__)
 
@@ -257,12 +257,7 @@ class SqliteHotPath:
                     failed[id(record)] = exc
             for record in completions:
                 try:
-                    sql, params = (
-                        (COMPLETE, _update_row(record))
-                        if record.pending_row
-                        else (INSERT_OUTCOME, _complete_row(record))
-                    )
-                    if conn.execute(sql, params).rowcount != 1:
+                    if conn.execute(*_outcome_statement(record)).rowcount != 1:
                         failed[id(record)] = None
                 except sqlite3.Error as exc:
                     failed[id(record)] = exc
@@ -304,13 +299,9 @@ class SqliteHotPath:
     def insert_complete(self, records: Sequence[CallRecord]) -> None:
         self._write(INSERT_COMPLETE, [_complete_row(r) for r in records], many=True)
 
-    def insert_outcome(self, record: CallRecord) -> int:
-        """Insert a finished call's row (durability ``outcome``); 1, or 0 if a row not failed held its key."""
-        return self._write(INSERT_OUTCOME, _complete_row(record))
-
-    def complete(self, record: CallRecord) -> int:
-        """Write the outcome; the number of rows updated (1, or 0 if the row was no longer pending)."""
-        return self._write(COMPLETE, _update_row(record))
+    def finish(self, record: CallRecord) -> int:
+        """Write the call's outcome (``_outcome_statement``); 1, or 0 if no row could take it."""
+        return self._write(*_outcome_statement(record))
 
 
 def _complete_row(r: CallRecord) -> tuple[Any, ...]:
@@ -339,6 +330,14 @@ def _complete_row(r: CallRecord) -> tuple[Any, ...]:
         r.owner,
         r.origin,
     )
+
+
+def _outcome_statement(record: CallRecord) -> tuple[str, tuple[Any, ...]]:
+    """A finished call's statement: the outcome onto its pending row, or (durability ``outcome``, no
+    pending row) the whole row inserted, over a failed earlier try of its key only."""
+    if record.pending_row:
+        return COMPLETE, _update_row(record)
+    return INSERT_OUTCOME, _complete_row(record)
 
 
 def _update_row(record: CallRecord) -> tuple[Any, ...]:
@@ -385,11 +384,8 @@ def _apply_claim(record: CallRecord, found: tuple[Any, Any]) -> None:
     """Fill in the record from a committed claim: held by this worker, or the row that holds its key."""
     row, existing = found
     if row is not None:
-        record.claim, record.attempts = CLAIMED, row[0]
+        record.held(row[0])
         return
     assert existing is not None  # the conflicting row: it was there inside the same transaction
     status, output, attempts, owner, arguments = existing
-    record.claim, record.existing_status, record.existing_owner = EXISTS, status, owner
-    record.existing_output = json_value(output)
-    record.existing_arguments = json_value(arguments)
-    record.attempts = attempts
+    record.found(status, json_value(output), attempts, owner, json_value(arguments))

@@ -79,3 +79,12 @@ class CallRecord:
     # transaction, by the wrapper (agent_relay.batching) instead of by the span processor
     batch_claim: bool = False
     batch_complete: bool = False
+
+    def held(self, attempts: int) -> None:
+        """The claim is committed: this worker holds the call (``attempts`` counts its tries)."""
+        self.claim, self.attempts = CLAIMED, attempts
+
+    def found(self, status: str, output: Any, attempts: int, owner: str | None, arguments: Any) -> None:
+        """Another row already holds the call's key (outputs and arguments decoded JSON): what it says."""
+        self.claim, self.existing_status, self.existing_owner = EXISTS, status, owner
+        self.existing_output, self.existing_arguments, self.attempts = output, arguments, attempts

@@ -35,7 +35,7 @@ from ..encoding import compact_dumps
 from ..errors import ConfigurationError, LedgerError, SchemaVersionError
 from . import migrations
 from .fastpath import Checkpointer, SqliteHotPath
-from .records import CLAIMED, EXISTS, FAILED, PENDING, SUCCEEDED, CallRecord
+from .records import CLAIMED, FAILED, PENDING, SUCCEEDED, CallRecord
 from .schema import SCHEMA_VERSION, agent_runs, metadata, schema_info, tool_calls
 
 _T = TypeVar("_T")
@@ -287,21 +287,22 @@ class LedgerStore:
                     )
                 return write(record)
             except (sa.exc.SQLAlchemyError, sqlite3.Error) as exc:
-                raise LedgerError(
-                    f"could not {action} {record.tool_name!r} in the ledger at {self.database}: "
-                    f"{_reason(exc)}. {_advice(exc)}",
-                    database=self.database,
-                    run_id=record.run_id,
-                    tool_name=record.tool_name,
-                ) from exc
+                raise self._call_failed(action, record, exc) from exc
             finally:
                 if token is not None:
                     otel_context.detach(token)
 
-    @property
-    def writes_batches(self) -> bool:
-        """Whether ``write_batch`` puts several calls' writes in one transaction (every backend does)."""
-        return True
+    def _call_failed(self, action: str, record: CallRecord, exc: Exception) -> LedgerError:
+        """The ``LedgerError`` of one call's write, ``action`` naming it (``"claim a call of tool"``)."""
+        err = LedgerError(
+            f"could not {action} {record.tool_name!r} in the ledger at {self.database}: "
+            f"{_reason(exc)}. {_advice(exc)}",
+            database=self.database,
+            run_id=record.run_id,
+            tool_name=record.tool_name,
+        )
+        err.__cause__ = exc
+        return err
 
     def write_batch(
         self, claims: Sequence[CallRecord], completions: Sequence[CallRecord]
@@ -310,57 +311,28 @@ class LedgerStore:
 
         Returns the records that failed, by ``id(record)``, with their ``LedgerError``; the others are
         claimed (``record.claim`` filled in) or completed. If the transaction itself fails, every
-        record fails with the same error, raised here. (On a server each statement runs under its own
-        savepoint, so one failing statement does not abort the others.)
+        record fails with the same error, raised here. (On a server a failing statement aborts the
+        transaction, so the batch is written again with a savepoint around each statement.)
         """
-        token = None
-        with self._lock:
-            try:
-                if self._hot is None or self._hot.instrumented:
-                    token = otel_context.attach(
-                        otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True)
-                    )
-                failed: Mapping[int, Exception | None] = (
-                    self._hot.write_batch(claims, completions)
-                    if self._hot is not None
-                    else self._server_batch(claims, completions)
-                )
-            except (sa.exc.SQLAlchemyError, sqlite3.Error) as exc:
-                first = (list(claims) + list(completions))[0]
-                raise LedgerError(
-                    f"could not record {len(claims) + len(completions)} tool calls (of run {first.run_id} "
-                    f"and others) in the ledger at {self.database}: {_reason(exc)}. {_advice(exc)}",
-                    database=self.database,
-                    run_id=first.run_id,
-                ) from exc
-            finally:
-                if token is not None:
-                    otel_context.detach(token)
+        first = (list(claims) + list(completions))[0]
+        action = f"record {len(claims) + len(completions)} tool calls (of run {first.run_id} and others)"
+        with self._guard(action, run_id=first.run_id):
+            failed: Mapping[int, Exception | None] = (
+                self._hot.write_batch(claims, completions)
+                if self._hot is not None
+                else self._server_batch(claims, completions)
+            )
         errors: dict[int, LedgerError] = {}
-        for records, action in (
-            (claims, "claim a call of tool"),
-            (completions, "record the outcome of tool"),
-        ):
+        for records, what in ((claims, "claim a call of tool"), (completions, "record the outcome of tool")):
             for record in records:
                 if id(record) not in failed:
-                    record.completed = records is completions
+                    if records is completions:
+                        record.completed = True
                     continue
                 cause = failed[id(record)]
-                if cause is None:
-                    why = "was already recorded by another worker"
-                    if record.pending_row:
-                        why = "was no longer pending: another worker settled it"
-                    errors[id(record)] = self._not_recorded(record, why)
-                    continue
-                err = LedgerError(
-                    f"could not {action} {record.tool_name!r} in the ledger at {self.database}: "
-                    f"{_reason(cause)}. {_advice(cause)}",
-                    database=self.database,
-                    run_id=record.run_id,
-                    tool_name=record.tool_name,
+                errors[id(record)] = (
+                    self._not_recorded(record) if cause is None else self._call_failed(what, record, cause)
                 )
-                err.__cause__ = cause
-                errors[id(record)] = err
         return errors
 
     def _server_batch(
@@ -545,24 +517,6 @@ class LedgerStore:
                 # the statement is built once; the values travel as parameters (see _call_statements)
                 conn.execute(self._insert_call, values)
 
-    def _outcome_guard(self, record: CallRecord) -> contextlib.AbstractContextManager[None]:
-        return self._guard(
-            f"record the outcome of tool {record.tool_name!r}",
-            run_id=record.run_id,
-            tool_name=record.tool_name,
-        )
-
-    def _insert_outcome(self, record: CallRecord) -> None:
-        """Durability ``outcome``: the finished call's row, inserted and committed in one transaction."""
-        if self._hot is not None:
-            inserted = self._hot_write(self._hot.insert_outcome, record, "record the outcome of tool")
-        else:
-            with self._outcome_guard(record), self._write_engine.begin() as conn:
-                inserted = self._complete_on(conn, record)
-        if inserted != 1:
-            raise self._not_recorded(record, "was already recorded by another worker")
-        record.completed = True
-
     def settle(self, call_id: str, **values: Any) -> bool:
         """Write the outcome of a pending call by hand; False if it was not pending."""
         stmt = tool_calls.update().where(tool_calls.c.call_id == call_id, tool_calls.c.status == PENDING)
@@ -619,11 +573,8 @@ class LedgerStore:
                     },
                 ).first()
             row = None if found is None else tuple(found)
-        if row is None or row[0] != SUCCEEDED:
-            return
-        status, output, attempts, owner, arguments = row
-        record.claim, record.existing_status, record.existing_owner = EXISTS, status, owner
-        record.existing_output, record.existing_arguments, record.attempts = output, arguments, attempts
+        if row is not None and row[0] == SUCCEEDED:
+            record.found(*row)
 
     def take_over(self, record: CallRecord) -> bool:
         """Claim a pending row whose owner (``record.existing_owner``) is gone; False if someone else did."""
@@ -652,25 +603,33 @@ class LedgerStore:
             attempts = conn.execute(stmt).scalar()
         if attempts is None:
             return False
-        record.claim, record.attempts = CLAIMED, attempts
+        record.held(attempts)
         return True
 
     def complete(self, record: CallRecord) -> None:
-        """Write the call's outcome onto its pending row and commit."""
+        """Write the call's outcome and commit: onto its pending row, or (durability ``outcome``, no
+        pending row) as the whole row, over a failed earlier try of its key only."""
         assert record.ended_ns is not None and record.claim == CLAIMED
-        if not record.pending_row:
-            self._insert_outcome(record)
-            return
+        action = "record the outcome of tool"
         if self._hot is not None:
-            updated = self._hot_write(self._hot.complete, record, "record the outcome of tool")
+            written = self._hot_write(self._hot.finish, record, action)
         else:
-            with self._outcome_guard(record), self._write_engine.begin() as conn:
-                updated = self._complete_on(conn, record)
-        if updated != 1:
-            raise self._not_recorded(record, "was no longer pending: another worker settled it")
+            with (
+                self._guard(
+                    f"{action} {record.tool_name!r}", run_id=record.run_id, tool_name=record.tool_name
+                ),
+                self._write_engine.begin() as conn,
+            ):
+                written = self._complete_on(conn, record)
+        if written != 1:
+            raise self._not_recorded(record)
         record.completed = True
 
-    def _not_recorded(self, record: CallRecord, why: str) -> LedgerError:
+    def _not_recorded(self, record: CallRecord) -> LedgerError:
+        """A call whose outcome found no row to take it: another worker settled or recorded it first."""
+        why = "was no longer pending: another worker settled it"
+        if not record.pending_row:
+            why = "was already recorded by another worker"
         return LedgerError(
             f"call {record.call_id} (tool {record.tool_name!r}, run {record.run_id}) {why} in the ledger at "
             f"{self.database}; its outcome here was not recorded.",
@@ -683,11 +642,9 @@ class LedgerStore:
 def _apply_claimed(record: CallRecord, attempts: Any, row: Any) -> None:
     """Fill in the record from a committed claim: held by this worker, or the row that holds its key."""
     if attempts is not None:
-        record.claim, record.attempts = CLAIMED, attempts
-        return
-    record.claim, record.existing_status, record.existing_owner = EXISTS, row.status, row.owner
-    record.existing_output, record.attempts = row.output, row.attempts
-    record.existing_arguments = row.arguments
+        record.held(attempts)
+    else:
+        record.found(row.status, row.output, row.attempts, row.owner, row.arguments)
 
 
 def _complete_values(r: CallRecord) -> dict[str, Any]:
