@@ -14,74 +14,82 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from typing import Any, TypeVar
 
-from .ledger.processor import write_batch
-from .ledger.records import CallRecord
-from .ledger.store import LedgerStore
+from .errors import LedgerError
+from .ledger.records import CallRecord, Claim
+from .ledger.writer import CallWriter
+
+_R = TypeVar("_R")
 
 
 class LoopBatcher:
-    """The calls of one runtime in flight on one event loop, and the writes they wait for."""
+    """The calls of one ledger in flight on one event loop, and the writes they wait for."""
 
-    def __init__(self, store: LedgerStore, loop: asyncio.AbstractEventLoop) -> None:
-        self._store = weakref.ref(store)  # (the registry below is keyed by the store: no cycle back)
+    def __init__(self, writer: CallWriter, loop: asyncio.AbstractEventLoop) -> None:
+        self._writer = weakref.ref(writer)  # (the registry below is keyed by the writer: no cycle back)
         self._loop = loop
-        self.in_flight = 0  # async calls of this runtime between their start and their end, on this loop
-        self._claims: list[CallRecord] = []
-        self._completions: list[CallRecord] = []
-        self._waiters: list[asyncio.Future[None]] = []
+        self.in_flight = 0  # async calls of this ledger between their start and their end, on this loop
+        self._starts: list[tuple[CallRecord, asyncio.Future[Any]]] = []
+        self._finishes: list[tuple[CallRecord, asyncio.Future[Any]]] = []
 
     @property
     def shared(self) -> bool:
         """Whether a call starting or ending now has company to share a commit with."""
         return self.in_flight > 1
 
-    async def claim(self, record: CallRecord) -> None:
-        await self._wait(record, self._claims)
+    def submit_start(self, record: CallRecord) -> asyncio.Future[Claim | LedgerError]:
+        """Queue ``CallWriter.start`` for this loop turn's transaction; the future gets its result."""
+        return self._submit(record, self._starts)
 
-    async def complete(self, record: CallRecord) -> None:
-        await self._wait(record, self._completions)
+    def submit_finish(self, record: CallRecord) -> asyncio.Future[LedgerError | None]:
+        """Queue ``CallWriter.finish`` for this loop turn's transaction; the future gets its result."""
+        return self._submit(record, self._finishes)
 
-    async def _wait(self, record: CallRecord, queue: list[CallRecord]) -> None:
-        """Queue the write; the first one queued schedules the flush, which runs once every call that is
-        ready on the loop has had its turn to queue its own. Failures are left on the record."""
-        queue.append(record)
-        waiter = self._loop.create_future()
-        self._waiters.append(waiter)
-        if len(self._waiters) == 1:
+    def _submit(self, record: CallRecord, queue: list[tuple[CallRecord, asyncio.Future[Any]]]) -> Any:
+        """The first write queued schedules the flush, which runs once every call that is ready on the
+        loop has had its turn to queue its own."""
+        if not self._starts and not self._finishes:
             self._loop.call_soon(self.flush)
+        waiter = self._loop.create_future()
+        queue.append((record, waiter))
+        return waiter
+
+    async def result(self, waiter: asyncio.Future[_R]) -> _R:
+        """Wait for a queued write. Cancelled meanwhile, the write is made at once, before the
+        cancellation goes on (the row is the truth): ``waiter.result()`` then says how it went."""
         try:
-            await waiter
+            return await asyncio.shield(waiter)
         except asyncio.CancelledError:
-            self.flush()  # the write happens before the cancellation goes on: the row is the truth
+            self.flush()
             raise
 
     def flush(self) -> None:
-        """Write everything queued, in one transaction, and wake the callers."""
-        claims, self._claims = self._claims, []
-        completions, self._completions = self._completions, []
-        waiters, self._waiters = self._waiters, []
-        store = self._store()
-        if store is not None and (claims or completions):  # (a store is alive while its calls are)
-            write_batch(store, claims, completions)
-        for waiter in waiters:
+        """Write everything queued, in one transaction, and hand each caller its result."""
+        starts, self._starts = self._starts, []
+        finishes, self._finishes = self._finishes, []
+        writer = self._writer()
+        if writer is None or not (starts or finishes):  # (a writer is alive while its calls are)
+            return
+        claimed, finished = writer.write_batch([r for r, _ in starts], [r for r, _ in finishes])
+        for (_, waiter), result in zip(starts + finishes, claimed + finished, strict=True):
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_result(result)
 
 
 _batchers: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, weakref.WeakKeyDictionary[LedgerStore, LoopBatcher]
+    asyncio.AbstractEventLoop, weakref.WeakKeyDictionary[CallWriter, LoopBatcher]
 ] = weakref.WeakKeyDictionary()
 
 
-def batcher_for(store: LedgerStore) -> LoopBatcher | None:
-    """The running loop's batcher for ``store`` (``None`` when the loop cannot be weakly referenced)."""
+def batcher_for(writer: CallWriter) -> LoopBatcher | None:
+    """The running loop's batcher for ``writer`` (``None`` when the loop cannot be weakly referenced)."""
     loop = asyncio.get_running_loop()
     try:
-        by_store = _batchers.setdefault(loop, weakref.WeakKeyDictionary())
+        by_writer = _batchers.setdefault(loop, weakref.WeakKeyDictionary())
     except TypeError:  # a loop that cannot be weakly referenced (some third-party loops): no batching
         return None
-    batcher = by_store.get(store)
+    batcher = by_writer.get(writer)
     if batcher is None:
-        batcher = by_store[store] = LoopBatcher(store, loop)
+        batcher = by_writer[writer] = LoopBatcher(writer, loop)
     return batcher

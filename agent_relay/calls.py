@@ -1,30 +1,35 @@
-"""The path one tool call takes inside a session, shared by the sync and async wrappers.
+"""The path one tool call takes inside a run, shared by the sync and async wrappers.
 
-``Invocation`` holds the call's encoded arguments and key (computed before anything else happens), then
-``begin()`` decides: serve the stored output (deduplicated), wait for an identical call in flight, refuse
-(budget spent), or run live — which starts the ``execute_tool`` span whose processor claims the pending
-row. ``execute`` / ``execute_async`` run the body between ``enter()`` and ``leave()`` and report
-``succeeded(result)`` or ``failed(exc)``, which end the span (the processor completes the row) and raise
-any ledger failure. Only the awaiting differs between the two.
+``Invocation`` holds the call's encoded arguments and key (computed before anything else happens).
+``begin()`` asks the run for the call's fate and acts on it, returning the next step as a value: ``Done``
+(served without running: deduplicated, resumed or replayed), ``Wait`` (an identical call is in flight),
+``Poll`` (another live worker holds its row), ``ClaimWith`` (async: its claim shares a commit with other
+calls') or ``Go`` (claimed: run the body). The drivers ``execute`` / ``execute_async`` only wait (sleeping
+or awaiting) and run the body between ``enter()`` and ``leave()``; ``succeeded`` / ``failed`` end the span
+and the row is finished — by the ledger's span processor, or through the same ``BoundCall`` when no
+processor saw the span.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar, Token
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, Status, StatusCode, format_span_id, format_trace_id
+from opentelemetry.trace import Span
 
-from . import semconv
-from .batching import batcher_for
-from .context import CallInfo, Flight, _current_call, current_session, error_type_name
+from . import semconv, spans
+from .batching import LoopBatcher, batcher_for
+from .calltable import Diverge, Live, Refuse, Replay, Serve, Wait
+from .compensation import Step
+from .context import CallInfo
 from .encoding import JSONValue, canonical_dumps, encode
 from .errors import (
     AgentRelayError,
@@ -32,25 +37,19 @@ from .errors import (
     CallInProgressError,
     ConfigurationError,
     IdempotencyKeyReuseError,
+    LedgerError,
     OutputEncodingError,
 )
-from .keys import COMPENSATION, FORWARD, call_id, encode_arguments, idempotency_key
-from .ledger.processor import bind, claim, complete, unbind
-from .ledger.records import CLAIMED, FAILED, OUTCOME, PENDING, SUCCEEDED, CallRecord
-from .ledger.store import owner_is_gone
+from .keys import call_id, encode_arguments, idempotency_key
+from .ledger.connection import owner_is_gone
+from .ledger.processor import BoundCall
+from .ledger.records import CallRecord, Claim, Found, Held
 from .replay import argument_diff, rebuild_error
+from .run import Run, current_run
+from .services import Services
+from .spec import ToolSpec
+from .states import CallStatus, Durability, Origin, Phase, RunMode
 from .usage import TokenUsage, usage_from_result
-
-if TYPE_CHECKING:
-    from .batching import LoopBatcher
-    from .compensation import Step
-    from .session import AgentSession
-    from .tooling import ToolSpec
-
-SERVED: Final = "served"
-WAIT: Final = "wait"
-RUN: Final = "run"
-CLAIM: Final = "claim"  # run, once the claim the caller batches with others is written (then ``claimed``)
 
 _MAX_ERROR_MESSAGE = 4000
 _POLL_S = 0.05  # how often a call waits on a row another live worker holds
@@ -63,23 +62,54 @@ def active_invocation() -> Invocation | None:
     return _active.get()
 
 
+# --- steps: what the driver does next -----------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, slots=True)
+class Done:
+    """Served without running: ``value`` is the call's result."""
+
+    value: Any
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Go:
+    """Claimed: run the body."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Poll:
+    """Another live worker holds the call's row: wait ``delay`` seconds, then ``poll()``."""
+
+    delay: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClaimWith:
+    """(Async) write the claim with the other calls' of this loop turn, then ``claimed(claim)``."""
+
+
+Next = Done | Wait | Poll | ClaimWith | Go
+
+_GO = Go()
+
+
 class Invocation:
-    """One call of a tool inside a session. Not shared between threads."""
+    """One call of a tool inside a run. Not shared between threads."""
 
     __slots__ = (
+        "_output",
         "args_json",
         "args_text",
+        "batched",
+        "bound",
         "compensates",
-        "flight",
+        "deadline",
         "key",
-        "manual",
         "model",
         "phase",
         "record",
-        "served",
-        "session",
+        "run",
+        "services",
         "span",
-        "span_name",
         "spec",
         "usage_cost",
         "user_key",
@@ -87,53 +117,58 @@ class Invocation:
 
     def __init__(
         self,
+        services: Services,
+        run: Run,
         spec: ToolSpec,
-        session: AgentSession,
-        phase: str,
+        phase: Phase,
         args_json: dict[str, JSONValue],
         *,
         user_key: str | None = None,
         occurrence: int | None = None,
+        compensates: Step | None = None,
     ):
-        if session.runtime is not spec.runtime:
+        if run.services is not services or not services.owns(spec):
             raise ConfigurationError(
                 f"tool {spec.name!r} is registered on another runtime than the one running session "
-                f"{session.name!r}; register it with @tool(<that session's runtime>, ...)."
+                f"{run.name!r}; register it with @tool(<that session's runtime>, ...)."
             )
+        self.services = services
+        self.run = run
         self.spec = spec
-        self.session = session
         self.phase = phase
         self.args_json = args_json
         self.user_key = user_key
-        self.compensates: Step | None = None
+        self.compensates = compensates
         model = args_json.get("model") if spec.kind == "llm" else None
         # a model call (an llm tool given a model) has an inference span, as the GenAI conventions say
         self.model = model if isinstance(model, str) else None
-        self.span_name = f"{semconv.OPERATION_CHAT} {self.model}" if self.model else spec.span_name
         # the arguments' canonical text makes the key and, unless redacted, the ledger's arguments column
         self.args_text = canonical_dumps(args_json) if user_key is None else None
         self.key = idempotency_key(
-            spec.name,
-            phase,
-            args_json,
-            user_key=user_key,
-            occurrence=occurrence,
+            spec.name, phase, args_json, user_key=user_key, occurrence=occurrence,
             arguments_text=self.args_text,
-        )
-        self.flight: Flight | None = None
+        )  # fmt: skip
         self.record: CallRecord | None = None
         self.span: Span | None = None
-        self.served: Any = None
-        self.manual = False
+        self.bound: BoundCall | None = None  # the row's writes (made by the span processor, if it sees them)
+        self.batched = False  # its claim went with other calls' (the processor never saw its span)
+        self._output: JSONValue = None
+        self.deadline: float | None = None  # waiting on another worker's row: until when
         self.usage_cost = Decimal(0)
 
     @staticmethod
-    def forward(spec: ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Invocation | None:
-        """A forward call in the current session, or ``None`` outside any session (a plain call)."""
-        session = current_session()
-        if session is None:
+    def forward(
+        services: Services, spec: ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Invocation | None:
+        """A forward call in the current run, or ``None`` outside any session (a plain call)."""
+        run = current_run()
+        if run is None:
             return None
-        bound = spec.bind(args, kwargs)
+        return Invocation.of_request(services, run, spec, spec.bind(args, kwargs))
+
+    @staticmethod
+    def of_request(services: Services, run: Run, spec: ToolSpec, bound: dict[str, Any]) -> Invocation:
+        """A forward call of ``spec`` with arguments ``bound`` (by parameter name) in ``run``."""
         args_json = encode_arguments(spec.name, bound)
         user_key = None
         if spec.key is not None:
@@ -145,212 +180,208 @@ class Invocation:
                 )
         occurrence = None
         if not spec.deduplicate:
-            occurrence = session._occurrence(
-                idempotency_key(spec.name, FORWARD, args_json, user_key=user_key)
-            )
-        return Invocation(spec, session, FORWARD, args_json, user_key=user_key, occurrence=occurrence)
+            base = idempotency_key(spec.name, Phase.FORWARD, args_json, user_key=user_key)
+            occurrence = run.table.occurrence(base)
+        return Invocation(services, run, spec, Phase.FORWARD, args_json, user_key=user_key,
+                          occurrence=occurrence)  # fmt: skip
 
     @staticmethod
-    def compensating(step: Step, session: AgentSession) -> Invocation:
+    def compensating(services: Services, run: Run, step: Step) -> Invocation:
         """The compensation of a recorded forward call: keyed by the compensating tool's name, phase
         ``compensation`` and the forward call's arguments."""
-        call = Invocation(step.compensation, session, COMPENSATION, dict(step.arguments))
-        call.compensates = step
-        return call
+        return Invocation(services, run, step.compensation, Phase.COMPENSATION, dict(step.arguments),
+                          compensates=step)  # fmt: skip
 
-    def _attributes(self, cid: str) -> dict[str, Any]:
-        attributes: dict[str, Any] = {
-            semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_EXECUTE_TOOL,
-            semconv.GEN_AI_TOOL_NAME: self.spec.name,
-            semconv.GEN_AI_TOOL_TYPE: semconv.TOOL_TYPE_FUNCTION,
-            semconv.GEN_AI_TOOL_CALL_ID: cid,
-            semconv.RUN_ID: self.session.run_id,
-            semconv.IDEMPOTENCY_KEY: self.key,
-            semconv.TOOL_PHASE: self.phase,
-        }
-        if self.model:  # an inference span, not a tool span
-            for key in (semconv.GEN_AI_TOOL_NAME, semconv.GEN_AI_TOOL_TYPE, semconv.GEN_AI_TOOL_CALL_ID):
-                del attributes[key]
-            attributes[semconv.GEN_AI_OPERATION_NAME] = semconv.OPERATION_CHAT
-            attributes[semconv.LLM_CALL] = self.spec.name
-            attributes[semconv.CALL_ID] = cid
-            if self.spec.provider:
-                attributes[semconv.GEN_AI_PROVIDER_NAME] = self.spec.provider
-            attributes[semconv.GEN_AI_REQUEST_MODEL] = self.model
+    # --- the span --------------------------------------------------------------------------------------
+    def _start_span(self, seq: int | None = None, **extra: Any) -> Span:
+        step = self.compensates
+        view = spans.CallView(
+            tool_name=self.spec.name,
+            phase=self.phase,
+            idempotency_key=self.key,
+            run_id=self.run.run_id,
+            call_id=call_id(self.run.run_id, self.phase, self.key),
+            model=self.model,
+            provider=self.spec.provider,
+            seq=seq,
+            forward=None if step is None else (step.call_id, step.seq, step.forward.name),
+        )
+        attributes = spans.call_attributes(view) | extra
         if self.spec.content.capture:  # opt-in, redacted and truncated before it reaches the span
             attributes[semconv.GEN_AI_TOOL_CALL_ARGUMENTS] = self.spec.content.span_text(self.args_json)
-        if self.compensates is not None:
-            step = self.compensates
-            attributes[semconv.FORWARD_CALL_ID] = step.call_id
-            attributes[semconv.FORWARD_SEQ] = step.seq
-            attributes[semconv.FORWARD_TOOL] = step.forward.name
-        return attributes
+        return self.services.tracer.start_span(view.span_name, attributes=attributes)
 
     def _metric(self, status: str, origin: str, record: CallRecord | None = None) -> None:
-        if not self.spec.runtime._instruments.recording:
+        instruments = self.services.instruments
+        if not instruments.recording:
             return
         duration = None
-        if record is not None and record.started_ns and record.ended_ns and origin == "live":
+        if record is not None and record.started_ns and record.ended_ns and origin == Origin.LIVE:
             duration = (record.ended_ns - record.started_ns) / 1e9
-        self.spec.runtime._instruments.call(
-            self.spec.name,
-            self.phase,
-            status,
-            origin,
-            duration_s=duration,
-            cost=record.cost_usd if record is not None else None,
-            model=record.model if record else None,
-        )
+        instruments.call(
+            self.spec.name, self.phase, status, origin, duration_s=duration,
+            cost=record.cost_usd if record is not None else None, model=record.model if record else None,
+        )  # fmt: skip
 
-    # --- deciding ------------------------------------------------------------------------------------
-    def begin(self, *, batch: bool = False) -> str:
-        """``SERVED`` (value in ``self.served``), ``WAIT`` (on ``self.flight``) or ``RUN``; with ``batch``,
-        ``CLAIM`` instead of ``RUN``: the caller writes the claim (with other calls') and asks ``claimed``."""
-        session, spec = self.session, self.spec
-        cid = call_id(session.run_id, self.phase, self.key)
-        fate, payload = session._reserve(self.phase, self.key, spec.name)
-        if fate == "refuse":
-            span = spec.runtime._tracer.start_span(self.span_name, attributes=self._attributes(cid))
-            _end_span(span, payload)
-            self._metric("refused", "live")
-            raise payload
-        if fate == "diverge":
-            self._diverged(cid, *payload)
-        if fate == "serve":
-            self._check_user_key(payload[0])
-            self.served = self._serve(cid, payload[1])
-            return SERVED
-        if fate == "wait":
-            self.flight = payload
-            return WAIT
-        seq, row = payload
-        if fate == "replay":
-            self.served = self._replayed(cid, seq, row)
-            return SERVED
-        runtime = spec.runtime
+    def _release(self, output: Any = None, *, succeeded: bool = False) -> None:
+        """Settle the reservation; a succeeded call is kept to serve again (with its arguments only when a
+        caller-supplied key must be checked against them: the index grows with every call)."""
+        done = ((self.args_json if self.user_key is not None else None), output) if succeeded else None
+        self.run.table.release(self.phase, self.key, done)
+
+    def _abandon(self, exc: BaseException) -> Any:
+        """End the span with ``exc``, release the reservation and raise ``exc``; the tool does not run."""
+        assert self.span is not None
+        spans.end_span(self.span, exc)
+        self._release()
+        raise exc
+
+    # --- deciding ----------------------------------------------------------------------------------------
+    def begin(self, *, batch: bool = False) -> Next:
+        """Ask the run for this call's fate and act on it; with ``batch`` a live call's claim is left to
+        the caller (``ClaimWith``), to be written with other calls'."""
+        fate = self.run.fate(self.phase, self.key, self.spec.name)
+        if isinstance(fate, Serve):
+            self._check_user_key(fate.arguments)
+            span = self._start_span(**spans.served_attributes(Origin.LIVE))
+            return Done(self._served(span, fate.output, semconv.EVENT_DEDUPLICATED, "deduplicated"))
+        if isinstance(fate, Wait):
+            return fate
+        if isinstance(fate, Refuse):
+            spans.end_span(self._start_span(), fate.error)
+            self._metric("refused", Origin.LIVE)
+            raise fate.error
+        if isinstance(fate, Replay):
+            return Done(self._replayed(fate))
+        if isinstance(fate, Diverge):
+            self._diverged(fate)
+        assert isinstance(fate, Live)
+        return self._start_live(fate.seq, batch)
+
+    def _start_live(self, seq: int, batch: bool) -> Next:
+        run, spec, services = self.run, self.spec, self.services
+        durability = spec.durability
+        if self.phase is not Phase.FORWARD or run.mode is RunMode.RESUME:
+            durability = Durability.STRICT  # a resumed run's calls and compensations: always strict
         record = CallRecord(
-            ledger=runtime.ledger,
-            run_id=session.run_id,
-            call_id=cid,
+            run_id=run.run_id,
+            call_id=call_id(run.run_id, self.phase, self.key),
             seq=seq,
             tool_name=spec.name,
             phase=self.phase,
             idempotency_key=self.key,
             arguments=spec.content.for_ledger(self.args_json),
-            owner=runtime.owner,
+            owner=services.owner,
+            durability=durability,
+            attempts=run.table.attempt(self.phase, self.key) if durability is Durability.OUTCOME else 1,
         )
         if record.arguments is self.args_json:  # not redacted: store the text the key was made from
             record.arguments_text = self.args_text
-        if spec.durability == OUTCOME and self.phase == FORWARD and session.mode != "resume":
-            record.pending_row = False  # the row is written when the call ends, with its outcome
-            record.attempts = session._tries.get((self.phase, self.key), 0) + 1
-            if session._maybe_evicted(self.key):  # no pending row will meet an earlier row: look for it
-                try:
-                    runtime.ledger.find_succeeded(record)
-                except BaseException:
-                    session._release(self.phase, self.key)
-                    raise
-        record.batch_claim = batch and record.pending_row  # (without a pending row there is no claim)
-        attributes = self._attributes(cid)
-        attributes[semconv.CALL_SEQ] = record.seq
+        self.record = record
+        writer = services.ledger.calls
+        found: Found | None = None
+        if durability is Durability.OUTCOME and run.table.maybe_evicted(self.key):
+            try:  # no pending row will meet an earlier row of this key: look for it
+                found = writer.find(record)
+            except BaseException:
+                self._release()
+                raise
         try:
-            token = bind(record)  # the processor claims the row as the span starts
+            self.bound = BoundCall(writer, record)
+            if found is not None and found.status == CallStatus.SUCCEEDED:
+                self.span = span = self._start_span(seq)
+                return self.claimed(self.bound.hold(found))
+            if batch:  # its writes go with other calls': the processor leaves this span alone
+                self.span = span = self._start_span(seq)
+                self.bound.note(span.get_span_context(), None)
+                self.batched = True
+                return ClaimWith()
+            token = self.bound.bind()
             try:
-                span = runtime._tracer.start_span(self.span_name, attributes=attributes)
+                self.span = span = self._start_span(seq)
             finally:
-                unbind(token)
-            if record.span_id is None:  # no processor saw the span (sampled out): claim it ourselves
-                self.manual = True
-                record.batch_claim = False
-                ctx = span.get_span_context()
-                record.trace_id = format_trace_id(ctx.trace_id) if ctx.is_valid else None
-                record.started_ns = time.time_ns()
-                claim(runtime.ledger, record)
+                BoundCall.unbind(token)
         except BaseException:
-            session._release(self.phase, self.key)
+            self._release()
             raise
-        self.record, self.span = record, span
         parent = getattr(span, "parent", None)
         if self.model is not None and parent is not None:
-            session._model_call_parents.add(parent.span_id)  # another instrumentation's span around it
-        if record.batch_claim and record.claim is None:
-            return CLAIM
-        return self.claimed()
-
-    def claimed(self) -> str:
-        """Go on once the claim is written: ``RUN``, or what the row already holding the key says."""
-        record, span = self.record, self.span
-        assert record is not None and span is not None
-        record.batch_claim = False  # written: any further claim (waiting on another worker) is our own
-        if record.ledger_error is not None:
-            self._abandon(record.ledger_error)
-        if record.claim != CLAIMED:
-            return self._existing(record, span)
-        span.set_attribute(semconv.CALL_ATTEMPT, record.attempts)
-        if self.compensates is not None:
-            span.add_event(
-                semconv.EVENT_COMPENSATION,
-                {
-                    semconv.FORWARD_CALL_ID: self.compensates.call_id,
-                    semconv.FORWARD_TOOL: self.compensates.forward.name,
-                },
-            )
-        return RUN
-
-    def _existing(self, record: CallRecord, span: Span) -> str:
-        """A row already holds this key: serve it once it succeeded (waiting, bounded, while another live
-        worker holds it), run it again once it failed, take it over if its owner is gone."""
-        deadline = time.monotonic() + self.spec.runtime.wait_timeout_s
-        while record.existing_status == PENDING and not owner_is_gone(record.existing_owner):
-            if time.monotonic() > deadline:
-                self._abandon(
-                    CallInProgressError(
-                        tool_name=self.spec.name, run_id=self.session.run_id, idempotency_key=self.key
-                    )
-                )
-            time.sleep(_POLL_S)
-            claim(self.spec.runtime.ledger, record)
-            if record.ledger_error is not None:
-                self._abandon(record.ledger_error)
-            if record.claim == CLAIMED:  # it failed meanwhile: ours to run again
-                span.set_attribute(semconv.CALL_ATTEMPT, record.attempts)
-                return RUN
-        if record.existing_status == SUCCEEDED:
-            self._check_user_key(record.existing_arguments)
-            resumed = self.session.mode == "resume"
-            span.set_attribute(semconv.RESUMED if resumed else semconv.DEDUPLICATED, True)
-            span.add_event(semconv.EVENT_RESUMED if resumed else semconv.EVENT_DEDUPLICATED)
-            span.end()
-            self._metric(SUCCEEDED, "resumed" if resumed else "deduplicated")
-            self.session._release(self.phase, self.key, self._done_entry(record.existing_output))
-            self.served = self.spec.decode(record.existing_output)
-            return SERVED
-        if not self.spec.idempotent:
-            self._abandon(
-                CallInDoubtError(
-                    tool_name=self.spec.name,
-                    run_id=self.session.run_id,
-                    call_id=record.call_id,
-                    owner=record.existing_owner,
-                )
-            )
+            run.model_call_parents.add(parent.span_id)  # another instrumentation's span around it
         try:
-            taken = self.spec.runtime.ledger.take_over(record)
-        except Exception as exc:
-            self._abandon(exc)
-        if not taken:
-            self._abandon(
-                CallInProgressError(
-                    tool_name=self.spec.name, run_id=self.session.run_id, idempotency_key=self.key
-                )
-            )
-        span.set_attribute(semconv.CALL_ATTEMPT, record.attempts)
-        return RUN
+            claim = self.bound.claimed(span.get_span_context())
+        except LedgerError as err:
+            return self._abandon(err)
+        return self.claimed(claim)
 
-    def _done_entry(self, output: Any) -> tuple[Any, Any]:
-        """What the session keeps to serve this call again: its output, and its arguments only when a
-        caller-supplied key must be checked against them (the index grows with every call of a run)."""
-        return (self.args_json if self.user_key is not None else None), output
+    def claimed(self, claim: Claim | LedgerError) -> Next:
+        """Go on from the claim: run the call, serve what its row holds, or wait for the worker that
+        holds it."""
+        span, record, bound = self.span, self.record, self.bound
+        assert span is not None and record is not None and bound is not None
+        if isinstance(claim, LedgerError):
+            return self._abandon(claim)
+        bound.hold(claim)
+        if isinstance(claim, Held):
+            return self._go(claim.attempts)
+        if claim.status == CallStatus.SUCCEEDED:
+            self._check_user_key(claim.arguments)
+            resumed = self.run.mode is RunMode.RESUME
+            span.set_attributes(spans.served_attributes(Origin.LIVE, resumed=resumed))
+            event = semconv.EVENT_RESUMED if resumed else semconv.EVENT_DEDUPLICATED
+            return Done(self._served(span, claim.output, event, "resumed" if resumed else "deduplicated"))
+        if claim.status == CallStatus.PENDING and not owner_is_gone(claim.owner):
+            now = time.monotonic()
+            if self.deadline is None:
+                self.deadline = now + self.services.wait_timeout_s
+            if now > self.deadline:
+                self._abandon(self._in_progress())
+            return Poll(_POLL_S)
+        if not self.spec.idempotent:  # pending, and its owner is gone: the call is in doubt
+            self._abandon(
+                CallInDoubtError(tool_name=self.spec.name, run_id=self.run.run_id, call_id=record.call_id,
+                                 owner=claim.owner)
+            )  # fmt: skip
+        try:
+            held = self.services.ledger.calls.take_over(record, claim.owner)
+        except LedgerError as err:
+            return self._abandon(err)
+        if held is None:
+            return self._abandon(self._in_progress())
+        bound.hold(held)
+        return self._go(held.attempts)
+
+    def poll(self) -> Next:
+        """Claim again, after waiting on another worker's row."""
+        assert self.record is not None
+        try:
+            claim: Claim | LedgerError = self.services.ledger.calls.claim(self.record)
+        except LedgerError as err:
+            claim = err
+        return self.claimed(claim)
+
+    def _go(self, attempts: int) -> Go:
+        assert self.span is not None and self.record is not None
+        self.record.attempts = attempts
+        self.span.set_attribute(semconv.CALL_ATTEMPT, attempts)
+        if self.compensates is not None:
+            self.span.add_event(
+                semconv.EVENT_COMPENSATION,
+                {semconv.FORWARD_CALL_ID: self.compensates.call_id,
+                 semconv.FORWARD_TOOL: self.compensates.forward.name},
+            )  # fmt: skip
+        return _GO
+
+    def _in_progress(self) -> CallInProgressError:
+        return CallInProgressError(tool_name=self.spec.name, run_id=self.run.run_id, idempotency_key=self.key)
+
+    def wait(self, wait: Wait) -> None:
+        """Block until the identical call in flight ends (bounded by the runtime's wait timeout)."""
+        wait.flight.wait(self.services.wait_timeout_s, tool_name=self.spec.name, run_id=self.run.run_id,
+                         key=self.key)  # fmt: skip
+
+    async def wait_async(self, wait: Wait) -> None:
+        await wait.flight.wait_async(self.services.wait_timeout_s, tool_name=self.spec.name,
+                                     run_id=self.run.run_id, key=self.key)  # fmt: skip
 
     def _check_user_key(self, recorded_arguments: Any) -> None:
         """Stripe's rule: a caller-supplied key may only be reused with the same arguments."""
@@ -359,157 +390,110 @@ class Invocation:
         err = IdempotencyKeyReuseError(
             tool_name=self.spec.name,
             user_key=self.user_key,
-            run_id=self.session.run_id,
+            run_id=self.run.run_id,
             difference=argument_diff(recorded_arguments or {}, self.args_json),
         )
         if self.span is not None and self.span.is_recording() and self.record is not None:
             self._abandon(err)
         raise err
 
-    def _complete_record(self, cid: str, seq: int, span: Span, **outcome: Any) -> CallRecord:
-        """The row of a call of a replay that ran no tool body: complete from the start."""
-        spec, ctx = self.spec, span.get_span_context()
+    # --- served without running ----------------------------------------------------------------------------
+    def _served(self, span: Span, output: Any, event: str, origin: str) -> Any:
+        """The one ending of a call served from a recorded success: event, span, metric, release."""
+        span.add_event(event)
+        span.end()
+        self._metric(CallStatus.SUCCEEDED, origin)
+        if self.record is not None:  # it was reserved
+            self._release(output, succeeded=True)
+        return self.spec.decode(output)
+
+    def _served_record(self, span: Span, seq: int, origin: Origin, **outcome: Any) -> CallRecord:
+        """The complete row of a call a replay served (or refused) without running a body."""
+        ctx, now = span.get_span_context(), time.time_ns()
         record = CallRecord(
-            ledger=spec.runtime.ledger,
-            run_id=self.session.run_id,
-            call_id=cid,
+            run_id=self.run.run_id,
+            call_id=call_id(self.run.run_id, self.phase, self.key),
             seq=seq,
-            tool_name=spec.name,
+            tool_name=self.spec.name,
             phase=self.phase,
             idempotency_key=self.key,
-            arguments=spec.content.for_ledger(self.args_json),
-            owner=spec.runtime.owner,
-            trace_id=format_trace_id(ctx.trace_id) if ctx.is_valid else None,
-            span_id=format_span_id(ctx.span_id) if ctx.is_valid else None,
-            started_ns=time.time_ns(),
+            arguments=self.spec.content.for_ledger(self.args_json),
+            owner=self.services.owner,
+            trace_id=trace.format_trace_id(ctx.trace_id) if ctx.is_valid else None,
+            span_id=trace.format_span_id(ctx.span_id) if ctx.is_valid else None,
+            started_ns=now,
+            ended_ns=now,
+            origin=origin,
             **outcome,
         )
         if record.arguments is self.args_json:
             record.arguments_text = self.args_text
         return record
 
-    def _diverged(self, cid: str, seq: int, position: int) -> None:
+    def _diverged(self, fate: Diverge) -> None:
         """A replayed run asked for a call its source does not have: record where, then raise."""
-        session, spec = self.session, self.spec
-        assert session._replay is not None
-        error = session._replay.divergence(
-            tool_name=spec.name,
-            arguments=self.args_json,
-            position=position,
-            run_id=session.run_id,
+        run, spec = self.run, self.spec
+        assert run.replay is not None
+        error = run.replay.divergence(
+            tool_name=spec.name, arguments=self.args_json, position=fate.position, run_id=run.run_id,
             redact=spec.content.redactor,
-        )
-        span = spec.runtime._tracer.start_span(self.span_name, attributes=self._attributes(cid))
-        record = self._complete_record(
-            cid,
-            seq,
-            span,
-            status=FAILED,
-            error_type=error_type_name(error),
-            error_message=str(error)[:_MAX_ERROR_MESSAGE],
-        )
-        _end_span(span, error)
-        self._metric(FAILED, "diverged")
-        record.origin = "diverged"
+        )  # fmt: skip
+        span = self._start_span()
+        record = self._served_record(
+            span, fate.seq, Origin.DIVERGED, status=CallStatus.FAILED,
+            error_type=spans.error_type_name(error), error_message=str(error)[:_MAX_ERROR_MESSAGE],
+        )  # fmt: skip
+        spans.end_span(span, error)
+        self._metric(CallStatus.FAILED, Origin.DIVERGED)
         try:
-            session._record_replayed(record, flush=True)
+            self.services.ledger.calls.insert_rows([record])
         except Exception as exc:
             error.add_note(f"agent-relay: the divergence could not be recorded: {exc}")
         raise error
 
-    def _replayed(self, cid: str, seq: int, row: Any) -> Any:
+    def _replayed(self, fate: Replay) -> Any:
         """Serve a call from the replayed run: record it (origin ``replayed``), count its recorded cost,
         and return its output — or raise its recorded failure. No tool body runs."""
-        session, spec = self.session, self.spec
-        attributes = self._attributes(cid)
-        attributes[semconv.CALL_SEQ] = seq
-        attributes[semconv.REPLAYED] = True
-        span = spec.runtime._tracer.start_span(self.span_name, attributes=attributes)
-        span.add_event(semconv.EVENT_REPLAYED, {semconv.REPLAY_OF: session.replay_of or ""})
-        record = self._complete_record(
-            cid,
-            seq,
-            span,
-            status=row.status if row.status in (SUCCEEDED, FAILED) else FAILED,
-            output=row.output,
-            error_type=row.error_type,
-            error_message=row.error_message,
-            cost_usd=row.cost_usd,
-            cost_unknown=row.cost_unknown,
-            input_tokens=row.input_tokens,
-            output_tokens=row.output_tokens,
-            model=row.model,
-        )
-        self.record, self.span = record, span
-        if row.status == PENDING:
+        run, spec, row = self.run, self.spec, fate.row
+        span = self._start_span(fate.seq, **spans.served_attributes(Origin.REPLAYED))
+        span.add_event(semconv.EVENT_REPLAYED, {semconv.REPLAY_OF: run.replay_of or ""})
+        status = row.status if row.status in (CallStatus.SUCCEEDED, CallStatus.FAILED) else CallStatus.FAILED
+        record = self.record = self._served_record(
+            span, fate.seq, Origin.REPLAYED, status=CallStatus(status), output=row.output,
+            error_type=row.error_type, error_message=row.error_message, cost_usd=row.cost_usd,
+            cost_unknown=bool(row.cost_unknown), input_tokens=row.input_tokens,
+            output_tokens=row.output_tokens, model=row.model,
+        )  # fmt: skip
+        if row.status == CallStatus.PENDING:
             record.error_type, record.error_message = "in-doubt", "the call's outcome was never recorded"
-        if record.cost_usd is not None:
-            span.set_attribute(semconv.COST_USD, float(record.cost_usd))
-        if record.input_tokens is not None:
-            span.set_attribute(semconv.GEN_AI_USAGE_INPUT_TOKENS, record.input_tokens)
-            span.set_attribute(semconv.GEN_AI_USAGE_OUTPUT_TOKENS, record.output_tokens or 0)
-        record.origin, record.ended_ns = "replayed", record.started_ns
+        span.set_attributes(spans.outcome_attributes(cost_usd=record.cost_usd, input_tokens=record.input_tokens,
+                                                     output_tokens=record.output_tokens))  # fmt: skip
         try:
-            session._record_replayed(record)
+            run.served.add(record)
         except Exception as exc:
+            self.span = span
             self._abandon(exc)
-        self._metric(record.status, "replayed", record)
-        if record.status == SUCCEEDED:
+        self._metric(record.status, Origin.REPLAYED, record)
+        if record.status == CallStatus.SUCCEEDED:
             span.end()
-            session._release(self.phase, self.key, self._done_entry(row.output))
-            session._after_call(record, record.cost_usd)
+            self._release(row.output, succeeded=True)
+            self._count(record.cost_usd)
             return spec.decode(row.output)
         error = rebuild_error(spec.name, record.error_type, record.error_message, spec.raises)
-        _end_span(span, error)
-        session._release(self.phase, self.key)
-        session._after_call(record, record.cost_usd, raise_budget=False)
+        spans.end_span(span, error)
+        self._release()
+        self._count(record.cost_usd, raise_budget=False)
         raise error
 
-    def _abandon(self, exc: BaseException) -> None:
-        """End the span with ``exc``, release the reservation and raise ``exc``; the tool does not run."""
-        assert self.span is not None
-        self.manual = False  # nothing of ours to complete
-        _end_span(self.span, exc)
-        self.session._release(self.phase, self.key)
-        raise exc
-
-    def wait(self) -> None:
-        """Block until the identical call in flight ends (bounded by the runtime's wait timeout)."""
-        assert self.flight is not None
-        self.flight.wait(
-            self.spec.runtime.wait_timeout_s,
-            tool_name=self.spec.name,
-            run_id=self.session.run_id,
-            key=self.key,
-        )
-
-    async def wait_async(self) -> None:
-        assert self.flight is not None
-        await self.flight.wait_async(
-            self.spec.runtime.wait_timeout_s,
-            tool_name=self.spec.name,
-            run_id=self.session.run_id,
-            key=self.key,
-        )
-
-    def _serve(self, cid: str, output: Any) -> Any:
-        attributes = self._attributes(cid)
-        attributes[semconv.DEDUPLICATED] = True
-        span = self.spec.runtime._tracer.start_span(self.span_name, attributes=attributes)
-        span.add_event(semconv.EVENT_DEDUPLICATED)
-        span.end()
-        self._metric(SUCCEEDED, "deduplicated")
-        return self.spec.decode(output)
-
-    # --- usage and cost ------------------------------------------------------------------------------
+    # --- usage and cost --------------------------------------------------------------------------------
     def add_usage(self, usage: TokenUsage, cost: Decimal | None) -> None:
-        """Count model usage against this call (its row, its span); the session is told at the end."""
+        """Count model usage against this call (its row, its span); the run is told when it ends."""
         record = self.record
         assert record is not None
         record.input_tokens = (record.input_tokens or 0) + usage.input_tokens
         record.output_tokens = (record.output_tokens or 0) + usage.output_tokens
         record.model = usage.model or record.model
-        self.spec.runtime._instruments.usage(
+        self.services.instruments.usage(
             usage.model, usage.provider, usage.input_tokens, usage.output_tokens, cost, tool=self.spec.name
         )
         if cost is None:
@@ -523,13 +507,23 @@ class Invocation:
         assert record is not None and span is not None
         if tool_cost is not None or record.input_tokens is not None:
             record.cost_usd = self.usage_cost + (tool_cost or 0)
-            span.set_attribute(semconv.COST_USD, float(record.cost_usd))
-        if record.input_tokens is not None:
-            span.set_attribute(semconv.GEN_AI_USAGE_INPUT_TOKENS, record.input_tokens)
-            span.set_attribute(semconv.GEN_AI_USAGE_OUTPUT_TOKENS, record.output_tokens or 0)
-        if record.model:
-            span.set_attribute(semconv.GEN_AI_REQUEST_MODEL, record.model)
+        span.set_attributes(
+            spans.outcome_attributes(cost_usd=record.cost_usd, input_tokens=record.input_tokens,
+                                     output_tokens=record.output_tokens, model=record.model)
+        )  # fmt: skip
         return record.cost_usd
+
+    def _count(self, cost: Decimal | None, *, raise_budget: bool = True) -> None:
+        """Count a finished call's cost and tokens against the run; raise if it passed the budget or
+        could not be priced."""
+        record, spend = self.record, self.run.spend
+        assert record is not None
+        passed = spend.charge(cost, input_tokens=record.input_tokens or 0,
+                              output_tokens=record.output_tokens or 0, unknown=record.cost_unknown)  # fmt: skip
+        if record.cost_unknown:
+            spend.unpriced(record.model or "?", None, raise_error=raise_budget)
+        if passed and raise_budget and record.phase == Phase.FORWARD:
+            raise spend.budget_error(record.tool_name)
 
     # --- running -------------------------------------------------------------------------------------
     def enter(self) -> tuple[Token[CallInfo | None], Token[Invocation | None], object]:
@@ -538,131 +532,114 @@ class Invocation:
         record, span = self.record, self.span
         assert record is not None and span is not None
         info = CallInfo(
-            run_id=record.run_id,
-            call_id=record.call_id,
-            tool_name=record.tool_name,
-            phase=record.phase,
-            idempotency_key=record.idempotency_key,
-            attempt=record.attempts,
-            seq=record.seq,
-        )
-        return (
-            _current_call.set(info),
-            _active.set(self),
-            otel_context.attach(trace.set_span_in_context(span)),
-        )
+            run_id=record.run_id, call_id=record.call_id, tool_name=record.tool_name, phase=record.phase,
+            idempotency_key=record.idempotency_key, attempt=record.attempts, seq=record.seq,
+        )  # fmt: skip
+        return info.enter(), _active.set(self), otel_context.attach(trace.set_span_in_context(span))
 
     @staticmethod
     def leave(tokens: tuple[Token[CallInfo | None], Token[Invocation | None], object]) -> None:
         call, active, span = tokens
         otel_context.detach(span)  # type: ignore[arg-type]
         _active.reset(active)
-        _current_call.reset(call)
+        CallInfo.leave(call)
 
     def succeeded(self, result: Any) -> Any:
         """Record the result (or fail the call if it cannot be recorded); return the live result."""
-        output, cost = self._outcome(result)
-        self._end(None)
-        return self._settled(result, output, cost)
+        cost = self._outcome(result)
+        assert self.span is not None and self.bound is not None
+        self.span.end()
+        try:
+            self.bound.finished()
+        except LedgerError as err:
+            return self._settled(result, cost, err)
+        return self._settled(result, cost, None)
 
-    async def succeeded_batched(self, result: Any, batcher: LoopBatcher) -> Any:
-        """``succeeded``, its row written by ``batcher`` with other calls' (the span ends first)."""
-        output, cost = self._outcome(result)
-        record = self.record
-        assert record is not None
-        record.batch_complete = not self.manual
-        self._end(None)
-        if record.batch_complete:
+    async def succeeded_async(self, result: Any, batcher: LoopBatcher | None) -> Any:
+        """``succeeded``; a call whose claim shared a commit shares its outcome's too while other calls
+        are in flight (the span ends first)."""
+        if batcher is None or not batcher.shared or not self.batched:
+            return self.succeeded(result)
+        cost = self._outcome(result)
+        assert self.span is not None and self.record is not None
+        self.span.end()
+        self.record.ended_ns = time.time_ns()
+        waiter = batcher.submit_finish(self.record)
+        try:
+            error = await batcher.result(waiter)
+        except asyncio.CancelledError as cancelled:  # the row was written before it went on
             try:
-                await batcher.complete(record)
-            except asyncio.CancelledError as cancelled:  # the row was written before it went on
-                try:
-                    self._settled(result, output, cost)
-                except AgentRelayError as err:  # a ledger or budget failure still reaches the caller
-                    cancelled.add_note(f"agent-relay: {type(err).__name__}: {err}")
-                raise
-        return self._settled(result, output, cost)
+                self._settled(result, cost, waiter.result())
+            except AgentRelayError as err:  # a ledger or budget failure still reaches the caller
+                cancelled.add_note(f"agent-relay: {type(err).__name__}: {err}")
+            raise
+        return self._settled(result, cost, error)
 
-    def _outcome(self, result: Any) -> tuple[JSONValue, Decimal | None]:
-        """Put the result, usage and cost on the row and span: (the encoded result, the call's cost).
-        A result that cannot be recorded fails the call (recorded) and raises."""
-        record = self.record
+    def _outcome(self, result: Any) -> Decimal | None:
+        """Put the result, usage and cost on the row and span; the call's cost. A result that cannot be
+        recorded fails the call (recorded) and raises."""
+        record, spec = self.record, self.spec
         assert record is not None
         try:
             output = encode(
-                result,
-                root="result",
-                error=OutputEncodingError,
-                tool_name=self.spec.name,
-                what=f"tool {self.spec.name!r} ran, but its result at",
-                then=" The call is recorded as failed.",
-            )
+                result, root="result", error=OutputEncodingError, tool_name=spec.name,
+                what=f"tool {spec.name!r} ran, but its result at", then=" The call is recorded as failed.",
+            )  # fmt: skip
         except OutputEncodingError as err:
             self.failed(err)
             raise
         try:
-            tool_cost = self.spec.cost_of(result)
-            if self.spec.kind == "llm":
+            tool_cost = spec.cost_of(result)
+            if spec.kind == "llm":
                 usage = usage_from_result(result)
                 if usage is None and self.model is not None:  # a model call that reported no usage:
-                    usage = TokenUsage(self.model, self.spec.provider, 0, 0)  # its cost is unknown, not 0
-                    self.add_usage(usage, None)
+                    self.add_usage(TokenUsage(self.model, spec.provider, 0, 0), None)  # cost unknown, not 0
                 elif usage is not None:
-                    self.add_usage(usage, self.spec.runtime.prices.cost(usage))
+                    self.add_usage(usage, self.services.prices.cost(usage))
         except Exception as exc:
             self.failed(exc)
             raise
-        record.status, record.output = SUCCEEDED, self.spec.content.for_ledger(output)
-        if self.spec.content.capture and self.span is not None:
-            self.span.set_attribute(semconv.GEN_AI_TOOL_CALL_RESULT, self.spec.content.span_text(output))
-        return output, self._settle_cost(tool_cost)
+        record.status, record.output = CallStatus.SUCCEEDED, spec.content.for_ledger(output)
+        if spec.content.capture and self.span is not None:
+            self.span.set_attribute(semconv.GEN_AI_TOOL_CALL_RESULT, spec.content.span_text(output))
+        self._output = output
+        return self._settle_cost(tool_cost)
 
-    def _settled(self, result: Any, output: JSONValue, cost: Decimal | None) -> Any:
-        """After the row is written: raise its failure, or count the call and return its result."""
+    def _settled(self, result: Any, cost: Decimal | None, error: LedgerError | None) -> Any:
+        """After the row is written (or not: ``error``): count the call and return its result."""
         record = self.record
         assert record is not None
-        self._metric(SUCCEEDED, "live", record)
-        if record.ledger_error is not None:
-            self.session._release(self.phase, self.key)
-            raise record.ledger_error
-        self.session._release(self.phase, self.key, self._done_entry(output))
-        self.session._after_call(record, cost)
+        self._metric(CallStatus.SUCCEEDED, Origin.LIVE, record)
+        if error is not None:
+            self._release()
+            raise error
+        self._release(self._output, succeeded=True)
+        self._count(cost)
         return result
 
     def failed(self, exc: BaseException) -> None:
         """Record the failure; raise ``LedgerError`` (chained to ``exc``) if it could not be recorded."""
-        record = self.record
-        assert record is not None
-        if record.status == PENDING:
-            if not record.pending_row:  # the next try's attempt number (no pending row counts them)
-                self.session._tries[(self.phase, self.key)] = record.attempts
-            record.status = FAILED
-            record.error_type = error_type_name(exc)
-            record.error_message = str(exc)[:_MAX_ERROR_MESSAGE]
-            cost = self._settle_cost(None)
-            self._end(exc)
-            self._metric(FAILED, "live", record)
-            self.session._release(self.phase, self.key)
-            if record.ledger_error is None:
-                self.session._after_call(record, cost, raise_budget=False)
-        if record.ledger_error is not None:
-            raise record.ledger_error from exc
-
-    def _end(self, exc: BaseException | None) -> None:
-        span, record = self.span, self.record
-        assert span is not None and record is not None
-        _end_span(span, exc)
-        if self.manual:
-            record.ended_ns = time.time_ns()
-            complete(self.spec.runtime.ledger, record)
-
-
-def _end_span(span: Span, exc: BaseException | None) -> None:
-    if exc is not None:
-        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-        span.set_attribute(semconv.ERROR_TYPE, error_type_name(exc))
-        span.record_exception(exc)
-    span.end()
+        record, span, bound = self.record, self.span, self.bound
+        assert record is not None and span is not None and bound is not None
+        if record.status is not CallStatus.PENDING:
+            return  # already recorded (a result that could not be encoded, then raised on)
+        if record.durability is Durability.OUTCOME:  # the next try's number (no pending row counts them)
+            self.run.table.failed_try(self.phase, self.key, record.attempts)
+        record.status = CallStatus.FAILED
+        record.error_type = spans.error_type_name(exc)
+        record.error_message = str(exc)[:_MAX_ERROR_MESSAGE]
+        cost = self._settle_cost(None)
+        spans.end_span(span, exc)
+        error: LedgerError | None = None
+        try:
+            bound.finished()
+        except LedgerError as err:
+            error = err
+        self._metric(CallStatus.FAILED, Origin.LIVE, record)
+        self._release()
+        if error is not None:
+            raise error from exc
+        self._count(cost, raise_budget=False)
 
 
 def execute(
@@ -674,15 +651,23 @@ def execute(
     live: Callable[[Any], Any] | None = None,
     served: Callable[[Any], Any] | None = None,
 ) -> Any:
-    """Run ``call`` to its end: served, or ``func`` run live and recorded.
+    """Run ``call`` to its end: served, or ``func`` run live and recorded. Waits block this thread.
 
     ``live`` takes over a live result instead of recording it at once (a stream records itself when it
     has been read to its end); ``served`` shapes a served value (a recorded stream, replayed).
     """
-    while (fate := call.begin()) == WAIT:
-        call.wait()
-    if fate == SERVED:
-        return served(call.served) if served else call.served
+    step = call.begin()
+    while True:
+        if isinstance(step, Wait):
+            call.wait(step)
+            step = call.begin()
+        elif isinstance(step, Poll):
+            time.sleep(step.delay)
+            step = call.poll()
+        else:
+            break
+    if isinstance(step, Done):
+        return served(step.value) if served else step.value
     tokens = call.enter()
     try:
         result = func(*args, **kwargs)
@@ -703,10 +688,10 @@ async def execute_async(
     live: Callable[[Any], Any] | None = None,
     served: Callable[[Any], Any] | None = None,
 ) -> Any:
-    """``execute`` for coroutine functions: the span lasts until the awaited body ends. While other calls
-    are in flight on the loop, the claim and the outcome are written together with theirs (see
-    ``agent_relay.batching``)."""
-    batcher = batcher_for(call.spec.runtime.ledger)
+    """``execute`` for coroutine functions: every wait is awaited on the loop, and the span lasts until
+    the awaited body ends. While other calls are in flight on the loop, the claim and the outcome are
+    written together with theirs (see ``agent_relay.batching``)."""
+    batcher = batcher_for(call.services.ledger.calls)
     if batcher is None:
         return await _execute_async(call, func, args, kwargs, live, served, None)
     batcher.in_flight += 1
@@ -725,19 +710,27 @@ async def _execute_async(
     served: Callable[[Any], Any] | None,
     batcher: LoopBatcher | None,
 ) -> Any:
-    while (fate := call.begin(batch=batcher is not None and batcher.shared)) == WAIT:
-        await call.wait_async()
-    if fate == CLAIM:
-        assert batcher is not None and call.record is not None
-        try:
-            await batcher.claim(call.record)
-        except BaseException as exc:  # cancelled: its claim was written before the cancellation went on
-            call.record.batch_claim = False
-            call.failed(exc)  # so the row says it failed (the body never ran), and the key is free
-            raise
-        fate = call.claimed()
-    if fate == SERVED:
-        return served(call.served) if served else call.served
+    step = call.begin(batch=batcher is not None and batcher.shared)
+    while True:
+        if isinstance(step, Wait):
+            await call.wait_async(step)
+            step = call.begin(batch=batcher is not None and batcher.shared)
+        elif isinstance(step, Poll):
+            await asyncio.sleep(step.delay)
+            step = call.poll()
+        elif isinstance(step, ClaimWith):
+            assert batcher is not None and call.record is not None
+            waiter = batcher.submit_start(call.record)
+            try:
+                step = call.claimed(await batcher.result(waiter))
+            except asyncio.CancelledError as cancelled:  # its claim was written before this went on
+                if isinstance(call.claimed(waiter.result()), Go):
+                    call.failed(cancelled)  # so the row says it failed (the body never ran): key freed
+                raise
+        else:
+            break
+    if isinstance(step, Done):
+        return served(step.value) if served else step.value
     tokens = call.enter()
     try:
         result = await func(*args, **kwargs)
@@ -748,24 +741,18 @@ async def _execute_async(
     Invocation.leave(tokens)
     if live:
         return live(result)
-    if batcher is not None and batcher.shared:
-        return await call.succeeded_batched(result, batcher)
-    return call.succeeded(result)
+    return await call.succeeded_async(result, batcher)
 
 
 @contextlib.contextmanager
-def plain_call(spec: ToolSpec) -> Iterator[None]:
+def plain_call(services: Services, spec: ToolSpec) -> Iterator[None]:
     """A tool called outside any session: a span, no ledger row, the function's own behaviour."""
-    attributes = {
-        semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_EXECUTE_TOOL,
-        semconv.GEN_AI_TOOL_NAME: spec.name,
-        semconv.GEN_AI_TOOL_TYPE: semconv.TOOL_TYPE_FUNCTION,
-    }
-    with spec.runtime._tracer.start_as_current_span(
-        spec.span_name, attributes=attributes, record_exception=True, set_status_on_exception=True
-    ) as span:
+    with services.tracer.start_as_current_span(
+        spec.span_name, attributes=spans.plain_tool_attributes(spec.name), record_exception=True,
+        set_status_on_exception=True,
+    ) as span:  # fmt: skip
         try:
             yield
         except BaseException as exc:
-            span.set_attribute(semconv.ERROR_TYPE, error_type_name(exc))
+            span.set_attribute(semconv.ERROR_TYPE, spans.error_type_name(exc))
             raise

@@ -9,12 +9,10 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .errors import UnknownToolError
-
-if TYPE_CHECKING:
-    from .tooling import ToolSpec
+from .spec import ToolSpec
 
 FORWARD_RESULT = "forward_result"
 """A compensating tool with a parameter of this name receives the forward call's result."""

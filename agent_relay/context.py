@@ -1,21 +1,12 @@
-"""What is current in this context: the session, and the tool call whose body is running.
+"""The tool call whose body is running in this context, as ``agent_relay.current_call()`` shows it.
 
-Both travel in context variables, so they follow asyncio tasks and ``contextvars.copy_context()``.
+It travels in a context variable, so it follows asyncio tasks and ``contextvars.copy_context()``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import threading
-import time
-from contextvars import ContextVar
-from typing import TYPE_CHECKING
-
-from .errors import CallInProgressError
-
-if TYPE_CHECKING:
-    from .session import AgentSession
+from contextvars import ContextVar, Token
 
 _current_call: ContextVar[CallInfo | None] = ContextVar("agent_relay_current_call", default=None)
 
@@ -37,55 +28,15 @@ class CallInfo:
     attempt: int
     seq: int
 
+    def enter(self) -> Token[CallInfo | None]:
+        """Make this what ``current_call()`` answers in this context, until ``leave``."""
+        return _current_call.set(self)
+
+    @staticmethod
+    def leave(token: Token[CallInfo | None]) -> None:
+        _current_call.reset(token)
+
 
 def current_call() -> CallInfo | None:
     """The tool call running in this context, or ``None`` outside a tool body or outside a session."""
     return _current_call.get()
-
-
-# --- the session open in this context (set by AgentSession, read by the tool wrapper) ------------------
-
-_current_session: ContextVar[AgentSession | None] = ContextVar("agent_relay_session", default=None)
-
-
-def current_session() -> AgentSession | None:
-    """The session open in this context, if any."""
-    return _current_session.get()
-
-
-def error_type_name(exc: BaseException) -> str:
-    """``error.type`` as OpenTelemetry spells it: the qualified class name (no module for builtins)."""
-    cls = type(exc)
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-
-
-class Flight:
-    """A live call that callers with the same key wait for (threads block, tasks poll).
-
-    A lock taken when the call starts and released when it ends: cheaper to make than an ``Event`` and
-    made on every live call, while waiting is rare.
-    """
-
-    __slots__ = ("_running", "thread_id")
-
-    def __init__(self) -> None:
-        self._running = threading.Lock()
-        self._running.acquire()
-        self.thread_id = threading.get_ident()
-
-    def land(self) -> None:
-        """The call ended: wake the waiters."""
-        self._running.release()
-
-    def wait(self, timeout: float, *, tool_name: str, run_id: str, key: str) -> None:
-        # the same thread waiting on its own call would wait forever (a tool calling itself)
-        if self.thread_id == threading.get_ident() or not self._running.acquire(timeout=timeout):
-            raise CallInProgressError(tool_name=tool_name, run_id=run_id, idempotency_key=key)
-        self._running.release()  # let the next waiter through
-
-    async def wait_async(self, timeout: float, *, tool_name: str, run_id: str, key: str) -> None:
-        deadline = time.monotonic() + timeout
-        while self._running.locked():
-            if time.monotonic() > deadline:
-                raise CallInProgressError(tool_name=tool_name, run_id=run_id, idempotency_key=key)
-            await asyncio.sleep(0.001)

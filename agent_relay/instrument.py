@@ -25,16 +25,15 @@ import importlib
 import inspect
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .calls import Invocation, execute, execute_async
-from .context import current_session
 from .encoding import encode
 from .errors import ArgumentEncodingError, ConfigurationError
-from .keys import FORWARD
-
-if TYPE_CHECKING:
-    from .runtime import AgentRuntime
+from .run import current_run
+from .runtime import AgentRuntime
+from .states import Phase
+from .tooling import tool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +123,6 @@ def _register_spec(runtime: AgentRuntime, target: _Target) -> None:
     if target.stream_type is not None:
         chunk = getattr(module, target.stream_type, None)
         specs.append((target.stream_name, list[chunk] if chunk is not None else None))  # type: ignore[valid-type]
-    from .tooling import tool
 
     for name, returns in specs:
         if name in runtime.tools or returns is None:
@@ -157,9 +155,9 @@ def _request(target: _Target, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _invocation(target: _Target, kwargs: dict[str, Any]) -> Invocation | None:
-    session = current_session()
+    run = current_run()
     runtime = _runtime
-    if session is None or runtime is None or session.runtime is not runtime:
+    if run is None or runtime is None or run.services is not runtime.services:
         return None
     streaming = kwargs.get("stream") is True
     if streaming and target.stream_type is None:
@@ -168,7 +166,7 @@ def _invocation(target: _Target, kwargs: dict[str, Any]) -> Invocation | None:
             f"stream=True, or outside the session."
         )
     spec = runtime.tools[target.stream_name if streaming else target.name]
-    return Invocation(spec, session, FORWARD, _request(target, kwargs))
+    return Invocation(runtime.services, run, spec, Phase.FORWARD, _request(target, kwargs))
 
 
 def _wrap(original: Callable[..., Any], target: _Target) -> Callable[..., Any]:
@@ -192,7 +190,6 @@ def _wrap(original: Callable[..., Any], target: _Target) -> Callable[..., Any]:
                 )
             return await execute_async(call, original, (self, *args), kwargs)
 
-        create_async.__agent_relay_original__ = original  # type: ignore[attr-defined]
         return create_async
 
     @functools.wraps(original)
@@ -211,7 +208,6 @@ def _wrap(original: Callable[..., Any], target: _Target) -> Callable[..., Any]:
             )
         return execute(call, original, (self, *args), kwargs)
 
-    create.__agent_relay_original__ = original  # type: ignore[attr-defined]
     return create
 
 

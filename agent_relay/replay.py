@@ -8,6 +8,7 @@ first ``fork_after`` distinct calls, then lets the run go live.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import json
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -17,6 +18,15 @@ from .encoding import JSONValue
 from .errors import ReplayDivergenceError, ReplayedError
 
 _MAX_SHOWN = 200
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReplayDecision:
+    """``row`` set: serve it; ``position`` set: the source has no such call there (diverged); neither:
+    run the call live (a fork past its point)."""
+
+    row: Any = None
+    position: int | None = None
 
 
 class ReplaySource:
@@ -30,16 +40,16 @@ class ReplaySource:
         self._lock = threading.Lock()
         self._requested: dict[str, int] = {}  # key -> position in the order the replay first asked
 
-    def decide(self, key: str) -> tuple[str, Any]:
-        """("serve", row) | ("live", None) | ("diverge", position) for a forward call with ``key``."""
+    def decide(self, key: str) -> ReplayDecision:
+        """Serve the recorded row, go live (a fork past its point), or diverge, for a call with ``key``."""
         with self._lock:
             position = self._requested.get(key)
             if position is None:
                 position = self._requested[key] = len(self._requested)
         if self.fork_after is not None and position >= self.fork_after:
-            return "live", None
+            return ReplayDecision()
         row = self.by_key.get(key)
-        return ("serve", row) if row is not None else ("diverge", position)
+        return ReplayDecision(row=row) if row is not None else ReplayDecision(position=position)
 
     def unrequested(self) -> list[Any]:
         """Recorded calls the replay never asked for (only meaningful once it has ended)."""

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import atexit
 import datetime as dt
-import itertools
 import os
 import threading
 import time
 import weakref
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
@@ -26,26 +25,22 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import Tracer
 
-from . import compensation, semconv
+from . import semconv
 from ._version import __version__
 from .calls import active_invocation
 from .content import ContentPolicy
-from .context import current_session
 from .encoding import encode
-from .errors import (
-    ConfigurationError,
-    DuplicateToolError,
-    OutputEncodingError,
-    RuntimeClosedError,
-    SessionStateError,
-    UnknownRunError,
-)
+from .errors import ConfigurationError, OutputEncodingError, SessionStateError, UnknownRunError
 from .ledger import LedgerOptions, LedgerSpanProcessor, LedgerStore
-from .ledger.records import DURABILITY_ENV, STRICT, check_durability
-from .ledger.store import default_owner, owner_is_gone
+from .ledger.connection import default_owner, owner_is_gone
+from .ledger.records import check_durability, durability_from_env
 from .metrics import Instruments
 from .pricing import ModelPrice, PriceTable
-from .session import RUNNING, SUCCEEDED, AgentSession
+from .run import current_run
+from .services import Services
+from .session import AgentSession
+from .spec import ToolSpec
+from .states import CallStatus, Durability, RunStatus
 from .telemetry import (
     DATABASE_URL_ENV,
     DEFAULT_DATABASE_URL,
@@ -56,9 +51,6 @@ from .telemetry import (
     stoppable,
 )
 from .usage import TokenUsage
-
-if TYPE_CHECKING:
-    from .tooling import ToolSpec
 
 _TRACER_NAME = "agent_relay"
 _FLUSH_GRACE_S = 1.0
@@ -97,9 +89,9 @@ class AgentRuntime:
         ledger_options: LedgerOptions | None = None,
         prices: Mapping[str, ModelPrice] | None = None,
         wait_timeout_s: float = 60.0,
-        durability: str = STRICT,
+        durability: str = Durability.STRICT,
     ) -> None:
-        check_durability(durability, "AgentRuntime(durability=...)")
+        checked = check_durability(durability, "AgentRuntime(durability=...)")
         if tracer_provider is not None and not isinstance(tracer_provider, TracerProvider):
             raise ConfigurationError(
                 f"tracer_provider must be an opentelemetry.sdk.trace.TracerProvider (the ledger is a span "
@@ -110,7 +102,7 @@ class AgentRuntime:
                 "pass span_exporters only when the runtime builds its own provider; add exporters to your "
                 "own tracer_provider yourself."
             )
-        self.prices = PriceTable(prices)
+        prices_table = PriceTable(prices)
         self.ledger = LedgerStore(database_url or DEFAULT_DATABASE_URL, ledger_options)
         try:
             self.ledger.open()
@@ -120,22 +112,24 @@ class AgentRuntime:
         self._owns_provider = tracer_provider is None
         self._exporters = stoppable(span_exporters)
         self._provider = tracer_provider or build_tracer_provider(service_name, self._exporters, os.environ)
-        self._processor = LedgerSpanProcessor(self.ledger, usage_sink=self._count_foreign_usage)
+        self._processor = LedgerSpanProcessor(self.ledger.calls, usage_sink=self._count_foreign_usage)
         self._provider.add_span_processor(self._processor)
-        self._tracer: Tracer = self._provider.get_tracer(_TRACER_NAME, __version__)
+        tracer: Tracer = self._provider.get_tracer(_TRACER_NAME, __version__)
         self._owns_meter_provider = meter_provider is None and bool(metric_readers)
         self._meter_provider = meter_provider or (
             build_meter_provider(self._provider.resource, metric_readers) if metric_readers else None
         )
         meter = (self._meter_provider or NoOpMeterProvider()).get_meter(_TRACER_NAME, __version__)
-        self._instruments = Instruments(meter, recording=self._meter_provider is not None)
         self.content = content or ContentPolicy()
-        self._tools: dict[str, ToolSpec] = {}
-        self._lock = threading.Lock()
-        self._closed = False
-        self.owner = default_owner()
-        self.wait_timeout_s = wait_timeout_s
-        self.durability = durability
+        self._services = Services(
+            ledger=self.ledger,
+            tracer=tracer,
+            instruments=Instruments(meter, recording=self._meter_provider is not None),
+            prices=prices_table,
+            owner=default_owner(),
+            wait_timeout_s=wait_timeout_s,
+            durability=checked,
+        )
         if self._owns_provider:
             atexit.register(_shutdown_at_exit, weakref.ref(self))
 
@@ -158,8 +152,9 @@ class AgentRuntime:
         if "meter_provider" not in kwargs:
             kwargs.setdefault("metric_readers", metric_readers_from_env(env))
         kwargs.setdefault("content", ContentPolicy.from_env(env))
-        if env.get(DURABILITY_ENV):
-            kwargs.setdefault("durability", env[DURABILITY_ENV].strip().lower())
+        durability = durability_from_env(env)
+        if durability is not None:
+            kwargs.setdefault("durability", durability)
         return cls(**kwargs)
 
     # --- public --------------------------------------------------------------------------------------
@@ -174,6 +169,30 @@ class AgentRuntime:
         return self._meter_provider
 
     @property
+    def services(self) -> Services:
+        """What this runtime's sessions and tool calls share (the ledger, the tracer, the registry);
+        the plumbing under the public API, not meant for application code."""
+        return self._services
+
+    @property
+    def prices(self) -> PriceTable:
+        """Model prices: yours (``prices=``), then the ``genai-prices`` table."""
+        return self._services.prices
+
+    @property
+    def owner(self) -> str:
+        """``host:pid``, stored on the rows this process claims."""
+        return self._services.owner
+
+    @property
+    def wait_timeout_s(self) -> float:
+        return self._services.wait_timeout_s
+
+    @property
+    def durability(self) -> Durability:
+        return self._services.durability
+
+    @property
     def database(self) -> str:
         """The ledger's URL, password masked."""
         return self.ledger.database
@@ -181,7 +200,7 @@ class AgentRuntime:
     @property
     def tools(self) -> Mapping[str, ToolSpec]:
         """The registered tools by name (read-only)."""
-        return MappingProxyType(self._tools)
+        return MappingProxyType(self._services.tools)
 
     def agent_session(
         self,
@@ -209,7 +228,7 @@ class AgentRuntime:
         Bad arguments raise here; an unknown run id raises when the session starts, before the agent
         runs.
         """
-        self._check_open()
+        self._services.check_open()
         return AgentSession(
             self,
             name,
@@ -229,18 +248,19 @@ class AgentRuntime:
         ``status`` is ``"succeeded"`` (with its ``output``, as the tool would have returned it) or
         ``"failed"``. A resumed run then serves it, or runs it again, like any other call.
         """
-        self._check_open()
-        if status not in (SUCCEEDED, "failed"):
+        self._services.check_open()
+        if status not in (CallStatus.SUCCEEDED, CallStatus.FAILED):
             raise ConfigurationError(
                 f"settle_call(status=...) must be 'succeeded' or 'failed', not {status!r}."
             )
         encoded = encode(output, root="output", error=OutputEncodingError, what="settle_call(output=...) at")
-        settled = self.ledger.settle(
+        succeeded = status == CallStatus.SUCCEEDED
+        settled = self.ledger.calls.settle(
             call_id,
-            status=status,
-            output=encoded if status == SUCCEEDED else None,
-            error_type="agent_relay.settled" if status != SUCCEEDED else None,
-            error_message=error_message if status != SUCCEEDED else None,
+            status=CallStatus(status),
+            output=encoded if succeeded else None,
+            error_type=None if succeeded else "agent_relay.settled",
+            error_message=None if succeeded else error_message,
             ended_at=dt.datetime.now(dt.UTC),
         )
         if not settled:
@@ -257,22 +277,20 @@ class AgentRuntime:
         live process is refused unless ``force=True`` (its owner on another host cannot be checked).
         Returns the finished recovery session: ``status`` and ``compensation_errors`` say how it went.
         """
-        self._check_open()
+        self._services.check_open()
         row = self.ledger.get_run(run_id)
         if row is None:
             raise UnknownRunError(run_id, self.database)
-        if row.status == SUCCEEDED:
+        if row.status == RunStatus.SUCCEEDED:
             raise SessionStateError(f"run {run_id} succeeded; there is nothing to compensate.")
-        if row.status == RUNNING and not force and not owner_is_gone(row.owner):
+        if row.status == RunStatus.RUNNING and not force and not owner_is_gone(row.owner):
             raise SessionStateError(
                 f"run {run_id} is still running in {row.owner}; wait for it, or pass force=True if that "
                 f"process is gone."
             )
-        session = AgentSession(self, row.name)
-        session.run_id, session.trace_id, session._recovering = run_id, row.trace_id, True
-        session._seq = itertools.count(self.ledger.max_seq(run_id) + 1)
-        with session:
-            session._unwind()
+        session = AgentSession.recovery(self, row)
+        with session:  # entering it unwinds the run
+            pass
         return session
 
     def shutdown(self, timeout_s: float = 5.0) -> None:
@@ -283,10 +301,10 @@ class AgentRuntime:
 
         A provider passed in by the user is flushed but not shut down: it is theirs.
         """
-        with self._lock:
-            if self._closed:
+        with self._services.lock:
+            if self._services.closed:
                 return
-            self._closed = True
+            self._services.closed = True
 
         # An exporter stuck on an unreachable collector must not hold the program: run the SDK's shutdowns
         # in daemon threads, side by side, and stop waiting after the timeout.
@@ -328,20 +346,13 @@ class AgentRuntime:
         self.shutdown()
 
     def __repr__(self) -> str:
-        return f"<AgentRuntime {self.database} tools={len(self._tools)}>"
+        return f"<AgentRuntime {self.database} tools={len(self._services.tools)}>"
 
     # --- internal ------------------------------------------------------------------------------------
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeClosedError(
-                f"the runtime on {self.database} was shut down; create a new AgentRuntime to record more "
-                f"runs."
-            )
-
     def _count_foreign_usage(self, span: ReadableSpan) -> None:
-        """Charge the open session for a span of another GenAI instrumentation (OpenLLMetry,
-        OpenInference, the official OTel openai instrumentation) that reports token usage — unless the
-        model call is one AgentRelay recorded itself (the span ended inside it, or wraps it)."""
+        """Charge the open run for a span of another GenAI instrumentation (OpenLLMetry, OpenInference,
+        the official OTel openai instrumentation) that reports token usage — unless the model call is one
+        AgentRelay recorded itself (the span ended inside it, or wraps it)."""
         scope = span.instrumentation_scope
         if scope is not None and scope.name == _TRACER_NAME:
             return
@@ -350,13 +361,13 @@ class AgentRuntime:
         out = attrs.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS, attrs.get(semconv.GEN_AI_USAGE_COMPLETION_TOKENS))
         if not isinstance(inp, int) and not isinstance(out, int):
             return
-        session = current_session()
-        if session is None or session.runtime is not self or span.context is None:
+        run = current_run()
+        if run is None or run.services is not self._services or span.context is None:
             return
         call = active_invocation()
         if call is not None and call.model is not None:
             return  # ended inside a model call AgentRelay records: already counted
-        if span.context.span_id in session._model_call_parents:
+        if span.context.span_id in run.model_call_parents:
             return  # wraps a model call AgentRelay recorded: already counted
         model = attrs.get(semconv.GEN_AI_RESPONSE_MODEL) or attrs.get(semconv.GEN_AI_REQUEST_MODEL)
         provider = attrs.get(semconv.GEN_AI_PROVIDER_NAME) or attrs.get(semconv.GEN_AI_SYSTEM)
@@ -366,22 +377,7 @@ class AgentRuntime:
             inp if isinstance(inp, int) else 0,
             out if isinstance(out, int) else 0,
         )
-        session._charge(usage, self.prices.cost(usage))
-
-    def _check_compensations(self) -> None:
-        """Every compensation a tool names resolves (raised when a session starts, not at unwind time)."""
-        with self._lock:
-            tools = dict(self._tools)
-        for spec in tools.values():
-            if spec.compensation is not None:
-                compensation.resolve(spec, tools)
-
-    def _register_tool(self, spec: ToolSpec) -> None:
-        with self._lock:
-            existing = self._tools.get(spec.name)
-            if existing is not None:
-                raise DuplicateToolError(spec.name, existing.qualified_name, spec.qualified_name)
-            self._tools[spec.name] = spec
+        run.charge(usage, self._services.prices.cost(usage))
 
 
 def _shutdown_at_exit(ref: weakref.ref[AgentRuntime]) -> None:

@@ -11,89 +11,24 @@ span but no ledger row, no key and no deduplication.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
-import typing
 from collections.abc import Awaitable, Callable
-from decimal import Decimal
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
-from . import semconv
 from .calls import Invocation, execute, execute_async, plain_call
-from .content import ToolContent
-from .encoding import decoder_for
 from .errors import ConfigurationError
-from .keys import Binder, binder
 from .ledger.records import check_durability
 from .pricing import to_usd
-
-if TYPE_CHECKING:
-    from .runtime import AgentRuntime
+from .runtime import AgentRuntime
+from .services import Services
+from .spans import tool_span_name
+from .spec import KINDS, CostSpec, ToolSpec
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-CostSpec = float | int | Decimal | Callable[[Any], float | int | Decimal]
-
 _MAX_NAME = 200
-KINDS = ("function", "llm")
-
-
-@dataclasses.dataclass(eq=False)
-class ToolSpec:
-    """What a runtime knows about one registered tool."""
-
-    runtime: AgentRuntime
-    name: str
-    func: Callable[..., Any]
-    compensation: str | None
-    cost: CostSpec | None
-    kind: str
-    idempotent: bool
-    deduplicate: bool
-    key: Callable[[dict[str, Any]], str] | None
-    raises: tuple[type[BaseException], ...]
-    content: ToolContent
-    provider: str | None
-    durability: str
-    is_async: bool
-    span_name: str
-    signature: inspect.Signature = dataclasses.field(repr=False)
-    bind: Binder = dataclasses.field(init=False, repr=False)  # binds a call's arguments to ``signature``
-    _decode: Callable[[Any], Any] | None = dataclasses.field(default=None, repr=False)
-    _hints: dict[str, Any] | None = dataclasses.field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        self.bind = binder(self.signature)
-
-    def _type_hints(self) -> dict[str, Any]:
-        if self._hints is None:
-            try:
-                self._hints = typing.get_type_hints(self.func)
-            except Exception:  # unresolvable forward references: values are served as stored JSON
-                self._hints = {}
-        return self._hints
-
-    def decode(self, stored: Any) -> Any:
-        """Turn a stored output back into what the tool returns (its return annotation's type)."""
-        if self._decode is None:
-            self._decode = decoder_for(self._type_hints().get("return"))
-        return self._decode(stored)
-
-    def decode_argument(self, name: str, stored: Any) -> Any:
-        """Turn a stored argument into parameter ``name``'s annotated type."""
-        return decoder_for(self._type_hints().get(name))(stored)
-
-    def cost_of(self, result: Any) -> Decimal | None:
-        if self.cost is None:
-            return None
-        value = self.cost(result) if callable(self.cost) else self.cost
-        return to_usd(value, f"tool {self.name!r} cost")
-
-    @property
-    def qualified_name(self) -> str:
-        return f"{getattr(self.func, '__module__', '?')}.{getattr(self.func, '__qualname__', self.name)}"
 
 
 def tool(
@@ -135,8 +70,6 @@ def tool(
     Raises ``ConfigurationError`` (a ``ValueError``) for a bad option and ``DuplicateToolError`` when the
     name is taken, both at decoration time.
     """
-    from .runtime import AgentRuntime
-
     if not isinstance(runtime, AgentRuntime):
         raise ConfigurationError(
             f"@tool needs the runtime as its first argument, as in @tool(runtime, name='send_email'); got "
@@ -158,8 +91,7 @@ def tool(
         raise ConfigurationError(f"@tool(raises=...) must be a tuple of exception classes, not {raises!r}.")
     if isinstance(redact, str) or not all(isinstance(f, str) for f in redact):
         raise ConfigurationError(f"@tool(redact=...) must be a tuple of field names, not {redact!r}.")
-    if durability is not None:
-        check_durability(durability, f"@tool({name or '...'})")
+    checked = None if durability is None else check_durability(durability, f"@tool({name or '...'})")
     if kind not in KINDS:
         raise ConfigurationError(
             f"@tool(kind=...) must be one of {', '.join(map(repr, KINDS))}, not {kind!r}."
@@ -172,7 +104,6 @@ def tool(
         if not tool_name:
             raise ConfigurationError(f"@tool could not name {func!r}; pass name=....")
         spec = ToolSpec(
-            runtime=runtime,
             name=tool_name,
             func=func,
             compensation=compensation,
@@ -184,40 +115,40 @@ def tool(
             raises=raises,
             content=runtime.content.for_tool(capture_content, redact),
             provider=provider,
-            durability=durability or runtime.durability,
+            durability=checked or runtime.durability,
             is_async=inspect.iscoroutinefunction(func),
-            span_name=f"{semconv.OPERATION_EXECUTE_TOOL} {tool_name}",
+            span_name=tool_span_name(tool_name),
             signature=inspect.signature(func),
         )
-        wrapper = _async_wrapper(spec) if spec.is_async else _sync_wrapper(spec)
+        services = runtime.services
+        wrapper = _async_wrapper(services, spec) if spec.is_async else _sync_wrapper(services, spec)
         functools.update_wrapper(wrapper, func)
-        wrapper.__agent_relay_tool__ = spec  # type: ignore[union-attr]
-        runtime._register_tool(spec)
+        services.register(spec)
         return cast(Callable[P, R], wrapper)
 
     return decorate
 
 
-def _sync_wrapper(spec: ToolSpec) -> Callable[..., Any]:
+def _sync_wrapper(services: Services, spec: ToolSpec) -> Callable[..., Any]:
     func = spec.func
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        call = Invocation.forward(spec, args, kwargs)
+        call = Invocation.forward(services, spec, args, kwargs)
         if call is None:
-            with plain_call(spec):
+            with plain_call(services, spec):
                 return func(*args, **kwargs)
         return execute(call, func, args, kwargs)
 
     return wrapper
 
 
-def _async_wrapper(spec: ToolSpec) -> Callable[..., Awaitable[Any]]:
+def _async_wrapper(services: Services, spec: ToolSpec) -> Callable[..., Awaitable[Any]]:
     func = spec.func
 
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        call = Invocation.forward(spec, args, kwargs)
+        call = Invocation.forward(services, spec, args, kwargs)
         if call is None:
-            with plain_call(spec):
+            with plain_call(services, spec):
                 return await func(*args, **kwargs)
         return await execute_async(call, func, args, kwargs)
 

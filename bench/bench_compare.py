@@ -51,6 +51,7 @@ try:
     from bench_overhead import machine_info, run_floor
 
     from agent_relay import AgentRuntime, LedgerOptions, tool
+    from agent_relay.run import current_run
 except ImportError:
     # Run by an interpreter without agent_relay: bench/.venv has it (and DBOS and LangGraph) when set up.
     _VENV = Path(__file__).resolve().parent / ".venv"
@@ -709,8 +710,8 @@ def memory_child(mode: str, calls: int, first: int) -> dict[str, Any]:
         out[name] = {
             "rss": _rss_bytes(),
             "heap": tracemalloc.get_traced_memory()[0] if mode == "heap" else None,
-            "index_entries": len(session._done),
-            "index_bytes": _deep_size(session._done),
+            "index_entries": len(session.table),
+            "index_bytes": _deep_size(session.table),
         }
         if mode == "lines":
             snapshots.append(tracemalloc.take_snapshot().filter_traces(_SNAPSHOT_FILTERS))
@@ -718,7 +719,8 @@ def memory_child(mode: str, calls: int, first: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-compare-memory-") as tmp:
         runtime, tiny, ran = _relay_runtime(Path(tmp), "NORMAL")
         try:
-            with runtime.agent_session(name="bench-memory") as session:
+            with runtime.agent_session(name="bench-memory"):
+                session = current_run()  # the run's call table: its in-memory dedup index
                 sample("entry", session)
                 for i in range(first):
                     tiny(i=i)
@@ -859,7 +861,7 @@ def memory_table(memory: dict[str, dict[str, Any]]) -> str:
         f"{_mib(rss['end']['rss'])} | {fig.rss_per_call:.0f} B |",
         f"| Python heap (tracemalloc, traced bytes) | {_mib(heap['entry']['heap'])} | "
         f"{_mib(heap['after_first']['heap'])} | {_mib(heap['end']['heap'])} | {fig.heap_per_call:.0f} B |",
-        f"| the session's dedup index (`AgentSession._done`, deep size) | "
+        f"| the session's dedup index (the run's `CallTable`, deep size) | "
         f"{heap['entry']['index_bytes']:,} B ({heap['entry']['index_entries']} entries) | "
         f"{heap['after_first']['index_bytes']:,} B ({heap['after_first']['index_entries']:,}) | "
         f"{end_index['index_bytes']:,} B ({end_index['index_entries']:,}) | {fig.index_per_call:.0f} B |",
@@ -1097,7 +1099,7 @@ compared by source line. Memory is sampled after `gc.collect()` at session entry
 {memory_table(memory)}
 
 The session keeps its most recently completed calls (key, output; arguments only for a caller-supplied
-key) in `AgentSession._done`, its in-memory dedup index: a repeated call is served from it without
+key) in the run's `CallTable`, its in-memory dedup index: a repeated call is served from it without
 touching the ledger. It holds at most `agent_relay.session.DEDUP_INDEX_SIZE` (1,024) calls; an older
 one asked again is served from its ledger row. So the index stops growing after 1,024 distinct calls.
 

@@ -39,7 +39,8 @@ from opentelemetry.sdk.trace import TracerProvider
 
 import agent_relay
 from agent_relay import AgentRuntime, LedgerOptions, tool
-from agent_relay.ledger import fastpath
+from agent_relay.ledger.records import Held
+from agent_relay.ledger.sqlite_calls import SqliteCalls
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS_OVERHEAD.md"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -347,13 +348,9 @@ def run_commits_only(calls: int, warmup: int, workdir: Path, *, commits: int = 2
 def _ledger_writes_skipped() -> Iterator[None]:
     """agent_relay with its SQLite statements skipped (the rows are not written): what is left is the
     wrapper's own work, span included. For the profile only; every other case writes its rows."""
-    hot = fastpath.SqliteHotPath
+    hot = SqliteCalls
     saved = hot.claim, hot.finish
-
-    def claim(self: Any, record: Any) -> None:
-        record.claim, record.attempts = "claimed", 1
-
-    hot.claim, hot.finish = claim, lambda self, r: 1  # type: ignore[method-assign]
+    hot.claim, hot.finish = lambda self, r: Held(1), lambda self, r: True  # type: ignore[method-assign]
     try:
         yield
     finally:

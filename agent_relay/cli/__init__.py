@@ -55,8 +55,8 @@ class _Context:
                     database=masked,
                 )
             store = LedgerStore(url)
-            with store._guard("read the schema version"):
-                found = store._read_version()
+            with store.db.guard("read the schema version"):
+                found = store.read_version()
             if found is None:
                 store.dispose()
                 raise LedgerError(

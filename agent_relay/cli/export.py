@@ -16,8 +16,9 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from .. import semconv
+from .. import semconv, spans
 from ..errors import ConfigurationError
+from ..states import CallStatus, Origin, RunStatus
 from ..telemetry import DEFAULT_SERVICE_NAME, OTEL_SERVICE_NAME, span_exporters_from_env
 
 _BATCH = 512
@@ -38,22 +39,20 @@ def _context(trace_id: str, span_id: str) -> SpanContext:
 def spans_of(
     run: Mapping[str, Any], calls: Sequence[Mapping[str, Any]], resource: Resource
 ) -> Iterator[ReadableSpan]:
-    """The run's session span, then one span per recorded call that has ids."""
+    """The run's session span, then one span per recorded call that has ids, built as they were live
+    (``agent_relay.spans``)."""
     if not run["trace_id"] or not run["span_id"]:
         return
     root = _context(run["trace_id"], run["span_id"])
-    failed = run["status"] not in ("succeeded", "running")
-    attributes: dict[str, Any] = {
-        semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_INVOKE_AGENT,
-        semconv.GEN_AI_AGENT_NAME: run["name"],
-        semconv.RUN_ID: run["run_id"],
-        semconv.RUN_STATUS: run["status"],
-        semconv.COST_USD: float(run["cost_usd"] or 0),
-    }
+    failed = run["status"] not in (RunStatus.SUCCEEDED, RunStatus.RUNNING)
+    attributes = spans.session_attributes(
+        run["name"], run["run_id"], parent_run_id=run.get("parent_run_id"),
+        budget_limit=run.get("budget_limit_usd"), replay_of=run.get("replay_of"),
+    ) | {semconv.RUN_STATUS: run["status"]} | spans.outcome_attributes(cost_usd=run["cost_usd"] or 0)  # fmt: skip
     if run["error_type"]:
         attributes[semconv.ERROR_TYPE] = run["error_type"]
     yield ReadableSpan(
-        name=f"{semconv.OPERATION_INVOKE_AGENT} {run['name']}",
+        name=spans.session_span_name(run["name"]),
         context=root,
         parent=None,
         resource=resource,
@@ -61,30 +60,32 @@ def spans_of(
         kind=SpanKind.INTERNAL,
         start_time=_ns(run["started_at"]),
         end_time=_ns(run["ended_at"] or run["started_at"]),
-        status=Status(StatusCode.ERROR, run["error_message"]) if failed else Status(StatusCode.UNSET),
+        status=spans.error_status(run["error_type"], run["error_message"]) if failed else Status(StatusCode.UNSET),
     )
     for call in calls:
         if not call["trace_id"] or not call["span_id"]:
             continue
-        attrs: dict[str, Any] = {
-            semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_EXECUTE_TOOL,
-            semconv.GEN_AI_TOOL_NAME: call["tool_name"],
-            semconv.GEN_AI_TOOL_TYPE: semconv.TOOL_TYPE_FUNCTION,
-            semconv.GEN_AI_TOOL_CALL_ID: call["call_id"],
-            semconv.RUN_ID: call["run_id"],
-            semconv.IDEMPOTENCY_KEY: call["idempotency_key"],
-            semconv.TOOL_PHASE: call["phase"],
-            semconv.CALL_SEQ: call["seq"],
-            semconv.CALL_ATTEMPT: call["attempts"],
-        }
-        if call["origin"] == "replayed":
-            attrs[semconv.REPLAYED] = True
-        if call["cost_usd"] is not None:
-            attrs[semconv.COST_USD] = float(call["cost_usd"])
+        arguments = call["arguments"] if isinstance(call["arguments"], dict) else {}
+        requested = arguments.get("model")
+        view = spans.CallView(
+            tool_name=call["tool_name"],
+            phase=call["phase"],
+            idempotency_key=call["idempotency_key"],
+            run_id=call["run_id"],
+            call_id=call["call_id"],
+            # a model call (its request names the model it used) gets an inference span, as it did live
+            model=requested if isinstance(requested, str) and call["model"] else None,
+            seq=call["seq"],
+        )
+        attrs = spans.call_attributes(view) | {semconv.CALL_ATTEMPT: call["attempts"]}
+        if call["origin"] == Origin.REPLAYED:
+            attrs |= spans.served_attributes(Origin.REPLAYED)
+        attrs |= spans.outcome_attributes(cost_usd=call["cost_usd"], input_tokens=call["input_tokens"],
+                                          output_tokens=call["output_tokens"], model=call["model"])  # fmt: skip
         if call["error_type"]:
             attrs[semconv.ERROR_TYPE] = call["error_type"]
         yield ReadableSpan(
-            name=f"{semconv.OPERATION_EXECUTE_TOOL} {call['tool_name']}",
+            name=view.span_name,
             context=_context(call["trace_id"], call["span_id"]),
             parent=root,
             resource=resource,
@@ -92,8 +93,8 @@ def spans_of(
             kind=SpanKind.INTERNAL,
             start_time=_ns(call["started_at"]),
             end_time=_ns(call["ended_at"] or call["started_at"]),
-            status=Status(StatusCode.ERROR, call["error_message"])
-            if call["status"] == "failed"
+            status=spans.error_status(call["error_type"], call["error_message"])
+            if call["status"] == CallStatus.FAILED
             else Status(StatusCode.UNSET),
         )
 

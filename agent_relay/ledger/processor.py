@@ -1,13 +1,14 @@
-"""``LedgerSpanProcessor``: the OpenTelemetry span processor that writes the ``tool_calls`` ledger.
+"""``LedgerSpanProcessor``: the OpenTelemetry span processor that persists tool calls in the ledger.
 
-The tool wrapper hands the processor the call's record by binding it to the next span it starts
-(``bind(record)``). ``on_start`` claims the call (the pending row, committed) and ``on_end`` completes
-it (output, status, cost, timings); both run synchronously on the thread that starts or ends the span, so
-the row is durable before the wrapper returns. A processor must not raise into the SDK, so a failed write
-is left on ``record.ledger_error`` and the wrapper raises it; the wrapper also checks that the claim
-happened at all, and makes it itself through the store when no processor saw the span (a sampler dropped
-it, or the provider is not recording). Spans that carry no bound record are offered to ``usage_sink``
-(the runtime counts other GenAI instrumentations' token usage against the session's budget).
+A thin adapter between a tool call's span and the ledger's ``CallWriter``. The wrapper binds the call
+(``BoundCall``) to the next span it starts; ``on_start`` claims the call (``writer.start``: the pending row,
+committed) and ``on_end`` finishes it (``writer.finish``: output, status, cost, timings, committed). Both
+run synchronously on the thread that starts or ends the span, so the row is durable before the wrapper
+goes on. A processor must not raise into the SDK, so the outcome of each write is kept on the binding and
+the wrapper collects it (``BoundCall.claimed()`` / ``finished()`` raise its ``LedgerError``). When no
+processor saw the span (a sampler dropped it, or the provider is not recording), the wrapper makes the same
+writes through the same binding. Spans that carry no binding are offered to ``usage_sink`` (the runtime
+counts other GenAI instrumentations' token usage against the session's budget).
 """
 
 from __future__ import annotations
@@ -20,56 +21,124 @@ from contextvars import ContextVar, Token
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.trace import format_span_id, format_trace_id
+from opentelemetry.trace import SpanContext, format_span_id, format_trace_id
 
 from ..errors import LedgerError
-from .records import CLAIMED, CallRecord
-from .store import LedgerStore
+from .records import CallRecord, Claim, Held
+from .writer import CallWriter
 
 _log = logging.getLogger(__name__)
 
-_binding: ContextVar[CallRecord | None] = ContextVar("agent_relay_span_binding", default=None)
+_binding: ContextVar[BoundCall | None] = ContextVar("agent_relay_span_binding", default=None)
 
 
-def bind(record: CallRecord) -> Token[CallRecord | None]:
-    """Bind ``record`` to the next span started in this context, until ``unbind``."""
-    return _binding.set(record)
+class BoundCall:
+    """A live call's ledger writes, tied to the span that records it. Each write happens once, made by
+    whichever sees the span's moment first: the processor, or the wrapper (for a span no processor saw).
+    The row's outcome is written only while this worker holds the call (its latest claim is ``Held``).
+    """
 
+    __slots__ = ("_claim", "_ended", "_error", "_started", "record", "writer")
 
-def unbind(token: Token[CallRecord | None]) -> None:
-    _binding.reset(token)
+    def __init__(self, writer: CallWriter, record: CallRecord) -> None:
+        self.writer = writer
+        self.record = record
+        self._claim: Claim | None = None
+        self._error: LedgerError | None = None
+        self._started = False
+        self._ended = False
+
+    def bind(self) -> Token[BoundCall | None]:
+        """Tie this call to the next span started in this context, until ``unbind``."""
+        return _binding.set(self)
+
+    @staticmethod
+    def unbind(token: Token[BoundCall | None]) -> None:
+        _binding.reset(token)
+
+    def note(self, ctx: SpanContext, start_ns: int | None) -> None:
+        """Where and when the call's span started."""
+        record = self.record
+        record.trace_id = format_trace_id(ctx.trace_id) if ctx.is_valid else None
+        record.span_id = format_span_id(ctx.span_id) if ctx.is_valid else None
+        record.started_ns = start_ns or time.time_ns()
+
+    def started(self, ctx: SpanContext, start_ns: int | None) -> None:
+        """The span started: note it, and claim the call (a failure is kept for ``claimed``)."""
+        if self._started:
+            return
+        self._started = True
+        self.note(ctx, start_ns)
+        try:
+            self._claim = self.writer.start(self.record)
+        except LedgerError as err:
+            self._error = err
+
+    def ended(self, end_ns: int | None) -> None:
+        """The span ended: write the outcome of a call this worker holds (a failure is kept for
+        ``finished``)."""
+        if self._ended or self._error is not None or not isinstance(self._claim, Held):
+            return
+        self._ended = True
+        self.record.ended_ns = end_ns or time.time_ns()
+        try:
+            self.writer.finish(self.record)
+        except LedgerError as err:
+            self._error = err
+
+    def claimed(self, ctx: SpanContext) -> Claim:
+        """The claim the span's start made (made here if no processor saw the span); raises its
+        ``LedgerError``."""
+        self.started(ctx, None)
+        if self._error is not None:
+            raise self._error
+        assert self._claim is not None
+        return self._claim
+
+    def hold(self, claim: Claim) -> Claim:
+        """A claim made another way (with other calls' writes, again after waiting, a take-over): from
+        now on, what the row says."""
+        self._started = True
+        self._claim = claim
+        return claim
+
+    def finished(self) -> None:
+        """After the span ended: the outcome's write (made here if no processor saw the span); raises its
+        ``LedgerError``."""
+        self.ended(None)
+        if self._error is not None:
+            raise self._error
 
 
 class LedgerSpanProcessor(SpanProcessor):
-    """Persists tool-call spans as ledger rows. Thread-safe; never raises into the SDK."""
+    """Persists tool-call spans as ledger rows through ``writer``. Thread-safe; never raises into the
+    SDK."""
 
-    def __init__(self, store: LedgerStore, usage_sink: Callable[[ReadableSpan], None] | None = None) -> None:
-        self._store = store
+    def __init__(
+        self, writer: CallWriter, usage_sink: Callable[[ReadableSpan], None] | None = None
+    ) -> None:
+        self._writer = writer
         self._usage_sink = usage_sink
-        self._open: dict[int, CallRecord] = {}
+        self._open: dict[int, BoundCall] = {}
         self._lock = threading.Lock()
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        record = _binding.get()
-        if record is None or record.ledger is not self._store or record.span_id is not None:
+        bound = _binding.get()
+        if bound is None or bound.writer is not self._writer:  # (a provider may carry several runtimes)
             return
         ctx = span.get_span_context()
-        record.trace_id = format_trace_id(ctx.trace_id)
-        record.span_id = format_span_id(ctx.span_id)
-        record.started_ns = span.start_time or time.time_ns()
         with self._lock:
-            self._open[ctx.span_id] = record
-        claim(self._store, record)
+            self._open[ctx.span_id] = bound
+        bound.started(ctx, span.start_time)
 
     def on_end(self, span: ReadableSpan) -> None:
         ctx = span.context
         if ctx is None:
             return
         with self._lock:
-            record = self._open.pop(ctx.span_id, None)
-        if record is not None:
-            record.ended_ns = span.end_time or time.time_ns()
-            complete(self._store, record)
+            bound = self._open.pop(ctx.span_id, None)
+        if bound is not None:
+            bound.ended(span.end_time)
         elif self._usage_sink is not None:
             try:
                 self._usage_sink(span)
@@ -82,57 +151,3 @@ class LedgerSpanProcessor(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True  # every write is committed synchronously; nothing is buffered
-
-
-def claim(store: LedgerStore, record: CallRecord) -> None:
-    """Claim the call, keeping any failure on the record. A call without a pending row (durability
-    ``outcome``) is held by this worker at once; its row is written when it ends. A batched claim is
-    left to the wrapper."""
-    if record.batch_claim:
-        return
-    if not record.pending_row:
-        if record.claim is None:  # (EXISTS when the wrapper found the call already recorded)
-            record.claim = CLAIMED
-        return
-    try:
-        store.claim(record)
-    except LedgerError as exc:
-        record.ledger_error = exc
-    except Exception as exc:  # a bug or driver surprise must still reach the caller, never vanish
-        record.ledger_error = _unexpected(store, record, exc)
-
-
-def complete(store: LedgerStore, record: CallRecord) -> None:
-    """Complete a claimed call, keeping any failure on the record."""
-    if record.claim != CLAIMED or record.completed or record.batch_complete:
-        return
-    try:
-        store.complete(record)
-    except LedgerError as exc:
-        record.ledger_error = exc
-    except Exception as exc:
-        record.ledger_error = _unexpected(store, record, exc)
-
-
-def write_batch(store: LedgerStore, claims: list[CallRecord], completions: list[CallRecord]) -> None:
-    """Claim and complete several calls in one transaction, keeping each failure on its record."""
-    try:
-        failed = store.write_batch(claims, completions)
-    except LedgerError as exc:
-        failed = {id(r): exc for r in claims + completions}
-    except Exception as exc:
-        failed = {id(r): _unexpected(store, r, exc) for r in claims + completions}
-    for record in claims + completions:
-        record.ledger_error = failed.get(id(record), record.ledger_error)
-
-
-def _unexpected(store: LedgerStore, record: CallRecord, exc: Exception) -> LedgerError:
-    err = LedgerError(
-        f"unexpected error writing tool {record.tool_name!r} of run {record.run_id} to the ledger at "
-        f"{store.database}: {type(exc).__name__}: {exc}",
-        database=store.database,
-        run_id=record.run_id,
-        tool_name=record.tool_name,
-    )
-    err.__cause__ = exc
-    return err

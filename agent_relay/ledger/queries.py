@@ -27,7 +27,7 @@ def resolve_run_id(store: LedgerStore, prefix: str) -> str:
         .order_by(agent_runs.c.run_id)
         .limit(3)
     )
-    with store._guard("find a run"), store.engine.connect() as conn:
+    with store.reading("find a run") as conn:
         found = list(conn.execute(stmt).scalars())
     if prefix in found:
         return prefix
@@ -60,7 +60,7 @@ def list_runs(
         stmt = stmt.where(agent_runs.c.name == name)
     if since:
         stmt = stmt.where(agent_runs.c.started_at >= since)
-    with store._guard("list runs"), store.engine.connect() as conn:
+    with store.reading("list runs") as conn:
         return [dict(row) for row in conn.execute(stmt).mappings()]
 
 

@@ -1,43 +1,44 @@
-"""The record of one tool call as it travels from the wrapper, through the span processor, to the store."""
+"""The record of one tool call as it travels from the wrapper to the ledger's writer, and what a claim
+found: values, not flags. Who writes a record is decided by the caller, never marked on it."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from decimal import Decimal
 from typing import Any
 
-from ..errors import ConfigurationError, LedgerError
+from ..errors import ConfigurationError
+from ..states import CallStatus, Durability, Origin
 
-PENDING = "pending"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-
-# durability modes (see README "Durability"): what is committed around a live tool call
-STRICT = "strict"  # the pending row before the body runs, the outcome before the call returns
-OUTCOME = "outcome"  # only the outcome, before the call returns (a crash mid-body: the call runs again)
-DURABILITY_MODES = (STRICT, OUTCOME)
 DURABILITY_ENV = "AGENT_RELAY_DURABILITY"
 
 
-def check_durability(value: object, where: str) -> None:
-    """Raise ``ConfigurationError`` unless ``value`` is a durability mode."""
-    if value not in DURABILITY_MODES:
+def check_durability(value: object, where: str) -> Durability:
+    """``value`` as a ``Durability``; ``ConfigurationError`` unless it is one."""
+    try:
+        return Durability(value)
+    except ValueError:
         raise ConfigurationError(
             f"{where}: durability must be 'strict' (a pending row before the tool runs, the outcome before "
             f"it returns) or 'outcome' (only the outcome: one commit, at-least-once after a crash), not "
             f"{value!r}."
-        )
+        ) from None
 
 
-CLAIMED = "claimed"  # this worker holds the pending row and runs the tool
-EXISTS = "exists"  # a row for this key already exists and is not failed: see ``existing_status``
+def durability_from_env(environ: Any = os.environ) -> Durability | None:
+    value = environ.get(DURABILITY_ENV)
+    return check_durability(value.strip().lower(), DURABILITY_ENV) if value else None
 
 
 @dataclasses.dataclass(slots=True, eq=False)
 class CallRecord:
-    """One tool call's ledger row in the making. Owned by one thread or task at a time."""
+    """One tool call's ledger row in the making. Owned by one thread or task at a time.
 
-    ledger: Any  # the LedgerStore meant to persist it (a provider may carry several runtimes' processors)
+    ``durability`` says what the writer commits for it: ``STRICT`` a pending row when it starts and the
+    outcome onto that row when it ends; ``OUTCOME`` only the finished row.
+    """
+
     run_id: str
     call_id: str
     seq: int
@@ -46,18 +47,17 @@ class CallRecord:
     idempotency_key: str
     arguments: Any
     owner: str
-    # set when the claim is made
+    durability: Durability = Durability.STRICT
+    # the arguments as canonical JSON text when it is already at hand (the key was made from it)
+    arguments_text: str | None = None
+    # where and when it ran
     trace_id: str | None = None
     span_id: str | None = None
     started_ns: int | None = None
-    claim: str | None = None
-    attempts: int = 0
-    existing_status: str | None = None
-    existing_output: Any = None
-    existing_owner: str | None = None
-    existing_arguments: Any = None
-    # set by the wrapper before the span ends
-    status: str = PENDING
+    ended_ns: int | None = None
+    attempts: int = 1
+    # its outcome
+    status: CallStatus = CallStatus.PENDING
     output: Any = None
     error_type: str | None = None
     error_message: str | None = None
@@ -66,25 +66,26 @@ class CallRecord:
     input_tokens: int | None = None
     output_tokens: int | None = None
     model: str | None = None
-    ended_ns: int | None = None
-    completed: bool = False
-    origin: str = "live"  # live | replayed | diverged
-    # a failed ledger write, kept for the wrapper to raise (span processors must not raise)
-    ledger_error: LedgerError | None = None
-    # the arguments as JSON text when it is already at hand (the key was computed from it)
-    arguments_text: str | None = None
-    # False in durability "outcome": no pending row; the outcome row is inserted when the span ends
-    pending_row: bool = True
-    # an async call among others in flight: its claim / outcome is written with theirs, in one
-    # transaction, by the wrapper (agent_relay.batching) instead of by the span processor
-    batch_claim: bool = False
-    batch_complete: bool = False
+    origin: Origin = Origin.LIVE
 
-    def held(self, attempts: int) -> None:
-        """The claim is committed: this worker holds the call (``attempts`` counts its tries)."""
-        self.claim, self.attempts = CLAIMED, attempts
 
-    def found(self, status: str, output: Any, attempts: int, owner: str | None, arguments: Any) -> None:
-        """Another row already holds the call's key (outputs and arguments decoded JSON): what it says."""
-        self.claim, self.existing_status, self.existing_owner = EXISTS, status, owner
-        self.existing_output, self.existing_arguments, self.attempts = output, arguments, attempts
+@dataclasses.dataclass(frozen=True, slots=True)
+class Held:
+    """The claim is committed (or, without a pending row, needs none): this worker runs the call, try
+    number ``attempts``."""
+
+    attempts: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Found:
+    """A row already holds the call's key and was not failed: what it says (JSON decoded)."""
+
+    status: str
+    output: Any
+    attempts: int
+    owner: str | None
+    arguments: Any
+
+
+Claim = Held | Found

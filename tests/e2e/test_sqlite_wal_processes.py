@@ -22,10 +22,10 @@ pytestmark = pytest.mark.e2e
 WORKER = textwrap.dedent(
     """
     import sys
-    from agent_relay.ledger import fastpath
+    from agent_relay.ledger import checkpoint
 
-    fastpath.CHECKPOINT_EVERY = 50  # checkpoint and restart sooner than in production, to test in seconds
-    fastpath.RESTART_FRAMES = int(sys.argv[3])
+    checkpoint.CHECKPOINT_EVERY = 50  # checkpoint and restart sooner than in production, to test in seconds
+    checkpoint.RESTART_FRAMES = int(sys.argv[3])
 
     from agent_relay import AgentRuntime, tool
 

@@ -12,15 +12,18 @@ import sqlalchemy as sa
 
 from agent_relay import AgentRuntime, current_call, tool
 from agent_relay.ledger import tool_calls
-from agent_relay.ledger.records import CallRecord
+from agent_relay.errors import LedgerError
+from agent_relay.ledger.records import CallRecord, Held
+from agent_relay.ledger.sqlite_calls import SqliteCalls
 from tests.support import calls_of
 
 
 def _commits(runtime: AgentRuntime) -> list[str]:
     """Record the ledger's COMMITs from now on (SQLite's hot-path connection, or the server engine's)."""
     seen: list[str] = []
-    if runtime.ledger._hot is not None:
-        conn = runtime.ledger._hot._connection()
+    backend = runtime.ledger.calls.backend
+    if isinstance(backend, SqliteCalls):
+        conn = backend.connection()
         conn.set_trace_callback(lambda sql: seen.append(sql) if sql == "COMMIT" else None)
     else:
         sa.event.listen(runtime.ledger.engine, "commit", lambda conn: seen.append("COMMIT"))
@@ -123,7 +126,6 @@ def test_a_failing_write_in_a_batch_fails_only_its_own_call(database_url: str) -
 
     def record(run_id: str, n: int) -> CallRecord:
         return CallRecord(
-            ledger=runtime.ledger,
             run_id=run_id,
             call_id=uuid.uuid4().hex,
             seq=n,
@@ -139,11 +141,11 @@ def test_a_failing_write_in_a_batch_fails_only_its_own_call(database_url: str) -
         with runtime.agent_session(name="batch") as session:
             first, second = record(session.run_id, 1), record(session.run_id, 2)
             orphan = record("no-such-run", 3)  # no such run: the foreign key refuses its row
-            errors = runtime.ledger.write_batch([first, orphan, second], [])
+            claims, _ = runtime.ledger.calls.write_batch([first, orphan, second], [])
             rows = calls_of(runtime, session.run_id)
     finally:
         runtime.shutdown()
-    assert list(errors) == [id(orphan)]
-    assert "could not claim a call of tool 'fetch'" in str(errors[id(orphan)])
-    assert (first.claim, second.claim, orphan.claim) == ("claimed", "claimed", None)
+    assert claims[0] == Held(1) and claims[2] == Held(1)
+    assert isinstance(claims[1], LedgerError)
+    assert "could not claim a call of tool 'fetch'" in str(claims[1])
     assert [(r["seq"], r["status"]) for r in rows] == [(1, "pending"), (2, "pending")]

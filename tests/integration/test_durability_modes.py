@@ -7,7 +7,8 @@ import pytest
 
 from agent_relay import AgentRuntime, ConfigurationError, current_call, tool
 from agent_relay import semconv as sc
-from agent_relay import session as session_module
+from agent_relay import calltable
+from agent_relay.run import current_run
 from agent_relay.testing import capture_spans
 from tests.support import calls_of
 
@@ -165,7 +166,7 @@ def test_durability_from_the_environment() -> None:
 def test_a_long_session_keeps_a_bounded_index_and_serves_older_calls_from_the_ledger(
     database_url: str, durability: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(session_module, "DEDUP_INDEX_SIZE", 3)
+    monkeypatch.setattr(calltable, "DEDUP_INDEX_SIZE", 3)
     runtime = AgentRuntime(database_url, durability=durability)
     ran: list[int] = []
     try:
@@ -177,7 +178,8 @@ def test_a_long_session_keeps_a_bounded_index_and_serves_older_calls_from_the_le
 
         with runtime.agent_session(name="long") as session:
             assert [square(n) for n in range(6)] == [0, 1, 4, 9, 16, 25]
-            assert len(session._done) == 3  # the index keeps the 3 most recent calls
+            run = current_run()
+            assert run is not None and len(run.table) == 3  # the index keeps the 3 most recent calls
             assert [square(n) for n in (0, 1, 5, 0)] == [0, 1, 25, 0]  # 0 and 1 from the ledger
         rows = calls_of(runtime, session.run_id)
     finally:

@@ -22,7 +22,7 @@ from agent_relay import (
     SessionStateError,
     tool,
 )
-from agent_relay import session as session_module
+from agent_relay.ledger.writer import ServedRows
 from agent_relay.ledger import LedgerStore
 from agent_relay.testing import capture_spans
 from tests.support import calls_of, run_row
@@ -229,7 +229,7 @@ def test_a_second_runtime_on_the_same_ledger_sees_the_rows(database_url: str) ->
 def test_a_replay_batch_that_cannot_be_written_fails_the_session(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(session_module, "_REPLAY_BATCH", 2)  # batches go to the background writer
+    monkeypatch.setattr(ServedRows, "BATCH", 2)  # batches go to the background writer
     path = tmp_path / "ledger.db"
     rt = AgentRuntime(f"sqlite:///{path}", ledger_options=LedgerOptions(busy_timeout_s=0.2))
 

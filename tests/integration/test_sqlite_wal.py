@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent_relay import AgentRuntime, LedgerOptions, tool
-from agent_relay.ledger import fastpath
+from agent_relay.ledger import checkpoint
 
 
 def _checkpoint_threads() -> list[threading.Thread]:
@@ -17,7 +17,7 @@ def _checkpoint_threads() -> list[threading.Thread]:
 
 
 def test_a_long_session_keeps_the_wal_small(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fastpath, "CHECKPOINT_EVERY", 50)
+    monkeypatch.setattr(checkpoint, "CHECKPOINT_EVERY", 50)
     runtime = AgentRuntime(f"sqlite:///{tmp_path / 'ledger.db'}")
     wal = tmp_path / "ledger.db-wal"
     sizes = []

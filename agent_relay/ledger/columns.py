@@ -1,0 +1,111 @@
+"""Which ``tool_calls`` columns each write of a call sets, derived once from the schema, and the values a
+``CallRecord`` gives them. Both writer backends build their statements from these lists, so the SQLite
+text and the SQLAlchemy statements cannot drift apart in what they write.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import sqlalchemy as sa
+
+from ..encoding import compact_dumps
+from .connection import utc
+from .records import CallRecord
+from .schema import Money, tool_calls
+
+ROW: Final = tuple(c.name for c in tool_calls.c)
+"""Every column: a finished call's row (a served replay row, an ``outcome``-durability call)."""
+KEY: Final = ("run_id", "phase", "idempotency_key")
+"""The unique key: one row per call of a run."""
+ATTEMPT: Final = ("seq", "trace_id", "span_id", "started_at", "owner")
+"""What every try of a call writes anew (a failed call run again keeps its row and ``call_id``)."""
+OUTCOME: Final = (
+    "status",
+    "output",
+    "error_type",
+    "error_message",
+    "cost_usd",
+    "cost_unknown",
+    "input_tokens",
+    "output_tokens",
+    "model",
+    "ended_at",
+)
+"""What a call's end writes onto its pending row."""
+CLAIM: Final = tuple(name for name in ROW if name not in OUTCOME or name == "status")
+"""The pending row (``status`` pending, no outcome yet)."""
+FOUND: Final = ("status", "output", "attempts", "owner", "arguments")
+"""What a claim reads back when another row holds the key."""
+RETRY_SET: Final = ATTEMPT + OUTCOME
+"""What a finished row writes over a failed earlier try of its key (``attempts`` is counted up)."""
+
+assert set(KEY + ATTEMPT + OUTCOME + FOUND) <= set(ROW), "columns.py names a column the schema lacks"
+
+Getter = Callable[[CallRecord], Any]
+
+# the value of each column, as SQLAlchemy's column types take it
+_PYTHON: dict[str, Getter] = {name: (lambda n: lambda r: getattr(r, n))(name) for name in ROW}
+_PYTHON["started_at"] = lambda r: utc(r.started_ns or 0)
+_PYTHON["ended_at"] = lambda r: utc(r.ended_ns or r.started_ns or 0)
+
+_second: tuple[int, str] = (-1, "")  # the last second formatted, and its text
+
+
+def timestamp(ns: int) -> str:
+    """A UTC instant as SQLAlchemy's SQLite DateTime stores it (``YYYY-MM-DD HH:MM:SS.ffffff``).
+
+    Calls come many to a second, so the second's text is formatted once and kept.
+    """
+    global _second
+    seconds, micros = divmod(ns // 1000, 1_000_000)
+    cached = _second
+    if cached[0] != seconds:
+        cached = _second = (seconds, time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds)))
+    return f"{cached[1]}.{micros:06d}"
+
+
+def json_text(value: Any) -> str | None:
+    return None if value is None else compact_dumps(value)
+
+
+def json_value(stored: Any) -> Any:
+    """A JSON column's value as read by ``sqlite3``. The columns are declared ``JSON``, which SQLite
+    gives NUMERIC affinity: a stored number (``0``, ``1.5``) comes back as a number, not as its text."""
+    return json.loads(stored) if isinstance(stored, str | bytes) else stored
+
+
+def _sqlite_getter(name: str) -> Getter:
+    """The column's value as SQLAlchemy's column type stores it on SQLite, for plain ``sqlite3``."""
+    kind = tool_calls.c[name].type
+    if name == "arguments":  # the canonical text the key was made from, when at hand
+        return lambda r: r.arguments_text if r.arguments_text is not None else json_text(r.arguments)
+    if name == "started_at":
+        return lambda r: timestamp(r.started_ns or 0)
+    if name == "ended_at":
+        return lambda r: timestamp(r.ended_ns or r.started_ns or 0)
+    if isinstance(kind, sa.JSON):
+        return lambda r: json_text(getattr(r, name))
+    if isinstance(kind, Money):
+        return lambda r: None if (v := getattr(r, name)) is None else float(v)
+    if isinstance(kind, sa.Boolean):
+        return lambda r: int(getattr(r, name))
+    return _PYTHON[name]
+
+
+_SQLITE: dict[str, Getter] = {name: _sqlite_getter(name) for name in ROW}
+
+
+def sqlite_params(names: tuple[str, ...]) -> Callable[[CallRecord], tuple[Any, ...]]:
+    """The positional parameters of ``names`` for plain ``sqlite3``."""
+    getters = tuple(_SQLITE[name] for name in names)
+    return lambda record: tuple([get(record) for get in getters])
+
+
+def python_params(names: tuple[str, ...]) -> Callable[[CallRecord], dict[str, Any]]:
+    """The named parameters of ``names`` for SQLAlchemy statements."""
+    getters = tuple((name, _PYTHON[name]) for name in names)
+    return lambda record: {name: get(record) for name, get in getters}

@@ -1,0 +1,150 @@
+"""The SQLAlchemy writer backend (PostgreSQL, and any SQLite ledger a test opens through it): a tool
+call's statements as SQLAlchemy Core, built once per database from the column lists in ``columns``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from ..states import CallStatus, Durability
+from . import columns as col
+from .records import CallRecord, Claim, Found, Held
+from .schema import tool_calls
+
+_c = tool_calls.c
+
+
+def _params(names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: sa.bindparam(name, type_=_c[name].type) for name in names}
+
+
+def _with_retry(insert: Any) -> Any:
+    """A new try over a failed row of the same key: its attempt and outcome columns anew, the attempt
+    counted (the row and its ``call_id`` stay); over any other row, nothing (no row returned)."""
+    return insert.on_conflict_do_update(
+        index_elements=[_c[name] for name in col.KEY],
+        set_={name: insert.excluded[name] for name in col.RETRY_SET} | {"attempts": _c.attempts + 1},
+        where=_c.status == CallStatus.FAILED,
+    ).returning(_c.attempts)
+
+
+class SqlCalls:
+    """The writer backend on a SQLAlchemy engine: each method its own transaction (``batch``: one for
+    all). Thread-safe: each method checks a connection out of the pool."""
+
+    instrumented = True  # driver instrumentations may see the engine: always suppress them
+
+    def __init__(self, write_engine: Engine, read_engine: Engine) -> None:
+        self._write = write_engine
+        self._read = read_engine
+        insert = sqlite.insert if write_engine.dialect.name == "sqlite" else postgresql.insert
+        self._claim = _with_retry(insert(tool_calls).values(_params(col.CLAIM)))
+        self._insert_outcome = _with_retry(insert(tool_calls).values(_params(col.ROW)))
+        self._insert_row = tool_calls.insert()
+        self._find = sa.select(*(_c[name] for name in col.FOUND)).where(
+            *(_c[name] == sa.bindparam(f"b_{name}") for name in col.KEY)
+        )
+        self._finish = (
+            tool_calls.update()
+            .where(_c.call_id == sa.bindparam("b_call_id"), _c.status == CallStatus.PENDING)
+            .values(_params(col.OUTCOME))
+        )
+        self._take_over = (
+            tool_calls.update()
+            .where(
+                _c.call_id == sa.bindparam("b_call_id"),
+                _c.status == CallStatus.PENDING,
+                _c.owner == sa.bindparam("b_owner"),
+            )
+            .values(_params(col.ATTEMPT) | {"attempts": _c.attempts + 1})
+            .returning(_c.attempts)
+        )
+        self._claim_values = col.python_params(col.CLAIM)
+        self._row_values = col.python_params(col.ROW)
+        self._outcome_values = col.python_params(col.OUTCOME)
+        self._attempt_values = col.python_params(col.ATTEMPT)
+
+    def close(self) -> None:
+        pass  # connections go back to the pool after each method
+
+    def claim(self, record: CallRecord) -> Claim:
+        with self._write.begin() as conn:
+            return self._claim_on(conn, record)
+
+    def finish(self, record: CallRecord) -> bool:
+        with self._write.begin() as conn:
+            return self._finish_on(conn, record)
+
+    def batch(
+        self, claims: Sequence[CallRecord], finishes: Sequence[CallRecord]
+    ) -> tuple[list[Claim | Exception], list[bool | Exception]]:
+        """All in one plain transaction; if a statement fails (rare: on PostgreSQL it aborts the whole
+        transaction), the batch is written again with a savepoint around each statement, so only the
+        failing ones fail. Savepoints cost two round trips per statement, which the first try saves."""
+        try:
+            return self._batch(claims, finishes, savepoints=False)
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise
+            return self._batch(claims, finishes, savepoints=True)
+
+    def _batch(
+        self, claims: Sequence[CallRecord], finishes: Sequence[CallRecord], *, savepoints: bool
+    ) -> tuple[list[Claim | Exception], list[bool | Exception]]:
+        claimed: list[Claim | Exception] = []
+        finished: list[bool | Exception] = []
+        with self._write.begin() as conn:
+            for records, write, results in (
+                (claims, self._claim_on, claimed),
+                (finishes, self._finish_on, finished),
+            ):
+                for record in records:
+                    savepoint = conn.begin_nested() if savepoints else None
+                    try:
+                        results.append(write(conn, record))  # type: ignore[operator]
+                    except sa.exc.DBAPIError as exc:
+                        if savepoint is None:
+                            raise  # it aborted the transaction: the caller tries again with savepoints
+                        savepoint.rollback()
+                        results.append(exc)  # type: ignore[attr-defined]
+                        continue
+                    if savepoint is not None:
+                        savepoint.commit()
+        return claimed, finished
+
+    def insert_rows(self, records: Sequence[CallRecord]) -> None:
+        with self._write.begin() as conn:
+            conn.execute(self._insert_row, [self._row_values(r) for r in records])
+
+    def find(self, record: CallRecord) -> Found | None:
+        with self._read.connect() as conn:
+            return self._find_on(conn, record)
+
+    def take_over(self, record: CallRecord, owner: str | None) -> int | None:
+        values = self._attempt_values(record) | {"b_call_id": record.call_id, "b_owner": owner}
+        with self._write.begin() as conn:
+            attempts = conn.execute(self._take_over, values).scalar()
+        return None if attempts is None else int(attempts)
+
+    def _find_on(self, conn: Connection, record: CallRecord) -> Found | None:
+        key = {f"b_{name}": getattr(record, name) for name in col.KEY}
+        row = conn.execute(self._find, key).first()
+        return None if row is None else Found(*row)
+
+    def _claim_on(self, conn: Connection, record: CallRecord) -> Claim:
+        attempts = conn.execute(self._claim, self._claim_values(record)).scalar()
+        if attempts is not None:
+            return Held(attempts)
+        found = self._find_on(conn, record)
+        assert found is not None  # the conflicting row: it was there inside the same transaction
+        return found
+
+    def _finish_on(self, conn: Connection, record: CallRecord) -> bool:
+        if record.durability is Durability.OUTCOME:
+            return conn.execute(self._insert_outcome, self._row_values(record)).scalar() is not None
+        values = self._outcome_values(record) | {"b_call_id": record.call_id}
+        return conn.execute(self._finish, values).rowcount == 1

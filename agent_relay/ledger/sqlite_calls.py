@@ -1,0 +1,195 @@
+"""The SQLite writer backend: a tool call's statements as plain ``sqlite3`` on one pooled connection.
+
+SQLAlchemy's per-execution machinery (events, compiled-cache lookups, result processing) costs more than
+the SQLite work itself, and these transactions are on every live tool call; so the statements are
+written out here, from the same column lists as the SQLAlchemy backend's (``columns``), and values are
+stored exactly as SQLAlchemy's column types store them on SQLite (JSON text, ``YYYY-MM-DD
+HH:MM:SS.ffffff`` UTC timestamps, REAL money, 0/1 booleans), so every reader sees the same rows either
+way. ``tests/integration/test_writer_parity.py`` writes the same calls through both and compares them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from ..states import CallStatus, Durability
+from . import columns as col
+from .checkpoint import Checkpointer
+from .records import CallRecord, Claim, Found, Held
+
+
+def _insert(names: tuple[str, ...]) -> str:
+    return f"INSERT INTO tool_calls ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+
+
+def _assign(names: tuple[str, ...], source: str) -> str:
+    return ", ".join(f"{name} = {source.format(name)}" for name in names)
+
+
+# a new try over a failed row of the same key: its attempt and outcome columns anew, the attempt counted
+_RETRY = (
+    f" ON CONFLICT ({', '.join(col.KEY)}) DO UPDATE SET {_assign(col.RETRY_SET, 'excluded.{}')}, "
+    f"attempts = tool_calls.attempts + 1 WHERE tool_calls.status = '{CallStatus.FAILED}' RETURNING attempts"
+)
+CLAIM = _insert(col.CLAIM) + _RETRY
+INSERT_OUTCOME = _insert(col.ROW) + _RETRY
+INSERT_ROW = _insert(col.ROW)
+FIND = f"SELECT {', '.join(col.FOUND)} FROM tool_calls WHERE {_assign(col.KEY, '?').replace(', ', ' AND ')}"
+FINISH = (
+    f"UPDATE tool_calls SET {_assign(col.OUTCOME, '?')} "
+    f"WHERE call_id = ? AND status = '{CallStatus.PENDING}'"
+)
+TAKE_OVER = (
+    f"UPDATE tool_calls SET {_assign(col.ATTEMPT, '?')}, attempts = attempts + 1 "
+    f"WHERE call_id = ? AND status = '{CallStatus.PENDING}' AND owner = ? RETURNING attempts"
+)
+
+_claim_params = col.sqlite_params(col.CLAIM)
+_row_params = col.sqlite_params(col.ROW)
+_key_params = col.sqlite_params(col.KEY)
+_finish_params = col.sqlite_params((*col.OUTCOME, "call_id"))
+_attempt_params = col.sqlite_params((*col.ATTEMPT, "call_id"))
+
+
+def _found(row: tuple[Any, ...]) -> Found:
+    status, output, attempts, owner, arguments = row
+    return Found(status, col.json_value(output), attempts, owner, col.json_value(arguments))
+
+
+class SqliteCalls:
+    """The writer backend for SQLite: every statement on one pooled ``sqlite3`` connection, kept checked
+    out. Not thread-safe on its own: the writer holds the database's lock around each method, which
+    serialises a process's SQLite work anyway, so one connection serves every thread."""
+
+    def __init__(self, engine: Engine, checkpointer: Checkpointer | None = None) -> None:
+        self._engine = engine
+        self._pooled: Any = None
+        self._checkpointer = checkpointer
+        # True until a connection shows it is a plain sqlite3.Connection (no DB-API instrumentation)
+        self.instrumented = True
+
+    def connection(self) -> sqlite3.Connection:
+        """The ``sqlite3`` connection the statements run on (checked out of the pool on first use)."""
+        if self._pooled is None:
+            self._pooled = self._engine.raw_connection()
+            self.instrumented = type(self._pooled.driver_connection) is not sqlite3.Connection
+        conn: sqlite3.Connection = self._pooled.driver_connection
+        return conn
+
+    def _failed(self, conn: sqlite3.Connection) -> None:
+        """Roll back after an error; a fresh connection next time, in case this one is broken."""
+        with contextlib.suppress(sqlite3.Error):
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        self.close()
+
+    def _commit(self, conn: sqlite3.Connection) -> None:
+        conn.execute("COMMIT")
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
+
+    def close(self) -> None:
+        """Return the connection to the pool."""
+        pooled, self._pooled = self._pooled, None
+        if pooled is not None:
+            with contextlib.suppress(Exception):
+                pooled.close()
+
+    # The transactions below are written out (no context manager): they run on every live call.
+    def claim(self, record: CallRecord) -> Claim:
+        conn = self.connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            claim = self._claim_in(conn, record)
+            self._commit(conn)
+        except BaseException:
+            self._failed(conn)
+            raise
+        return claim
+
+    def finish(self, record: CallRecord) -> bool:
+        conn = self.connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            written = self._finish_in(conn, record)
+            self._commit(conn)
+        except BaseException:
+            self._failed(conn)
+            raise
+        return written
+
+    def batch(
+        self, claims: Sequence[CallRecord], finishes: Sequence[CallRecord]
+    ) -> tuple[list[Claim | Exception], list[bool | Exception]]:
+        """Every statement in one transaction; a statement's own error is its record's result (SQLite
+        undoes only that statement). An error of the transaction itself raises: nothing was written."""
+        claimed: list[Claim | Exception] = []
+        finished: list[bool | Exception] = []
+        conn = self.connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for record in claims:
+                try:
+                    claimed.append(self._claim_in(conn, record))
+                except sqlite3.Error as exc:
+                    claimed.append(exc)
+            for record in finishes:
+                try:
+                    finished.append(self._finish_in(conn, record))
+                except sqlite3.Error as exc:
+                    finished.append(exc)
+            self._commit(conn)
+        except BaseException:
+            self._failed(conn)
+            raise
+        return claimed, finished
+
+    def insert_rows(self, records: Sequence[CallRecord]) -> None:
+        conn = self.connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(INSERT_ROW, [_row_params(r) for r in records])
+            self._commit(conn)
+        except BaseException:
+            self._failed(conn)
+            raise
+
+    def find(self, record: CallRecord) -> Found | None:
+        conn = self.connection()
+        try:
+            row = conn.execute(FIND, _key_params(record)).fetchone()
+        except BaseException:
+            self._failed(conn)
+            raise
+        return None if row is None else _found(row)
+
+    def take_over(self, record: CallRecord, owner: str | None) -> int | None:
+        conn = self.connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            row = conn.execute(TAKE_OVER, (*_attempt_params(record), owner)).fetchone()
+            self._commit(conn)
+        except BaseException:
+            self._failed(conn)
+            raise
+        return None if row is None else int(row[0])
+
+    @staticmethod
+    def _claim_in(conn: sqlite3.Connection, record: CallRecord) -> Claim:
+        row = conn.execute(CLAIM, _claim_params(record)).fetchone()
+        if row is not None:
+            return Held(row[0])
+        found = conn.execute(FIND, _key_params(record)).fetchone()
+        assert found is not None  # the conflicting row: it was there inside the same transaction
+        return _found(found)
+
+    @staticmethod
+    def _finish_in(conn: sqlite3.Connection, record: CallRecord) -> bool:
+        if record.durability is Durability.OUTCOME:
+            return conn.execute(INSERT_OUTCOME, _row_params(record)).fetchone() is not None
+        return conn.execute(FINISH, _finish_params(record)).rowcount == 1

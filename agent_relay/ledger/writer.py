@@ -1,0 +1,242 @@
+"""``CallWriter``: every write of a ``tool_calls`` row goes through this one object.
+
+A live call is claimed when it starts and finished when it ends; a call's ``durability`` decides what
+that commits (``STRICT``: a pending row, then the outcome onto it; ``OUTCOME``: nothing at the start, the
+whole row at the end). The span processor calls ``start`` / ``finish`` for the spans it sees; the wrapper
+calls the same methods for spans no processor saw (sampled out), ``write_batch`` for async calls that
+share a commit, and ``insert_rows`` / ``ServedRows`` for calls a replay served without running. Every
+method commits before it returns and raises ``LedgerError`` where the write failed; nothing is left on
+the record for someone else to raise.
+
+The statements come from a backend chosen once, when the ledger is opened: ``SqliteCalls`` (plain
+``sqlite3``) or ``SqlCalls`` (SQLAlchemy, for PostgreSQL). Both write the same rows.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Protocol, TypeVar
+
+from opentelemetry import context as otel_context
+
+from ..errors import LedgerError
+from ..states import CallStatus, Durability
+from .connection import Database, suppress_instrumentation
+from .records import CallRecord, Claim, Found, Held
+from .schema import tool_calls
+
+_T = TypeVar("_T")
+
+
+class CallStatements(Protocol):
+    """What a writer backend does, each in its own committed transaction (``batch``: one for all).
+    Driver errors propagate; the writer turns them into ``LedgerError``."""
+
+    instrumented: bool  # whether driver instrumentations may see its statements (then suppress them)
+
+    def claim(self, record: CallRecord) -> Claim: ...
+
+    def finish(self, record: CallRecord) -> bool: ...
+
+    def batch(
+        self, claims: Sequence[CallRecord], finishes: Sequence[CallRecord]
+    ) -> tuple[list[Claim | Exception], list[bool | Exception]]: ...
+
+    def insert_rows(self, records: Sequence[CallRecord]) -> None: ...
+
+    def find(self, record: CallRecord) -> Found | None: ...
+
+    def take_over(self, record: CallRecord, owner: str | None) -> int | None: ...
+
+    def close(self) -> None: ...
+
+
+class CallWriter:
+    """The ``tool_calls`` writer of one ledger. Thread-safe."""
+
+    def __init__(self, database: Database, backend: CallStatements) -> None:
+        self._db = database
+        self._backend = backend
+        self._background: ThreadPoolExecutor | None = None  # see insert_rows_later
+        self._background_lock = threading.Lock()
+
+    @property
+    def backend(self) -> CallStatements:
+        """The statements' backend chosen for this ledger (``SqliteCalls`` or ``SqlCalls``)."""
+        return self._backend
+
+    def _write(self, action: str, record: CallRecord, write: Callable[[CallRecord], _T]) -> _T:
+        """Run one backend method under the database's lock, our own SQL kept out of traces (only when a
+        driver instrumentation could see it: attaching a context costs, and this runs on every call).
+        A failure is a ``LedgerError`` saying ``could not <action>`` (``{tool}``: the record's tool)."""
+        with self._db.lock:
+            token = suppress_instrumentation() if self._backend.instrumented else None
+            try:
+                return write(record)
+            except Exception as exc:
+                raise self._db.error(
+                    action.format(tool=repr(record.tool_name)), exc, run_id=record.run_id,
+                    tool_name=record.tool_name,
+                ) from exc
+            finally:
+                if token is not None:
+                    otel_context.detach(token)  # type: ignore[arg-type]
+
+    # --- a live call ----------------------------------------------------------------------------------
+    def start(self, record: CallRecord) -> Claim:
+        """The call starts: ``Held`` when this worker is to run it (its pending row committed, for a
+        strict call), or ``Found``: another row already holds its key and did not fail."""
+        if record.durability is Durability.OUTCOME:
+            return Held(record.attempts)  # its row is written when it ends, with its outcome
+        return self.claim(record)
+
+    def claim(self, record: CallRecord) -> Claim:
+        """Insert the call's pending row (or re-open a failed one) and commit, whatever its durability."""
+        return self._write("claim a call of tool {tool}", record, self._backend.claim)
+
+    def finish(self, record: CallRecord) -> None:
+        """The call ended: write its outcome and commit. ``LedgerError`` when no row could take it
+        (another worker settled or recorded the call first)."""
+        if not self._write("record the outcome of tool {tool}", record, self._backend.finish):
+            raise self.not_recorded(record)
+
+    def write_batch(
+        self, starts: Sequence[CallRecord], finishes: Sequence[CallRecord]
+    ) -> tuple[list[Claim | LedgerError], list[LedgerError | None]]:
+        """``start`` and ``finish`` for several calls in one committed transaction: each record's result
+        (a claim or a ``LedgerError``; ``None`` or a ``LedgerError``), in order. If the transaction itself
+        fails, every record gets its error."""
+        claims = [r for r in starts if r.durability is not Durability.OUTCOME]
+        first = (list(starts) + list(finishes))[0]
+        action = f"record {len(claims) + len(finishes)} calls of run {first.run_id} (the first of tool {{tool}})"
+        try:
+            claimed, finished = self._write(action, first, lambda _: self._backend.batch(claims, finishes))
+        except LedgerError as err:
+            return [err] * len(starts), [err] * len(finishes)
+        by_record = dict(zip(map(id, claims), claimed, strict=True))
+        start_results: list[Claim | LedgerError] = []
+        for record in starts:
+            result = by_record.get(id(record), Held(record.attempts))
+            start_results.append(
+                self._db.error(f"claim a call of tool {record.tool_name!r}", result, run_id=record.run_id,
+                               tool_name=record.tool_name)
+                if isinstance(result, Exception) else result
+            )  # fmt: skip
+        finish_results: list[LedgerError | None] = []
+        for record, done in zip(finishes, finished, strict=True):
+            if isinstance(done, Exception):
+                finish_results.append(
+                    self._db.error(f"record the outcome of tool {record.tool_name!r}", done,
+                                   run_id=record.run_id, tool_name=record.tool_name)
+                )  # fmt: skip
+            else:
+                finish_results.append(None if done else self.not_recorded(record))
+        return start_results, finish_results
+
+    def find(self, record: CallRecord) -> Found | None:
+        """The row holding the call's key, if any (a read: no transaction of its own)."""
+        return self._write("look up a call of tool {tool}", record, self._backend.find)
+
+    def take_over(self, record: CallRecord, owner: str | None) -> Held | None:
+        """Claim the pending row ``owner`` (now gone) held; ``None`` if someone else took it first."""
+        attempts = self._write(
+            "take over a call of tool {tool}", record, lambda r: self._backend.take_over(r, owner)
+        )
+        return None if attempts is None else Held(attempts)
+
+    def not_recorded(self, record: CallRecord) -> LedgerError:
+        """A call whose outcome found no row to take it: another worker settled or recorded it first."""
+        why = "was no longer pending: another worker settled it"
+        if record.durability is Durability.OUTCOME:
+            why = "was already recorded by another worker"
+        return LedgerError(
+            f"call {record.call_id} (tool {record.tool_name!r}, run {record.run_id}) {why} in the ledger at "
+            f"{self._db.name}; its outcome here was not recorded.",
+            database=self._db.name,
+            run_id=record.run_id,
+            tool_name=record.tool_name,
+        )
+
+    # --- calls served without running -------------------------------------------------------------------
+    def insert_rows(self, records: Sequence[CallRecord]) -> None:
+        """Record finished calls in one transaction, each a complete row."""
+        if records:
+            self._write(
+                f"record replayed calls of run {records[0].run_id} (the first of tool {{tool}})",
+                records[0],
+                lambda _: self._backend.insert_rows(records),
+            )
+
+    def insert_rows_later(self, records: Sequence[CallRecord]) -> Future[None]:
+        """``insert_rows`` on the writer's background thread (one per ledger, started on first use), so
+        the caller does not wait for it; the future raises its ``LedgerError``. ``close`` waits for what
+        was submitted."""
+        with self._background_lock:
+            if self._background is None:
+                self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-relay-writer")
+            return self._background.submit(self.insert_rows, records)
+
+    def settle(self, call_id: str, **values: Any) -> bool:
+        """Write by hand the outcome of a pending call (a person settling one left in doubt); False if it
+        was not pending."""
+        stmt = tool_calls.update().where(
+            tool_calls.c.call_id == call_id, tool_calls.c.status == CallStatus.PENDING
+        )
+        with self._db.guard("settle a call"), self._db.write_engine.begin() as conn:
+            return bool(conn.execute(stmt.values(**values)).rowcount)
+
+    def close(self) -> None:
+        with self._background_lock:
+            background, self._background = self._background, None
+        if background is not None:
+            background.shutdown(wait=True)
+        with self._db.lock:
+            self._backend.close()
+
+
+class ServedRows:
+    """The rows of calls a replay served, written in batches: a replay protects no side effect, so its
+    rows need not cost the caller a commit each. A replay killed mid-run loses at most its unwritten rows,
+    never a real call's record. Thread-safe."""
+
+    BATCH = 256
+
+    def __init__(self, writer: CallWriter) -> None:
+        self._writer = writer
+        self._lock = threading.Lock()
+        self._queued: list[CallRecord] = []
+        self._writes: list[Future[None]] = []  # batches being written in the background
+
+    def add(self, record: CallRecord) -> None:
+        """Queue a row; a full queue goes to the writer's background thread. A batch that failed is
+        raised here, at the next full batch (or by ``flush``)."""
+        with self._lock:
+            self._queued.append(record)
+            if len(self._queued) < self.BATCH:
+                return
+            batch, self._queued = self._queued, []
+        write = self._writer.insert_rows_later(batch)
+        with self._lock:
+            failed = [w for w in self._writes if w.done() and w.exception() is not None]
+            self._writes = [w for w in self._writes if not w.done()] + [write]
+        for done in failed:
+            done.result()  # raises that batch's LedgerError (this one is on its way)
+
+    def flush(self) -> LedgerError | None:
+        """Write what is queued and wait for the background batches; the first failure, if any."""
+        with self._lock:
+            batch, self._queued = self._queued, []
+            writes, self._writes = self._writes, []
+        error: LedgerError | None = None
+        for write in writes:
+            try:
+                write.result()
+            except LedgerError as err:
+                error = error or err
+        try:
+            self._writer.insert_rows(batch)
+        except LedgerError as err:
+            error = error or err
+        return error

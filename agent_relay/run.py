@@ -1,0 +1,112 @@
+"""``Run``: one run as its tool calls see it — its ids and mode, its call table, its spend, the run it
+replays — and the context variable that carries it to every call made inside its session.
+
+The session (``AgentSession``) owns the run and drives its lifecycle; calls only read the run and ask it
+for their fate. The run is carried by a context variable, so it follows threads started with
+``contextvars.copy_context()`` and every asyncio task created inside the session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextvars import ContextVar, Token
+from decimal import Decimal
+
+from .calltable import CallTable, Diverge, Fate, Live, NewCall, Refuse, Replay
+from .errors import SessionStateError
+from .ledger.writer import ServedRows
+from .replay import ReplaySource
+from .services import Services
+from .spend import RunSpend
+from .states import Phase, RunMode
+from .usage import TokenUsage
+
+_current: ContextVar[Run | None] = ContextVar("agent_relay_run", default=None)
+
+
+def current_run() -> Run | None:
+    """The run whose session is open in this context, if any."""
+    return _current.get()
+
+
+class Run:
+    """The state one run's calls share. Thread-safe where calls touch it (``fate``); the lifecycle
+    attributes (``open``, ``unwinding``) are set by the owning session only."""
+
+    def __init__(
+        self,
+        services: Services,
+        run_id: str,
+        name: str,
+        mode: RunMode,
+        spend: RunSpend,
+        *,
+        replay: ReplaySource | None = None,
+        first_seq: int = 1,
+    ) -> None:
+        self.services = services
+        self.run_id = run_id
+        self.name = name
+        self.mode = mode
+        self.spend = spend
+        self.replay = replay
+        self.table = CallTable(first_seq=first_seq, keep_all=replay is not None)
+        self.served = ServedRows(services.ledger.calls)
+        self.open = False  # between the session's start and its end: calls may be made
+        self.unwinding = False  # its saga is running: no new forward calls
+        self.model_call_parents: set[int] = set()  # spans that wrap a model call recorded here
+
+    @property
+    def replay_of(self) -> str | None:
+        return None if self.replay is None else self.replay.run_id
+
+    def enter(self) -> Token[Run | None]:
+        """Make this the current run in this context, until ``leave``."""
+        return _current.set(self)
+
+    @staticmethod
+    def leave(token: Token[Run | None]) -> None:
+        _current.reset(token)
+
+    def charge(self, usage: TokenUsage, cost: Decimal | None) -> bool:
+        """Count usage made outside any recorded call (its metrics too); True when it passed the budget.
+        Never raises: a budget passed this way refuses the next call."""
+        self.services.instruments.usage(
+            usage.model, usage.provider, usage.input_tokens, usage.output_tokens, cost
+        )
+        return self.spend.charge(
+            cost, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, unknown=cost is None
+        )
+
+    def fate(self, phase: str, key: str, tool_name: str) -> Fate:
+        """What to do with a call of ``tool_name`` keyed ``key``: served from this run, wait for the
+        identical call in flight, refused, served from the replayed run, diverged from it, or run."""
+        if not self.open:
+            raise SessionStateError(
+                f"the session of run {self.run_id} ({self.name!r}) is not open; tools can only be called "
+                f"inside its with-block."
+            )
+        return self.table.reserve(phase, key, self._new_call(phase, key, tool_name))
+
+    def _new_call(self, phase: str, key: str, tool_name: str) -> Callable[[Callable[[], int]], NewCall]:
+        def decide(next_seq: Callable[[], int]) -> NewCall:
+            if phase == Phase.FORWARD:
+                if self.unwinding:
+                    return Refuse(
+                        SessionStateError(
+                            f"tool {tool_name!r} was called while run {self.run_id} is being compensated; "
+                            f"compensations cannot start forward calls."
+                        )
+                    )
+                if self.spend.exceeded:
+                    return Refuse(self.spend.budget_error(None))
+            if self.replay is None:
+                return Live(next_seq())
+            decision = self.replay.decide(key)
+            if decision.row is not None:
+                return Replay(next_seq(), decision.row)
+            if decision.position is not None:
+                return Diverge(next_seq(), decision.position)
+            return Live(next_seq())
+
+        return decide

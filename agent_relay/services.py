@@ -1,0 +1,73 @@
+"""``Services``: what every session and tool call of one runtime shares — the ledger, the tracer, the
+instruments, the prices and the tool registry. ``AgentRuntime`` builds one and is its public face;
+sessions and calls depend on this, never on the runtime itself."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Mapping
+from typing import Protocol
+
+from opentelemetry.trace import Tracer
+
+from . import compensation
+from .errors import DuplicateToolError, RuntimeClosedError
+from .ledger.store import LedgerStore
+from .metrics import Instruments
+from .pricing import PriceTable
+from .spec import ToolSpec
+from .states import Durability
+
+
+@dataclasses.dataclass(eq=False)
+class Services:
+    """Shared by every session and call of one runtime. Thread-safe."""
+
+    ledger: LedgerStore
+    tracer: Tracer
+    instruments: Instruments
+    prices: PriceTable
+    owner: str  # host:pid, stored on the rows this process claims
+    wait_timeout_s: float
+    durability: Durability
+    tools: dict[str, ToolSpec] = dataclasses.field(default_factory=dict)
+    closed: bool = False
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    def register(self, spec: ToolSpec) -> None:
+        """Add a tool; ``DuplicateToolError`` when its name is taken."""
+        with self.lock:
+            existing = self.tools.get(spec.name)
+            if existing is not None:
+                raise DuplicateToolError(spec.name, existing.qualified_name, spec.qualified_name)
+            self.tools[spec.name] = spec
+
+    def owns(self, spec: ToolSpec) -> bool:
+        """Whether ``spec`` is registered here (and not on another runtime under the same name)."""
+        return self.tools.get(spec.name) is spec
+
+    def snapshot(self) -> Mapping[str, ToolSpec]:
+        with self.lock:
+            return dict(self.tools)
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise RuntimeClosedError(
+                f"the runtime on {self.ledger.database} was shut down; create a new AgentRuntime to record "
+                f"more runs."
+            )
+
+    def check_compensations(self) -> None:
+        """Every compensation a tool names resolves (raised when a session starts, not at unwind time)."""
+        tools = self.snapshot()
+        for spec in tools.values():
+            if spec.compensation is not None:
+                compensation.resolve(spec, tools)
+
+
+class HasServices(Protocol):
+    """What a session knows of the runtime that opened it."""
+
+    @property
+    def services(self) -> Services: ...

@@ -1,0 +1,143 @@
+"""The one place spans and their attributes are built: tool (``execute_tool``), inference (``chat``) and
+session (``invoke_agent``) spans, for live calls, served calls and ``agent-relay export`` alike, and the
+one way an error is marked on a span."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from opentelemetry.trace import Span, Status, StatusCode
+
+from . import semconv
+from .states import Origin
+
+
+def error_type_name(exc: BaseException) -> str:
+    """``error.type`` as OpenTelemetry spells it: the qualified class name (no module for builtins)."""
+    cls = type(exc)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CallView:
+    """What a call's span says about it. ``model`` set: a model call, which gets an inference span."""
+
+    tool_name: str
+    phase: str
+    idempotency_key: str
+    run_id: str
+    call_id: str
+    model: str | None = None
+    provider: str | None = None
+    seq: int | None = None
+    forward: tuple[str, int, str] | None = None  # compensating: (forward call id, its seq, its tool)
+
+    @property
+    def span_name(self) -> str:
+        if self.model:
+            return f"{semconv.OPERATION_CHAT} {self.model}"
+        return f"{semconv.OPERATION_EXECUTE_TOOL} {self.tool_name}"
+
+
+def tool_span_name(tool_name: str) -> str:
+    return f"{semconv.OPERATION_EXECUTE_TOOL} {tool_name}"
+
+
+def call_attributes(call: CallView) -> dict[str, Any]:
+    """A call's span attributes: GenAI ``execute_tool`` ones (or ``chat`` ones for a model call) and
+    AgentRelay's own (run, key, phase, seq, the forward call a compensation undoes)."""
+    attributes: dict[str, Any] = {semconv.RUN_ID: call.run_id, semconv.IDEMPOTENCY_KEY: call.idempotency_key,
+                                  semconv.TOOL_PHASE: call.phase}  # fmt: skip
+    if call.model:
+        attributes[semconv.GEN_AI_OPERATION_NAME] = semconv.OPERATION_CHAT
+        attributes[semconv.LLM_CALL] = call.tool_name
+        attributes[semconv.CALL_ID] = call.call_id
+        if call.provider:
+            attributes[semconv.GEN_AI_PROVIDER_NAME] = call.provider
+        attributes[semconv.GEN_AI_REQUEST_MODEL] = call.model
+    else:
+        attributes.update(plain_tool_attributes(call.tool_name))
+        attributes[semconv.GEN_AI_TOOL_CALL_ID] = call.call_id
+    if call.seq is not None:
+        attributes[semconv.CALL_SEQ] = call.seq
+    if call.forward is not None:
+        forward_id, forward_seq, forward_tool = call.forward
+        attributes[semconv.FORWARD_CALL_ID] = forward_id
+        attributes[semconv.FORWARD_SEQ] = forward_seq
+        attributes[semconv.FORWARD_TOOL] = forward_tool
+    return attributes
+
+
+def plain_tool_attributes(tool_name: str) -> dict[str, Any]:
+    """A tool span's GenAI attributes (all a tool called outside any session gets)."""
+    return {
+        semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_EXECUTE_TOOL,
+        semconv.GEN_AI_TOOL_NAME: tool_name,
+        semconv.GEN_AI_TOOL_TYPE: semconv.TOOL_TYPE_FUNCTION,
+    }
+
+
+def served_attributes(origin: str, *, resumed: bool = False) -> dict[str, Any]:
+    """What marks a call served without running: replayed from another run, or deduplicated (resumed)."""
+    if origin == Origin.REPLAYED:
+        return {semconv.REPLAYED: True}
+    return {semconv.RESUMED if resumed else semconv.DEDUPLICATED: True}
+
+
+def outcome_attributes(
+    *, cost_usd: Any = None, input_tokens: int | None = None, output_tokens: int | None = None,
+    model: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """A call's (or run's) cost and usage as span attributes."""
+    attributes: dict[str, Any] = {}
+    if cost_usd is not None:
+        attributes[semconv.COST_USD] = float(cost_usd)
+    if input_tokens is not None:
+        attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] = input_tokens
+        attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] = output_tokens or 0
+    if model:
+        attributes[semconv.GEN_AI_REQUEST_MODEL] = model
+    return attributes
+
+
+def session_attributes(
+    name: str, run_id: str, *, parent_run_id: str | None = None, budget_limit: Any = None,
+    replay_of: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """An ``invoke_agent`` span's attributes as it starts."""
+    attributes: dict[str, Any] = {
+        semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_INVOKE_AGENT,
+        semconv.GEN_AI_AGENT_NAME: name,
+        semconv.RUN_ID: run_id,
+    }
+    if parent_run_id:
+        attributes[semconv.PARENT_RUN_ID] = parent_run_id
+    if budget_limit is not None:
+        attributes[semconv.BUDGET_LIMIT_USD] = float(budget_limit)
+    if replay_of:
+        attributes[semconv.REPLAY_OF] = replay_of
+    return attributes
+
+
+def session_span_name(name: str) -> str:
+    return f"{semconv.OPERATION_INVOKE_AGENT} {name}"
+
+
+def error_status(error_type: str | None, message: str | None) -> Status:
+    """The status of a span whose call or run failed with ``error_type: message``."""
+    return Status(StatusCode.ERROR, f"{error_type}: {message}" if error_type else message)
+
+
+def mark_error(span: Span, exc: BaseException) -> None:
+    """Mark ``exc`` on ``span``: ERROR status, ``error.type`` and an exception event."""
+    span.set_status(error_status(type(exc).__name__, str(exc)))
+    span.set_attribute(semconv.ERROR_TYPE, error_type_name(exc))
+    span.record_exception(exc)
+
+
+def end_span(span: Span, exc: BaseException | None = None) -> None:
+    """End ``span``, marking ``exc`` first if given."""
+    if exc is not None:
+        mark_error(span, exc)
+    span.end()
