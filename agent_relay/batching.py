@@ -46,7 +46,9 @@ class LoopBatcher:
         """Queue ``CallWriter.finish`` for this loop turn's transaction; the future gets its result."""
         return self._submit(record, self._finishes)
 
-    def _submit(self, record: CallRecord, queue: list[tuple[CallRecord, asyncio.Future[Any]]]) -> Any:
+    def _submit(
+        self, record: CallRecord, queue: list[tuple[CallRecord, asyncio.Future[Any]]]
+    ) -> asyncio.Future[Any]:
         """The first write queued schedules the flush, which runs once every call that is ready on the
         loop has had its turn to queue its own."""
         if not self._starts and not self._finishes:
@@ -72,7 +74,8 @@ class LoopBatcher:
         if writer is None or not (starts or finishes):  # (a writer is alive while its calls are)
             return
         claimed, finished = writer.write_batch([r for r, _ in starts], [r for r, _ in finishes])
-        for (_, waiter), result in zip(starts + finishes, claimed + finished, strict=True):
+        results: list[Any] = [*claimed, *finished]
+        for (_, waiter), result in zip(starts + finishes, results, strict=True):
             if not waiter.done():
                 waiter.set_result(result)
 

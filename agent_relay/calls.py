@@ -4,8 +4,8 @@
 ``begin()`` asks the run for the call's fate and acts on it, returning the next step as a value: ``Done``
 (served without running: deduplicated, resumed or replayed), ``Wait`` (an identical call is in flight),
 ``Poll`` (another live worker holds its row), ``ClaimWith`` (async: its claim shares a commit with other
-calls') or ``Go`` (claimed: run the body). The drivers ``execute`` / ``execute_async`` only wait (sleeping
-or awaiting) and run the body between ``enter()`` and ``leave()``; ``succeeded`` / ``failed`` end the span
+calls') or ``Go`` (claimed: run the body). The drivers (``agent_relay.execute``) only wait (sleeping or
+awaiting) and run the body between ``enter()`` and ``leave()``; ``succeeded`` / ``failed`` end the span
 and the row is finished — by the ledger's span processor, or through the same ``BoundCall`` when no
 processor saw the span.
 """
@@ -13,30 +13,27 @@ processor saw the span.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar, Token
 from decimal import Decimal
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span
 
 from . import semconv, spans
-from .batching import LoopBatcher, batcher_for
+from .batching import LoopBatcher
+from .callbase import MAX_ERROR_MESSAGE
 from .calltable import Diverge, Live, Refuse, Replay, Serve, Wait
 from .compensation import Step
 from .context import CallInfo
-from .encoding import JSONValue, canonical_dumps, encode
+from .encoding import encode
 from .errors import (
     AgentRelayError,
     CallInDoubtError,
     CallInProgressError,
     ConfigurationError,
-    IdempotencyKeyReuseError,
     LedgerError,
     OutputEncodingError,
 )
@@ -44,14 +41,13 @@ from .keys import call_id, encode_arguments, idempotency_key
 from .ledger.connection import owner_is_gone
 from .ledger.processor import BoundCall
 from .ledger.records import CallRecord, Claim, Found, Held
-from .replay import argument_diff, rebuild_error
 from .run import Run, current_run
+from .served import ServedCall
 from .services import Services
 from .spec import ToolSpec
 from .states import CallStatus, Durability, Origin, Phase, RunMode
 from .usage import TokenUsage, usage_from_result
 
-_MAX_ERROR_MESSAGE = 4000
 _POLL_S = 0.05  # how often a call waits on a row another live worker holds
 
 _active: ContextVar[Invocation | None] = ContextVar("agent_relay_active_invocation", default=None)
@@ -92,69 +88,10 @@ Next = Done | Wait | Poll | ClaimWith | Go
 _GO = Go()
 
 
-class Invocation:
-    """One call of a tool inside a run. Not shared between threads."""
+class Invocation(ServedCall):
+    """One call of a tool inside a run: deciding its fate, and the live path. Not shared between threads."""
 
-    __slots__ = (
-        "_output",
-        "args_json",
-        "args_text",
-        "batched",
-        "bound",
-        "compensates",
-        "deadline",
-        "key",
-        "model",
-        "phase",
-        "record",
-        "run",
-        "services",
-        "span",
-        "spec",
-        "usage_cost",
-        "user_key",
-    )
-
-    def __init__(
-        self,
-        services: Services,
-        run: Run,
-        spec: ToolSpec,
-        phase: Phase,
-        args_json: dict[str, JSONValue],
-        *,
-        user_key: str | None = None,
-        occurrence: int | None = None,
-        compensates: Step | None = None,
-    ):
-        if run.services is not services or not services.owns(spec):
-            raise ConfigurationError(
-                f"tool {spec.name!r} is registered on another runtime than the one running session "
-                f"{run.name!r}; register it with @tool(<that session's runtime>, ...)."
-            )
-        self.services = services
-        self.run = run
-        self.spec = spec
-        self.phase = phase
-        self.args_json = args_json
-        self.user_key = user_key
-        self.compensates = compensates
-        model = args_json.get("model") if spec.kind == "llm" else None
-        # a model call (an llm tool given a model) has an inference span, as the GenAI conventions say
-        self.model = model if isinstance(model, str) else None
-        # the arguments' canonical text makes the key and, unless redacted, the ledger's arguments column
-        self.args_text = canonical_dumps(args_json) if user_key is None else None
-        self.key = idempotency_key(
-            spec.name, phase, args_json, user_key=user_key, occurrence=occurrence,
-            arguments_text=self.args_text,
-        )  # fmt: skip
-        self.record: CallRecord | None = None
-        self.span: Span | None = None
-        self.bound: BoundCall | None = None  # the row's writes (made by the span processor, if it sees them)
-        self.batched = False  # its claim went with other calls' (the processor never saw its span)
-        self._output: JSONValue = None
-        self.deadline: float | None = None  # waiting on another worker's row: until when
-        self.usage_cost = Decimal(0)
+    __slots__ = ()
 
     @staticmethod
     def forward(
@@ -182,59 +119,17 @@ class Invocation:
         if not spec.deduplicate:
             base = idempotency_key(spec.name, Phase.FORWARD, args_json, user_key=user_key)
             occurrence = run.table.occurrence(base)
-        return Invocation(services, run, spec, Phase.FORWARD, args_json, user_key=user_key,
-                          occurrence=occurrence)  # fmt: skip
+        return Invocation(
+            services, run, spec, Phase.FORWARD, args_json, user_key=user_key, occurrence=occurrence
+        )
 
     @staticmethod
     def compensating(services: Services, run: Run, step: Step) -> Invocation:
         """The compensation of a recorded forward call: keyed by the compensating tool's name, phase
         ``compensation`` and the forward call's arguments."""
-        return Invocation(services, run, step.compensation, Phase.COMPENSATION, dict(step.arguments),
-                          compensates=step)  # fmt: skip
-
-    # --- the span --------------------------------------------------------------------------------------
-    def _start_span(self, seq: int | None = None, **extra: Any) -> Span:
-        step = self.compensates
-        view = spans.CallView(
-            tool_name=self.spec.name,
-            phase=self.phase,
-            idempotency_key=self.key,
-            run_id=self.run.run_id,
-            call_id=call_id(self.run.run_id, self.phase, self.key),
-            model=self.model,
-            provider=self.spec.provider,
-            seq=seq,
-            forward=None if step is None else (step.call_id, step.seq, step.forward.name),
+        return Invocation(
+            services, run, step.compensation, Phase.COMPENSATION, dict(step.arguments), compensates=step
         )
-        attributes = spans.call_attributes(view) | extra
-        if self.spec.content.capture:  # opt-in, redacted and truncated before it reaches the span
-            attributes[semconv.GEN_AI_TOOL_CALL_ARGUMENTS] = self.spec.content.span_text(self.args_json)
-        return self.services.tracer.start_span(view.span_name, attributes=attributes)
-
-    def _metric(self, status: str, origin: str, record: CallRecord | None = None) -> None:
-        instruments = self.services.instruments
-        if not instruments.recording:
-            return
-        duration = None
-        if record is not None and record.started_ns and record.ended_ns and origin == Origin.LIVE:
-            duration = (record.ended_ns - record.started_ns) / 1e9
-        instruments.call(
-            self.spec.name, self.phase, status, origin, duration_s=duration,
-            cost=record.cost_usd if record is not None else None, model=record.model if record else None,
-        )  # fmt: skip
-
-    def _release(self, output: Any = None, *, succeeded: bool = False) -> None:
-        """Settle the reservation; a succeeded call is kept to serve again (with its arguments only when a
-        caller-supplied key must be checked against them: the index grows with every call)."""
-        done = ((self.args_json if self.user_key is not None else None), output) if succeeded else None
-        self.run.table.release(self.phase, self.key, done)
-
-    def _abandon(self, exc: BaseException) -> Any:
-        """End the span with ``exc``, release the reservation and raise ``exc``; the tool does not run."""
-        assert self.span is not None
-        spans.end_span(self.span, exc)
-        self._release()
-        raise exc
 
     # --- deciding ----------------------------------------------------------------------------------------
     def begin(self, *, batch: bool = False) -> Next:
@@ -242,19 +137,19 @@ class Invocation:
         the caller (``ClaimWith``), to be written with other calls'."""
         fate = self.run.fate(self.phase, self.key, self.spec.name)
         if isinstance(fate, Serve):
-            self._check_user_key(fate.arguments)
-            span = self._start_span(**spans.served_attributes(Origin.LIVE))
-            return Done(self._served(span, fate.output, semconv.EVENT_DEDUPLICATED, "deduplicated"))
+            self.check_user_key(fate.arguments)
+            span = self.start_span(**spans.served_attributes(Origin.LIVE))
+            return Done(self.served(span, fate.output, semconv.EVENT_DEDUPLICATED, "deduplicated"))
         if isinstance(fate, Wait):
             return fate
         if isinstance(fate, Refuse):
-            spans.end_span(self._start_span(), fate.error)
-            self._metric("refused", Origin.LIVE)
+            spans.end_span(self.start_span(), fate.error)
+            self.metric("refused", Origin.LIVE)
             raise fate.error
         if isinstance(fate, Replay):
-            return Done(self._replayed(fate))
+            return Done(self.replayed(fate))
         if isinstance(fate, Diverge):
-            self._diverged(fate)
+            self.diverge(fate)
         assert isinstance(fate, Live)
         return self._start_live(fate.seq, batch)
 
@@ -284,25 +179,25 @@ class Invocation:
             try:  # no pending row will meet an earlier row of this key: look for it
                 found = writer.find(record)
             except BaseException:
-                self._release()
+                self.release()
                 raise
         try:
             self.bound = BoundCall(writer, record)
             if found is not None and found.status == CallStatus.SUCCEEDED:
-                self.span = span = self._start_span(seq)
+                self.span = span = self.start_span(seq)
                 return self.claimed(self.bound.hold(found))
             if batch:  # its writes go with other calls': the processor leaves this span alone
-                self.span = span = self._start_span(seq)
+                self.span = span = self.start_span(seq)
                 self.bound.note(span.get_span_context(), None)
                 self.batched = True
                 return ClaimWith()
             token = self.bound.bind()
             try:
-                self.span = span = self._start_span(seq)
+                self.span = span = self.start_span(seq)
             finally:
                 BoundCall.unbind(token)
         except BaseException:
-            self._release()
+            self.release()
             raise
         parent = getattr(span, "parent", None)
         if self.model is not None and parent is not None:
@@ -310,7 +205,7 @@ class Invocation:
         try:
             claim = self.bound.claimed(span.get_span_context())
         except LedgerError as err:
-            return self._abandon(err)
+            self.abandon(err)
         return self.claimed(claim)
 
     def claimed(self, claim: Claim | LedgerError) -> Next:
@@ -319,34 +214,38 @@ class Invocation:
         span, record, bound = self.span, self.record, self.bound
         assert span is not None and record is not None and bound is not None
         if isinstance(claim, LedgerError):
-            return self._abandon(claim)
+            self.abandon(claim)
         bound.hold(claim)
         if isinstance(claim, Held):
             return self._go(claim.attempts)
         if claim.status == CallStatus.SUCCEEDED:
-            self._check_user_key(claim.arguments)
+            self.check_user_key(claim.arguments)
             resumed = self.run.mode is RunMode.RESUME
             span.set_attributes(spans.served_attributes(Origin.LIVE, resumed=resumed))
             event = semconv.EVENT_RESUMED if resumed else semconv.EVENT_DEDUPLICATED
-            return Done(self._served(span, claim.output, event, "resumed" if resumed else "deduplicated"))
+            return Done(self.served(span, claim.output, event, "resumed" if resumed else "deduplicated"))
         if claim.status == CallStatus.PENDING and not owner_is_gone(claim.owner):
             now = time.monotonic()
             if self.deadline is None:
                 self.deadline = now + self.services.wait_timeout_s
             if now > self.deadline:
-                self._abandon(self._in_progress())
+                self.abandon(self._in_progress())
             return Poll(_POLL_S)
         if not self.spec.idempotent:  # pending, and its owner is gone: the call is in doubt
-            self._abandon(
-                CallInDoubtError(tool_name=self.spec.name, run_id=self.run.run_id, call_id=record.call_id,
-                                 owner=claim.owner)
-            )  # fmt: skip
+            self.abandon(
+                CallInDoubtError(
+                    tool_name=self.spec.name,
+                    run_id=self.run.run_id,
+                    call_id=record.call_id,
+                    owner=claim.owner,
+                )
+            )
         try:
             held = self.services.ledger.calls.take_over(record, claim.owner)
         except LedgerError as err:
-            return self._abandon(err)
+            self.abandon(err)
         if held is None:
-            return self._abandon(self._in_progress())
+            self.abandon(self._in_progress())
         bound.hold(held)
         return self._go(held.attempts)
 
@@ -366,9 +265,11 @@ class Invocation:
         if self.compensates is not None:
             self.span.add_event(
                 semconv.EVENT_COMPENSATION,
-                {semconv.FORWARD_CALL_ID: self.compensates.call_id,
-                 semconv.FORWARD_TOOL: self.compensates.forward.name},
-            )  # fmt: skip
+                {
+                    semconv.FORWARD_CALL_ID: self.compensates.call_id,
+                    semconv.FORWARD_TOOL: self.compensates.forward.name,
+                },
+            )
         return _GO
 
     def _in_progress(self) -> CallInProgressError:
@@ -376,114 +277,14 @@ class Invocation:
 
     def wait(self, wait: Wait) -> None:
         """Block until the identical call in flight ends (bounded by the runtime's wait timeout)."""
-        wait.flight.wait(self.services.wait_timeout_s, tool_name=self.spec.name, run_id=self.run.run_id,
-                         key=self.key)  # fmt: skip
+        wait.flight.wait(
+            self.services.wait_timeout_s, tool_name=self.spec.name, run_id=self.run.run_id, key=self.key
+        )
 
     async def wait_async(self, wait: Wait) -> None:
-        await wait.flight.wait_async(self.services.wait_timeout_s, tool_name=self.spec.name,
-                                     run_id=self.run.run_id, key=self.key)  # fmt: skip
-
-    def _check_user_key(self, recorded_arguments: Any) -> None:
-        """Stripe's rule: a caller-supplied key may only be reused with the same arguments."""
-        if self.user_key is None or recorded_arguments == self.args_json:
-            return
-        err = IdempotencyKeyReuseError(
-            tool_name=self.spec.name,
-            user_key=self.user_key,
-            run_id=self.run.run_id,
-            difference=argument_diff(recorded_arguments or {}, self.args_json),
+        await wait.flight.wait_async(
+            self.services.wait_timeout_s, tool_name=self.spec.name, run_id=self.run.run_id, key=self.key
         )
-        if self.span is not None and self.span.is_recording() and self.record is not None:
-            self._abandon(err)
-        raise err
-
-    # --- served without running ----------------------------------------------------------------------------
-    def _served(self, span: Span, output: Any, event: str, origin: str) -> Any:
-        """The one ending of a call served from a recorded success: event, span, metric, release."""
-        span.add_event(event)
-        span.end()
-        self._metric(CallStatus.SUCCEEDED, origin)
-        if self.record is not None:  # it was reserved
-            self._release(output, succeeded=True)
-        return self.spec.decode(output)
-
-    def _served_record(self, span: Span, seq: int, origin: Origin, **outcome: Any) -> CallRecord:
-        """The complete row of a call a replay served (or refused) without running a body."""
-        ctx, now = span.get_span_context(), time.time_ns()
-        record = CallRecord(
-            run_id=self.run.run_id,
-            call_id=call_id(self.run.run_id, self.phase, self.key),
-            seq=seq,
-            tool_name=self.spec.name,
-            phase=self.phase,
-            idempotency_key=self.key,
-            arguments=self.spec.content.for_ledger(self.args_json),
-            owner=self.services.owner,
-            trace_id=trace.format_trace_id(ctx.trace_id) if ctx.is_valid else None,
-            span_id=trace.format_span_id(ctx.span_id) if ctx.is_valid else None,
-            started_ns=now,
-            ended_ns=now,
-            origin=origin,
-            **outcome,
-        )
-        if record.arguments is self.args_json:
-            record.arguments_text = self.args_text
-        return record
-
-    def _diverged(self, fate: Diverge) -> None:
-        """A replayed run asked for a call its source does not have: record where, then raise."""
-        run, spec = self.run, self.spec
-        assert run.replay is not None
-        error = run.replay.divergence(
-            tool_name=spec.name, arguments=self.args_json, position=fate.position, run_id=run.run_id,
-            redact=spec.content.redactor,
-        )  # fmt: skip
-        span = self._start_span()
-        record = self._served_record(
-            span, fate.seq, Origin.DIVERGED, status=CallStatus.FAILED,
-            error_type=spans.error_type_name(error), error_message=str(error)[:_MAX_ERROR_MESSAGE],
-        )  # fmt: skip
-        spans.end_span(span, error)
-        self._metric(CallStatus.FAILED, Origin.DIVERGED)
-        try:
-            self.services.ledger.calls.insert_rows([record])
-        except Exception as exc:
-            error.add_note(f"agent-relay: the divergence could not be recorded: {exc}")
-        raise error
-
-    def _replayed(self, fate: Replay) -> Any:
-        """Serve a call from the replayed run: record it (origin ``replayed``), count its recorded cost,
-        and return its output — or raise its recorded failure. No tool body runs."""
-        run, spec, row = self.run, self.spec, fate.row
-        span = self._start_span(fate.seq, **spans.served_attributes(Origin.REPLAYED))
-        span.add_event(semconv.EVENT_REPLAYED, {semconv.REPLAY_OF: run.replay_of or ""})
-        status = row.status if row.status in (CallStatus.SUCCEEDED, CallStatus.FAILED) else CallStatus.FAILED
-        record = self.record = self._served_record(
-            span, fate.seq, Origin.REPLAYED, status=CallStatus(status), output=row.output,
-            error_type=row.error_type, error_message=row.error_message, cost_usd=row.cost_usd,
-            cost_unknown=bool(row.cost_unknown), input_tokens=row.input_tokens,
-            output_tokens=row.output_tokens, model=row.model,
-        )  # fmt: skip
-        if row.status == CallStatus.PENDING:
-            record.error_type, record.error_message = "in-doubt", "the call's outcome was never recorded"
-        span.set_attributes(spans.outcome_attributes(cost_usd=record.cost_usd, input_tokens=record.input_tokens,
-                                                     output_tokens=record.output_tokens))  # fmt: skip
-        try:
-            run.served.add(record)
-        except Exception as exc:
-            self.span = span
-            self._abandon(exc)
-        self._metric(record.status, Origin.REPLAYED, record)
-        if record.status == CallStatus.SUCCEEDED:
-            span.end()
-            self._release(row.output, succeeded=True)
-            self._count(record.cost_usd)
-            return spec.decode(row.output)
-        error = rebuild_error(spec.name, record.error_type, record.error_message, spec.raises)
-        spans.end_span(span, error)
-        self._release()
-        self._count(record.cost_usd, raise_budget=False)
-        raise error
 
     # --- usage and cost --------------------------------------------------------------------------------
     def add_usage(self, usage: TokenUsage, cost: Decimal | None) -> None:
@@ -508,22 +309,14 @@ class Invocation:
         if tool_cost is not None or record.input_tokens is not None:
             record.cost_usd = self.usage_cost + (tool_cost or 0)
         span.set_attributes(
-            spans.outcome_attributes(cost_usd=record.cost_usd, input_tokens=record.input_tokens,
-                                     output_tokens=record.output_tokens, model=record.model)
-        )  # fmt: skip
+            spans.outcome_attributes(
+                cost_usd=record.cost_usd,
+                input_tokens=record.input_tokens,
+                output_tokens=record.output_tokens,
+                model=record.model,
+            )
+        )
         return record.cost_usd
-
-    def _count(self, cost: Decimal | None, *, raise_budget: bool = True) -> None:
-        """Count a finished call's cost and tokens against the run; raise if it passed the budget or
-        could not be priced."""
-        record, spend = self.record, self.run.spend
-        assert record is not None
-        passed = spend.charge(cost, input_tokens=record.input_tokens or 0,
-                              output_tokens=record.output_tokens or 0, unknown=record.cost_unknown)  # fmt: skip
-        if record.cost_unknown:
-            spend.unpriced(record.model or "?", None, raise_error=raise_budget)
-        if passed and raise_budget and record.phase == Phase.FORWARD:
-            raise spend.budget_error(record.tool_name)
 
     # --- running -------------------------------------------------------------------------------------
     def enter(self) -> tuple[Token[CallInfo | None], Token[Invocation | None], object]:
@@ -532,9 +325,14 @@ class Invocation:
         record, span = self.record, self.span
         assert record is not None and span is not None
         info = CallInfo(
-            run_id=record.run_id, call_id=record.call_id, tool_name=record.tool_name, phase=record.phase,
-            idempotency_key=record.idempotency_key, attempt=record.attempts, seq=record.seq,
-        )  # fmt: skip
+            run_id=record.run_id,
+            call_id=record.call_id,
+            tool_name=record.tool_name,
+            phase=record.phase,
+            idempotency_key=record.idempotency_key,
+            attempt=record.attempts,
+            seq=record.seq,
+        )
         return info.enter(), _active.set(self), otel_context.attach(trace.set_span_in_context(span))
 
     @staticmethod
@@ -582,9 +380,13 @@ class Invocation:
         assert record is not None
         try:
             output = encode(
-                result, root="result", error=OutputEncodingError, tool_name=spec.name,
-                what=f"tool {spec.name!r} ran, but its result at", then=" The call is recorded as failed.",
-            )  # fmt: skip
+                result,
+                root="result",
+                error=OutputEncodingError,
+                tool_name=spec.name,
+                what=f"tool {spec.name!r} ran, but its result at",
+                then=" The call is recorded as failed.",
+            )
         except OutputEncodingError as err:
             self.failed(err)
             raise
@@ -602,19 +404,19 @@ class Invocation:
         record.status, record.output = CallStatus.SUCCEEDED, spec.content.for_ledger(output)
         if spec.content.capture and self.span is not None:
             self.span.set_attribute(semconv.GEN_AI_TOOL_CALL_RESULT, spec.content.span_text(output))
-        self._output = output
+        self.output_json = output
         return self._settle_cost(tool_cost)
 
     def _settled(self, result: Any, cost: Decimal | None, error: LedgerError | None) -> Any:
         """After the row is written (or not: ``error``): count the call and return its result."""
         record = self.record
         assert record is not None
-        self._metric(CallStatus.SUCCEEDED, Origin.LIVE, record)
+        self.metric(CallStatus.SUCCEEDED, Origin.LIVE, record)
         if error is not None:
-            self._release()
+            self.release()
             raise error
-        self._release(self._output, succeeded=True)
-        self._count(cost)
+        self.release(self.output_json, succeeded=True)
+        self.count(cost)
         return result
 
     def failed(self, exc: BaseException) -> None:
@@ -627,7 +429,7 @@ class Invocation:
             self.run.table.failed_try(self.phase, self.key, record.attempts)
         record.status = CallStatus.FAILED
         record.error_type = spans.error_type_name(exc)
-        record.error_message = str(exc)[:_MAX_ERROR_MESSAGE]
+        record.error_message = str(exc)[:MAX_ERROR_MESSAGE]
         cost = self._settle_cost(None)
         spans.end_span(span, exc)
         error: LedgerError | None = None
@@ -635,124 +437,8 @@ class Invocation:
             bound.finished()
         except LedgerError as err:
             error = err
-        self._metric(CallStatus.FAILED, Origin.LIVE, record)
-        self._release()
+        self.metric(CallStatus.FAILED, Origin.LIVE, record)
+        self.release()
         if error is not None:
             raise error from exc
-        self._count(cost, raise_budget=False)
-
-
-def execute(
-    call: Invocation,
-    func: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    *,
-    live: Callable[[Any], Any] | None = None,
-    served: Callable[[Any], Any] | None = None,
-) -> Any:
-    """Run ``call`` to its end: served, or ``func`` run live and recorded. Waits block this thread.
-
-    ``live`` takes over a live result instead of recording it at once (a stream records itself when it
-    has been read to its end); ``served`` shapes a served value (a recorded stream, replayed).
-    """
-    step = call.begin()
-    while True:
-        if isinstance(step, Wait):
-            call.wait(step)
-            step = call.begin()
-        elif isinstance(step, Poll):
-            time.sleep(step.delay)
-            step = call.poll()
-        else:
-            break
-    if isinstance(step, Done):
-        return served(step.value) if served else step.value
-    tokens = call.enter()
-    try:
-        result = func(*args, **kwargs)
-    except BaseException as exc:
-        Invocation.leave(tokens)
-        call.failed(exc)
-        raise
-    Invocation.leave(tokens)
-    return live(result) if live else call.succeeded(result)
-
-
-async def execute_async(
-    call: Invocation,
-    func: Callable[..., Awaitable[Any]],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    *,
-    live: Callable[[Any], Any] | None = None,
-    served: Callable[[Any], Any] | None = None,
-) -> Any:
-    """``execute`` for coroutine functions: every wait is awaited on the loop, and the span lasts until
-    the awaited body ends. While other calls are in flight on the loop, the claim and the outcome are
-    written together with theirs (see ``agent_relay.batching``)."""
-    batcher = batcher_for(call.services.ledger.calls)
-    if batcher is None:
-        return await _execute_async(call, func, args, kwargs, live, served, None)
-    batcher.in_flight += 1
-    try:
-        return await _execute_async(call, func, args, kwargs, live, served, batcher)
-    finally:
-        batcher.in_flight -= 1
-
-
-async def _execute_async(
-    call: Invocation,
-    func: Callable[..., Awaitable[Any]],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    live: Callable[[Any], Any] | None,
-    served: Callable[[Any], Any] | None,
-    batcher: LoopBatcher | None,
-) -> Any:
-    step = call.begin(batch=batcher is not None and batcher.shared)
-    while True:
-        if isinstance(step, Wait):
-            await call.wait_async(step)
-            step = call.begin(batch=batcher is not None and batcher.shared)
-        elif isinstance(step, Poll):
-            await asyncio.sleep(step.delay)
-            step = call.poll()
-        elif isinstance(step, ClaimWith):
-            assert batcher is not None and call.record is not None
-            waiter = batcher.submit_start(call.record)
-            try:
-                step = call.claimed(await batcher.result(waiter))
-            except asyncio.CancelledError as cancelled:  # its claim was written before this went on
-                if isinstance(call.claimed(waiter.result()), Go):
-                    call.failed(cancelled)  # so the row says it failed (the body never ran): key freed
-                raise
-        else:
-            break
-    if isinstance(step, Done):
-        return served(step.value) if served else step.value
-    tokens = call.enter()
-    try:
-        result = await func(*args, **kwargs)
-    except BaseException as exc:
-        Invocation.leave(tokens)
-        call.failed(exc)
-        raise
-    Invocation.leave(tokens)
-    if live:
-        return live(result)
-    return await call.succeeded_async(result, batcher)
-
-
-@contextlib.contextmanager
-def plain_call(services: Services, spec: ToolSpec) -> Iterator[None]:
-    """A tool called outside any session: a span, no ledger row, the function's own behaviour."""
-    with services.tracer.start_as_current_span(
-        spec.span_name, attributes=spans.plain_tool_attributes(spec.name), record_exception=True,
-        set_status_on_exception=True,
-    ) as span:  # fmt: skip
-        try:
-            yield
-        except BaseException as exc:
-            span.set_attribute(semconv.ERROR_TYPE, spans.error_type_name(exc))
-            raise
+        self.count(cost, raise_budget=False)

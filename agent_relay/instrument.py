@@ -27,9 +27,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .calls import Invocation, execute, execute_async
+from .calls import Invocation
 from .encoding import encode
 from .errors import ArgumentEncodingError, ConfigurationError
+from .execute import execute, execute_async
 from .run import current_run
 from .runtime import AgentRuntime
 from .states import Phase
@@ -54,19 +55,59 @@ class _Target:
 
 
 _TARGETS = (
-    _Target("openai.chat.completions.create", "openai", "openai.resources.chat.completions.completions",
-            "Completions", "openai.types.chat", "ChatCompletion", "ChatCompletionChunk"),
-    _Target("openai.chat.completions.create", "openai", "openai.resources.chat.completions.completions",
-            "AsyncCompletions", "openai.types.chat", "ChatCompletion", "ChatCompletionChunk"),
-    _Target("openai.responses.create", "openai", "openai.resources.responses.responses", "Responses",
-            "openai.types.responses", "Response"),
-    _Target("openai.responses.create", "openai", "openai.resources.responses.responses", "AsyncResponses",
-            "openai.types.responses", "Response"),
-    _Target("anthropic.messages.create", "anthropic", "anthropic.resources.messages.messages", "Messages",
-            "anthropic.types", "Message", "RawMessageStreamEvent"),
-    _Target("anthropic.messages.create", "anthropic", "anthropic.resources.messages.messages",
-            "AsyncMessages", "anthropic.types", "Message", "RawMessageStreamEvent"),
-)  # fmt: skip
+    _Target(
+        "openai.chat.completions.create",
+        "openai",
+        "openai.resources.chat.completions.completions",
+        "Completions",
+        "openai.types.chat",
+        "ChatCompletion",
+        "ChatCompletionChunk",
+    ),
+    _Target(
+        "openai.chat.completions.create",
+        "openai",
+        "openai.resources.chat.completions.completions",
+        "AsyncCompletions",
+        "openai.types.chat",
+        "ChatCompletion",
+        "ChatCompletionChunk",
+    ),
+    _Target(
+        "openai.responses.create",
+        "openai",
+        "openai.resources.responses.responses",
+        "Responses",
+        "openai.types.responses",
+        "Response",
+    ),
+    _Target(
+        "openai.responses.create",
+        "openai",
+        "openai.resources.responses.responses",
+        "AsyncResponses",
+        "openai.types.responses",
+        "Response",
+    ),
+    _Target(
+        "anthropic.messages.create",
+        "anthropic",
+        "anthropic.resources.messages.messages",
+        "Messages",
+        "anthropic.types",
+        "Message",
+        "RawMessageStreamEvent",
+    ),
+    _Target(
+        "anthropic.messages.create",
+        "anthropic",
+        "anthropic.resources.messages.messages",
+        "AsyncMessages",
+        "anthropic.types",
+        "Message",
+        "RawMessageStreamEvent",
+    ),
+)
 
 # Request options that shape the HTTP exchange, not the model's answer: kept out of the key.
 _TRANSPORT_OPTIONS = frozenset({"extra_headers", "extra_query", "timeout"})

@@ -34,7 +34,7 @@ from opentelemetry.trace import format_span_id, format_trace_id
 
 from . import compensation, semconv, spans
 from .budget import parse_limit
-from .calls import Invocation, active_invocation, execute, execute_async
+from .calls import Invocation, active_invocation
 from .encoding import JSONValue, encode
 from .errors import (
     AgentRelayError,
@@ -44,6 +44,7 @@ from .errors import (
     SessionStateError,
     UnknownRunError,
 )
+from .execute import execute, execute_async
 from .pricing import to_usd
 from .replay import ReplaySource
 from .run import Run, current_run
@@ -51,6 +52,7 @@ from .services import HasServices, Services
 from .spend import RunSpend
 from .states import RunMode, RunStatus
 from .usage import TokenUsage
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class CompensationFailure:
@@ -64,7 +66,6 @@ class CompensationFailure:
     def __str__(self) -> str:
         of = f" of {self.forward_tool!r} (seq {self.forward_seq})" if self.forward_tool else ""
         return f"compensation {self.tool_name!r}{of} failed: {type(self.error).__name__}: {self.error}"
-
 
 
 class AgentSession:
@@ -243,9 +244,10 @@ class AgentSession:
             self.parent_run_id = parent.run_id
         span = services.tracer.start_span(
             spans.session_span_name(self.name),
-            attributes=spans.session_attributes(self.name, self.run_id, parent_run_id=self.parent_run_id,
-                                                budget_limit=self._limit),
-        )  # fmt: skip
+            attributes=spans.session_attributes(
+                self.name, self.run_id, parent_run_id=self.parent_run_id, budget_limit=self._limit
+            ),
+        )
         try:
             self._run = self._open_run(span.get_span_context())
         except AgentRelayError as exc:
@@ -303,20 +305,32 @@ class AgentSession:
                 f"run {run_id} was compensated ({row.status}), so it cannot be resumed; start a new run."
             )
         if row.status == RunStatus.SUCCEEDED:
-            raise SessionStateError(f"run {run_id} succeeded; there is nothing to resume (replay it instead).")
+            raise SessionStateError(
+                f"run {run_id} succeeded; there is nothing to resume (replay it instead)."
+            )
         # A run still running elsewhere may be resumed too (several workers on one run): each call's
         # pending-row claim decides who runs it, and the others wait for it and are served.
         self.trace_id, self.parent_run_id = row.trace_id, row.parent_run_id
         limit = self._limit if self._budget_given else row.budget_limit_usd
         cost, unknown, inp, out = ledger.call_totals(run_id)  # the run's recorded totals, or its calls'
-        self._spend.carry(limit=limit, spent=max(cost, row.cost_usd or Decimal(0)),
-                          unknown=unknown or bool(row.cost_unknown), inp=max(inp, row.input_tokens or 0),
-                          out=max(out, row.output_tokens or 0))  # fmt: skip
+        self._spend.carry(
+            limit=limit,
+            spent=max(cost, row.cost_usd or Decimal(0)),
+            unknown=unknown or bool(row.cost_unknown),
+            inp=max(inp, row.input_tokens or 0),
+            out=max(out, row.output_tokens or 0),
+        )
         first = ledger.max_seq(run_id) + 1
         ledger.finish_run(
-            run_id, status=RunStatus.RUNNING, mode=RunMode.RESUME, owner=self._services.owner, ended_at=None,
-            error_type=None, error_message=None, budget_limit_usd=limit,
-        )  # fmt: skip
+            run_id,
+            status=RunStatus.RUNNING,
+            mode=RunMode.RESUME,
+            owner=self._services.owner,
+            ended_at=None,
+            error_type=None,
+            error_message=None,
+            budget_limit_usd=limit,
+        )
         return Run(self._services, run_id, self.name, RunMode.RESUME, self._spend, first_seq=first)
 
     def _should_unwind(self, exc: BaseException | None) -> bool:
@@ -368,16 +382,20 @@ class AgentSession:
                 exc.add_note(f"agent-relay: {failure}")
         span.set_attributes(
             {semconv.RUN_STATUS: self.status}
-            | spans.outcome_attributes(cost_usd=spend.spent, input_tokens=spend.input_tokens,
-                                       output_tokens=spend.output_tokens)
-        )  # fmt: skip
+            | spans.outcome_attributes(
+                cost_usd=spend.spent, input_tokens=spend.input_tokens, output_tokens=spend.output_tokens
+            )
+        )
         if spend.limit is not None:
             span.set_attribute(semconv.BUDGET_SPENT_USD, float(spend.spent))
             span.set_attribute(semconv.BUDGET_EXCEEDED, spend.exceeded)
             if spend.exceeded:
                 span.add_event(
                     semconv.EVENT_BUDGET_EXCEEDED,
-                    {semconv.BUDGET_LIMIT_USD: float(spend.limit), semconv.BUDGET_SPENT_USD: float(spend.spent)},
+                    {
+                        semconv.BUDGET_LIMIT_USD: float(spend.limit),
+                        semconv.BUDGET_SPENT_USD: float(spend.spent),
+                    },
                 )
         self._services.instruments.run(self.name, self.status, self.mode, budget_exceeded=spend.exceeded)
         if spend.unknown:
@@ -439,7 +457,9 @@ class AgentSession:
         )
 
 
-def _mode(replay: bool, replay_run_id: str | None, fork_after: int | None, resume_run_id: str | None) -> RunMode:
+def _mode(
+    replay: bool, replay_run_id: str | None, fork_after: int | None, resume_run_id: str | None
+) -> RunMode:
     """Validate the replay / fork / resume options together; return the run's mode."""
     if resume_run_id is not None:
         if replay or replay_run_id is not None or fork_after is not None:

@@ -47,8 +47,11 @@ def tool_span_name(tool_name: str) -> str:
 def call_attributes(call: CallView) -> dict[str, Any]:
     """A call's span attributes: GenAI ``execute_tool`` ones (or ``chat`` ones for a model call) and
     AgentRelay's own (run, key, phase, seq, the forward call a compensation undoes)."""
-    attributes: dict[str, Any] = {semconv.RUN_ID: call.run_id, semconv.IDEMPOTENCY_KEY: call.idempotency_key,
-                                  semconv.TOOL_PHASE: call.phase}  # fmt: skip
+    attributes: dict[str, Any] = {
+        semconv.RUN_ID: call.run_id,
+        semconv.IDEMPOTENCY_KEY: call.idempotency_key,
+        semconv.TOOL_PHASE: call.phase,
+    }
     if call.model:
         attributes[semconv.GEN_AI_OPERATION_NAME] = semconv.OPERATION_CHAT
         attributes[semconv.LLM_CALL] = call.tool_name
@@ -86,9 +89,12 @@ def served_attributes(origin: str, *, resumed: bool = False) -> dict[str, Any]:
 
 
 def outcome_attributes(
-    *, cost_usd: Any = None, input_tokens: int | None = None, output_tokens: int | None = None,
+    *,
+    cost_usd: Any = None,
+    input_tokens: int | None = None,
+    output_tokens: int | None = None,
     model: str | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """A call's (or run's) cost and usage as span attributes."""
     attributes: dict[str, Any] = {}
     if cost_usd is not None:
@@ -102,9 +108,13 @@ def outcome_attributes(
 
 
 def session_attributes(
-    name: str, run_id: str, *, parent_run_id: str | None = None, budget_limit: Any = None,
+    name: str,
+    run_id: str,
+    *,
+    parent_run_id: str | None = None,
+    budget_limit: Any = None,
     replay_of: str | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """An ``invoke_agent`` span's attributes as it starts."""
     attributes: dict[str, Any] = {
         semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_INVOKE_AGENT,

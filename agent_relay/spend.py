@@ -55,8 +55,9 @@ class RunSpend:
             self.input_tokens = max(self.input_tokens, inp)
             self.output_tokens = max(self.output_tokens, out)
 
-    def charge(self, cost: Decimal | None, *, input_tokens: int = 0, output_tokens: int = 0,
-               unknown: bool = False) -> bool:  # fmt: skip
+    def charge(
+        self, cost: Decimal | None, *, input_tokens: int = 0, output_tokens: int = 0, unknown: bool = False
+    ) -> bool:
         """Count tokens and a cost (``None``: nothing to add; ``unknown``: some of it could not be
         priced); True when this charge passed the budget."""
         with self._lock:

@@ -16,8 +16,9 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar, cast
 
-from .calls import Invocation, execute, execute_async, plain_call
+from .calls import Invocation
 from .errors import ConfigurationError
+from .execute import execute, execute_async, plain_call
 from .ledger.records import check_durability
 from .pricing import to_usd
 from .runtime import AgentRuntime

@@ -45,10 +45,17 @@ def spans_of(
         return
     root = _context(run["trace_id"], run["span_id"])
     failed = run["status"] not in (RunStatus.SUCCEEDED, RunStatus.RUNNING)
-    attributes = spans.session_attributes(
-        run["name"], run["run_id"], parent_run_id=run.get("parent_run_id"),
-        budget_limit=run.get("budget_limit_usd"), replay_of=run.get("replay_of"),
-    ) | {semconv.RUN_STATUS: run["status"]} | spans.outcome_attributes(cost_usd=run["cost_usd"] or 0)  # fmt: skip
+    attributes = (
+        spans.session_attributes(
+            run["name"],
+            run["run_id"],
+            parent_run_id=run.get("parent_run_id"),
+            budget_limit=run.get("budget_limit_usd"),
+            replay_of=run.get("replay_of"),
+        )
+        | {semconv.RUN_STATUS: run["status"]}
+        | spans.outcome_attributes(cost_usd=run["cost_usd"] or 0)
+    )
     if run["error_type"]:
         attributes[semconv.ERROR_TYPE] = run["error_type"]
     yield ReadableSpan(
@@ -60,7 +67,9 @@ def spans_of(
         kind=SpanKind.INTERNAL,
         start_time=_ns(run["started_at"]),
         end_time=_ns(run["ended_at"] or run["started_at"]),
-        status=spans.error_status(run["error_type"], run["error_message"]) if failed else Status(StatusCode.UNSET),
+        status=spans.error_status(run["error_type"], run["error_message"])
+        if failed
+        else Status(StatusCode.UNSET),
     )
     for call in calls:
         if not call["trace_id"] or not call["span_id"]:
@@ -80,8 +89,12 @@ def spans_of(
         attrs = spans.call_attributes(view) | {semconv.CALL_ATTEMPT: call["attempts"]}
         if call["origin"] == Origin.REPLAYED:
             attrs |= spans.served_attributes(Origin.REPLAYED)
-        attrs |= spans.outcome_attributes(cost_usd=call["cost_usd"], input_tokens=call["input_tokens"],
-                                          output_tokens=call["output_tokens"], model=call["model"])  # fmt: skip
+        attrs |= spans.outcome_attributes(
+            cost_usd=call["cost_usd"],
+            input_tokens=call["input_tokens"],
+            output_tokens=call["output_tokens"],
+            model=call["model"],
+        )
         if call["error_type"]:
             attrs[semconv.ERROR_TYPE] = call["error_type"]
         yield ReadableSpan(

@@ -21,9 +21,13 @@ from .diff import Pair
 T = TypeVar("T")
 
 _STATUS_STYLE = {
-    "succeeded": "green", "failed": "red", "pending": "yellow", "running": "yellow",
-    "compensated": "magenta", "compensation_failed": "bold red",
-}  # fmt: skip
+    "succeeded": "green",
+    "failed": "red",
+    "pending": "yellow",
+    "running": "yellow",
+    "compensated": "magenta",
+    "compensation_failed": "bold red",
+}
 
 
 def _console() -> Console:
@@ -168,9 +172,13 @@ def run_tree(run: dict[str, Any], calls: list[dict[str, Any]], trace_link: str |
 
 
 _KIND_TEXT = {
-    "same": "same", "output": "different output", "arguments": "different arguments",
-    "call": "different call", "only_a": "only in A", "only_b": "only in B",
-}  # fmt: skip
+    "same": "same",
+    "output": "different output",
+    "arguments": "different arguments",
+    "call": "different call",
+    "only_a": "only in A",
+    "only_b": "only in B",
+}
 
 
 def diff_table(run_a: str, run_b: str, pairs: list[Pair], first: int | None) -> None:

@@ -172,7 +172,9 @@ class Database:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     @contextlib.contextmanager
-    def guard(self, action: str, *, run_id: str | None = None, tool_name: str | None = None) -> Iterator[None]:
+    def guard(
+        self, action: str, *, run_id: str | None = None, tool_name: str | None = None
+    ) -> Iterator[None]:
         """Serialise (SQLite), keep our own SQL out of traces, and turn driver errors into
         ``LedgerError`` saying ``could not <action>``."""
         token = suppress_instrumentation()

@@ -114,9 +114,7 @@ class LedgerSpanProcessor(SpanProcessor):
     """Persists tool-call spans as ledger rows through ``writer``. Thread-safe; never raises into the
     SDK."""
 
-    def __init__(
-        self, writer: CallWriter, usage_sink: Callable[[ReadableSpan], None] | None = None
-    ) -> None:
+    def __init__(self, writer: CallWriter, usage_sink: Callable[[ReadableSpan], None] | None = None) -> None:
         self._writer = writer
         self._usage_sink = usage_sink
         self._open: dict[int, BoundCall] = {}

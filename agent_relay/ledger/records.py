@@ -16,14 +16,13 @@ DURABILITY_ENV = "AGENT_RELAY_DURABILITY"
 
 def check_durability(value: object, where: str) -> Durability:
     """``value`` as a ``Durability``; ``ConfigurationError`` unless it is one."""
-    try:
+    if isinstance(value, str) and value in Durability.__members__.values():
         return Durability(value)
-    except ValueError:
-        raise ConfigurationError(
-            f"{where}: durability must be 'strict' (a pending row before the tool runs, the outcome before "
-            f"it returns) or 'outcome' (only the outcome: one commit, at-least-once after a crash), not "
-            f"{value!r}."
-        ) from None
+    raise ConfigurationError(
+        f"{where}: durability must be 'strict' (a pending row before the tool runs, the outcome before "
+        f"it returns) or 'outcome' (only the outcome: one commit, at-least-once after a crash), not "
+        f"{value!r}."
+    )
 
 
 def durability_from_env(environ: Any = os.environ) -> Durability | None:

@@ -3,7 +3,7 @@ call's statements as SQLAlchemy Core, built once per database from the column li
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -95,26 +95,25 @@ class SqlCalls:
     def _batch(
         self, claims: Sequence[CallRecord], finishes: Sequence[CallRecord], *, savepoints: bool
     ) -> tuple[list[Claim | Exception], list[bool | Exception]]:
-        claimed: list[Claim | Exception] = []
-        finished: list[bool | Exception] = []
+        results: list[Any] = []
+        writes: list[tuple[Callable[[Connection, CallRecord], Any], CallRecord]] = [
+            *((self._claim_on, r) for r in claims),
+            *((self._finish_on, r) for r in finishes),
+        ]
         with self._write.begin() as conn:
-            for records, write, results in (
-                (claims, self._claim_on, claimed),
-                (finishes, self._finish_on, finished),
-            ):
-                for record in records:
-                    savepoint = conn.begin_nested() if savepoints else None
-                    try:
-                        results.append(write(conn, record))  # type: ignore[operator]
-                    except sa.exc.DBAPIError as exc:
-                        if savepoint is None:
-                            raise  # it aborted the transaction: the caller tries again with savepoints
-                        savepoint.rollback()
-                        results.append(exc)  # type: ignore[attr-defined]
-                        continue
-                    if savepoint is not None:
-                        savepoint.commit()
-        return claimed, finished
+            for write, record in writes:
+                savepoint = conn.begin_nested() if savepoints else None
+                try:
+                    results.append(write(conn, record))
+                except sa.exc.DBAPIError as exc:
+                    if savepoint is None:
+                        raise  # it aborted the transaction: the caller tries again with savepoints
+                    savepoint.rollback()
+                    results.append(exc)
+                    continue
+                if savepoint is not None:
+                    savepoint.commit()
+        return results[: len(claims)], results[len(claims) :]
 
     def insert_rows(self, records: Sequence[CallRecord]) -> None:
         with self._write.begin() as conn:

@@ -41,8 +41,7 @@ INSERT_OUTCOME = _insert(col.ROW) + _RETRY
 INSERT_ROW = _insert(col.ROW)
 FIND = f"SELECT {', '.join(col.FOUND)} FROM tool_calls WHERE {_assign(col.KEY, '?').replace(', ', ' AND ')}"
 FINISH = (
-    f"UPDATE tool_calls SET {_assign(col.OUTCOME, '?')} "
-    f"WHERE call_id = ? AND status = '{CallStatus.PENDING}'"
+    f"UPDATE tool_calls SET {_assign(col.OUTCOME, '?')} WHERE call_id = ? AND status = '{CallStatus.PENDING}'"
 )
 TAKE_OVER = (
     f"UPDATE tool_calls SET {_assign(col.ATTEMPT, '?')}, attempts = attempts + 1 "

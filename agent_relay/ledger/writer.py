@@ -77,7 +77,9 @@ class CallWriter:
                 return write(record)
             except Exception as exc:
                 raise self._db.error(
-                    action.format(tool=repr(record.tool_name)), exc, run_id=record.run_id,
+                    action.format(tool=repr(record.tool_name)),
+                    exc,
+                    run_id=record.run_id,
                     tool_name=record.tool_name,
                 ) from exc
             finally:
@@ -110,7 +112,9 @@ class CallWriter:
         fails, every record gets its error."""
         claims = [r for r in starts if r.durability is not Durability.OUTCOME]
         first = (list(starts) + list(finishes))[0]
-        action = f"record {len(claims) + len(finishes)} calls of run {first.run_id} (the first of tool {{tool}})"
+        action = (
+            f"record {len(claims) + len(finishes)} calls of run {first.run_id} (the first of tool {{tool}})"
+        )
         try:
             claimed, finished = self._write(action, first, lambda _: self._backend.batch(claims, finishes))
         except LedgerError as err:
@@ -120,17 +124,26 @@ class CallWriter:
         for record in starts:
             result = by_record.get(id(record), Held(record.attempts))
             start_results.append(
-                self._db.error(f"claim a call of tool {record.tool_name!r}", result, run_id=record.run_id,
-                               tool_name=record.tool_name)
-                if isinstance(result, Exception) else result
-            )  # fmt: skip
+                self._db.error(
+                    f"claim a call of tool {record.tool_name!r}",
+                    result,
+                    run_id=record.run_id,
+                    tool_name=record.tool_name,
+                )
+                if isinstance(result, Exception)
+                else result
+            )
         finish_results: list[LedgerError | None] = []
         for record, done in zip(finishes, finished, strict=True):
             if isinstance(done, Exception):
                 finish_results.append(
-                    self._db.error(f"record the outcome of tool {record.tool_name!r}", done,
-                                   run_id=record.run_id, tool_name=record.tool_name)
-                )  # fmt: skip
+                    self._db.error(
+                        f"record the outcome of tool {record.tool_name!r}",
+                        done,
+                        run_id=record.run_id,
+                        tool_name=record.tool_name,
+                    )
+                )
             else:
                 finish_results.append(None if done else self.not_recorded(record))
         return start_results, finish_results

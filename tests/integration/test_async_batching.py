@@ -11,8 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from agent_relay import AgentRuntime, current_call, tool
-from agent_relay.ledger import tool_calls
 from agent_relay.errors import LedgerError
+from agent_relay.ledger import tool_calls
 from agent_relay.ledger.records import CallRecord, Held
 from agent_relay.ledger.sqlite_calls import SqliteCalls
 from tests.support import calls_of

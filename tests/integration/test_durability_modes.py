@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent_relay import AgentRuntime, ConfigurationError, current_call, tool
+from agent_relay import AgentRuntime, ConfigurationError, calltable, current_call, tool
 from agent_relay import semconv as sc
-from agent_relay import calltable
 from agent_relay.run import current_run
 from agent_relay.testing import capture_spans
 from tests.support import calls_of

@@ -22,8 +22,8 @@ from agent_relay import (
     SessionStateError,
     tool,
 )
-from agent_relay.ledger.writer import ServedRows
 from agent_relay.ledger import LedgerStore
+from agent_relay.ledger.writer import ServedRows
 from agent_relay.testing import capture_spans
 from tests.support import calls_of, run_row
 

@@ -1,0 +1,174 @@
+"""``CallBase``: one tool call's identity (arguments, key), and what every path it can take shares —
+its span, its metric, its reservation in the run's call table, its cost counted against the run.
+``ServedCall`` (served without running) and ``Invocation`` (the live path) build on it."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, NoReturn
+
+from opentelemetry.trace import Span
+
+from . import semconv, spans
+from .compensation import Step
+from .encoding import JSONValue, canonical_dumps
+from .errors import ConfigurationError, IdempotencyKeyReuseError
+from .keys import call_id, idempotency_key
+from .ledger.processor import BoundCall
+from .ledger.records import CallRecord
+from .replay import argument_diff
+from .run import Run
+from .services import Services
+from .spec import ToolSpec
+from .states import Origin, Phase
+
+MAX_ERROR_MESSAGE = 4000
+
+
+class CallBase:
+    """What every path of one tool call shares: its key, its span, its reservation, its cost. Not
+    shared between threads."""
+
+    __slots__ = (
+        "args_json",
+        "args_text",
+        "batched",
+        "bound",
+        "compensates",
+        "deadline",
+        "key",
+        "model",
+        "output_json",
+        "phase",
+        "record",
+        "run",
+        "services",
+        "span",
+        "spec",
+        "usage_cost",
+        "user_key",
+    )
+
+    def __init__(
+        self,
+        services: Services,
+        run: Run,
+        spec: ToolSpec,
+        phase: Phase,
+        args_json: dict[str, JSONValue],
+        *,
+        user_key: str | None = None,
+        occurrence: int | None = None,
+        compensates: Step | None = None,
+    ):
+        if run.services is not services or not services.owns(spec):
+            raise ConfigurationError(
+                f"tool {spec.name!r} is registered on another runtime than the one running session "
+                f"{run.name!r}; register it with @tool(<that session's runtime>, ...)."
+            )
+        self.services = services
+        self.run = run
+        self.spec = spec
+        self.phase = phase
+        self.args_json = args_json
+        self.user_key = user_key
+        self.compensates = compensates
+        model = args_json.get("model") if spec.kind == "llm" else None
+        # a model call (an llm tool given a model) has an inference span, as the GenAI conventions say
+        self.model = model if isinstance(model, str) else None
+        # the arguments' canonical text makes the key and, unless redacted, the ledger's arguments column
+        self.args_text = canonical_dumps(args_json) if user_key is None else None
+        self.key = idempotency_key(
+            spec.name,
+            phase,
+            args_json,
+            user_key=user_key,
+            occurrence=occurrence,
+            arguments_text=self.args_text,
+        )
+        self.record: CallRecord | None = None
+        self.span: Span | None = None
+        self.bound: BoundCall | None = None  # the row's writes (made by the span processor, if it sees them)
+        self.batched = False  # its claim went with other calls' (the processor never saw its span)
+        self.output_json: JSONValue = None
+        self.deadline: float | None = None  # waiting on another worker's row: until when
+        self.usage_cost = Decimal(0)
+
+    # --- the span --------------------------------------------------------------------------------------
+    def start_span(self, seq: int | None = None, **extra: Any) -> Span:
+        step = self.compensates
+        view = spans.CallView(
+            tool_name=self.spec.name,
+            phase=self.phase,
+            idempotency_key=self.key,
+            run_id=self.run.run_id,
+            call_id=call_id(self.run.run_id, self.phase, self.key),
+            model=self.model,
+            provider=self.spec.provider,
+            seq=seq,
+            forward=None if step is None else (step.call_id, step.seq, step.forward.name),
+        )
+        attributes = spans.call_attributes(view) | extra
+        if self.spec.content.capture:  # opt-in, redacted and truncated before it reaches the span
+            attributes[semconv.GEN_AI_TOOL_CALL_ARGUMENTS] = self.spec.content.span_text(self.args_json)
+        return self.services.tracer.start_span(view.span_name, attributes=attributes)
+
+    def metric(self, status: str, origin: str, record: CallRecord | None = None) -> None:
+        instruments = self.services.instruments
+        if not instruments.recording:
+            return
+        duration = None
+        if record is not None and record.started_ns and record.ended_ns and origin == Origin.LIVE:
+            duration = (record.ended_ns - record.started_ns) / 1e9
+        instruments.call(
+            self.spec.name,
+            self.phase,
+            status,
+            origin,
+            duration_s=duration,
+            cost=record.cost_usd if record is not None else None,
+            model=record.model if record else None,
+        )
+
+    def release(self, output: Any = None, *, succeeded: bool = False) -> None:
+        """Settle the reservation; a succeeded call is kept to serve again (with its arguments only when a
+        caller-supplied key must be checked against them: the index grows with every call)."""
+        done = ((self.args_json if self.user_key is not None else None), output) if succeeded else None
+        self.run.table.release(self.phase, self.key, done)
+
+    def abandon(self, exc: BaseException) -> NoReturn:
+        """End the span with ``exc``, release the reservation and raise ``exc``; the tool does not run."""
+        assert self.span is not None
+        spans.end_span(self.span, exc)
+        self.release()
+        raise exc
+
+    def check_user_key(self, recorded_arguments: Any) -> None:
+        """Stripe's rule: a caller-supplied key may only be reused with the same arguments."""
+        if self.user_key is None or recorded_arguments == self.args_json:
+            return
+        err = IdempotencyKeyReuseError(
+            tool_name=self.spec.name,
+            user_key=self.user_key,
+            run_id=self.run.run_id,
+            difference=argument_diff(recorded_arguments or {}, self.args_json),
+        )
+        if self.span is not None and self.span.is_recording() and self.record is not None:
+            self.abandon(err)
+        raise err
+
+    def count(self, cost: Decimal | None, *, raise_budget: bool = True) -> None:
+        """Count a finished call's cost and tokens against the run; raise if it passed the budget or
+        could not be priced."""
+        record, spend = self.record, self.run.spend
+        assert record is not None
+        passed = spend.charge(
+            cost,
+            input_tokens=record.input_tokens or 0,
+            output_tokens=record.output_tokens or 0,
+            unknown=record.cost_unknown,
+        )
+        if record.cost_unknown:
+            spend.unpriced(record.model or "?", None, raise_error=raise_budget)
+        if passed and raise_budget and record.phase == Phase.FORWARD:
+            raise spend.budget_error(record.tool_name)

@@ -1,0 +1,136 @@
+"""The drivers of a tool call: ``execute`` (sync: waits block the thread) and ``execute_async`` (every
+wait awaited on the event loop), which act on the steps ``Invocation`` returns and run the tool body; and
+``plain_call``, a tool called outside any session. Only the waiting differs between the two drivers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from . import semconv, spans
+from .batching import LoopBatcher, batcher_for
+from .calls import ClaimWith, Done, Go, Invocation, Poll
+from .calltable import Wait
+from .services import Services
+from .spec import ToolSpec
+
+
+def execute(
+    call: Invocation,
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    live: Callable[[Any], Any] | None = None,
+    served: Callable[[Any], Any] | None = None,
+) -> Any:
+    """Run ``call`` to its end: served, or ``func`` run live and recorded. Waits block this thread.
+
+    ``live`` takes over a live result instead of recording it at once (a stream records itself when it
+    has been read to its end); ``served`` shapes a served value (a recorded stream, replayed).
+    """
+    step = call.begin()
+    while True:
+        if isinstance(step, Wait):
+            call.wait(step)
+            step = call.begin()
+        elif isinstance(step, Poll):
+            time.sleep(step.delay)
+            step = call.poll()
+        else:
+            break
+    if isinstance(step, Done):
+        return served(step.value) if served else step.value
+    tokens = call.enter()
+    try:
+        result = func(*args, **kwargs)
+    except BaseException as exc:
+        Invocation.leave(tokens)
+        call.failed(exc)
+        raise
+    Invocation.leave(tokens)
+    return live(result) if live else call.succeeded(result)
+
+
+async def execute_async(
+    call: Invocation,
+    func: Callable[..., Awaitable[Any]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    live: Callable[[Any], Any] | None = None,
+    served: Callable[[Any], Any] | None = None,
+) -> Any:
+    """``execute`` for coroutine functions: every wait is awaited on the loop, and the span lasts until
+    the awaited body ends. While other calls are in flight on the loop, the claim and the outcome are
+    written together with theirs (see ``agent_relay.batching``)."""
+    batcher = batcher_for(call.services.ledger.calls)
+    if batcher is None:
+        return await _execute_async(call, func, args, kwargs, live, served, None)
+    batcher.in_flight += 1
+    try:
+        return await _execute_async(call, func, args, kwargs, live, served, batcher)
+    finally:
+        batcher.in_flight -= 1
+
+
+async def _execute_async(
+    call: Invocation,
+    func: Callable[..., Awaitable[Any]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    live: Callable[[Any], Any] | None,
+    served: Callable[[Any], Any] | None,
+    batcher: LoopBatcher | None,
+) -> Any:
+    step = call.begin(batch=batcher is not None and batcher.shared)
+    while True:
+        if isinstance(step, Wait):
+            await call.wait_async(step)
+            step = call.begin(batch=batcher is not None and batcher.shared)
+        elif isinstance(step, Poll):
+            await asyncio.sleep(step.delay)
+            step = call.poll()
+        elif isinstance(step, ClaimWith):
+            assert batcher is not None and call.record is not None
+            waiter = batcher.submit_start(call.record)
+            try:
+                step = call.claimed(await batcher.result(waiter))
+            except asyncio.CancelledError as cancelled:  # its claim was written before this went on
+                if isinstance(call.claimed(waiter.result()), Go):
+                    call.failed(cancelled)  # so the row says it failed (the body never ran): key freed
+                raise
+        else:
+            break
+    if isinstance(step, Done):
+        return served(step.value) if served else step.value
+    tokens = call.enter()
+    try:
+        result = await func(*args, **kwargs)
+    except BaseException as exc:
+        Invocation.leave(tokens)
+        call.failed(exc)
+        raise
+    Invocation.leave(tokens)
+    if live:
+        return live(result)
+    return await call.succeeded_async(result, batcher)
+
+
+@contextlib.contextmanager
+def plain_call(services: Services, spec: ToolSpec) -> Iterator[None]:
+    """A tool called outside any session: a span, no ledger row, the function's own behaviour."""
+    with services.tracer.start_as_current_span(
+        spec.span_name,
+        attributes=spans.plain_tool_attributes(spec.name),
+        record_exception=True,
+        set_status_on_exception=True,
+    ) as span:
+        try:
+            yield
+        except BaseException as exc:
+            span.set_attribute(semconv.ERROR_TYPE, spans.error_type_name(exc))
+            raise
