@@ -34,6 +34,7 @@ class CallBase:
         "args_text",
         "batched",
         "bound",
+        "call_id",
         "compensates",
         "deadline",
         "key",
@@ -61,7 +62,7 @@ class CallBase:
         occurrence: int | None = None,
         compensates: Step | None = None,
     ):
-        if run.services is not services or not services.owns(spec):
+        if run.services is not services or services.tools.get(spec.name) is not spec:
             raise ConfigurationError(
                 f"tool {spec.name!r} is registered on another runtime than the one running session "
                 f"{run.name!r}; register it with @tool(<that session's runtime>, ...)."
@@ -86,6 +87,7 @@ class CallBase:
             occurrence=occurrence,
             arguments_text=self.args_text,
         )
+        self.call_id = call_id(run.run_id, phase, self.key)  # the ledger's id of this call
         self.record: CallRecord | None = None
         self.span: Span | None = None
         self.bound: BoundCall | None = None  # the row's writes (made by the span processor, if it sees them)
@@ -95,23 +97,25 @@ class CallBase:
         self.usage_cost = Decimal(0)
 
     # --- the span --------------------------------------------------------------------------------------
-    def start_span(self, seq: int | None = None, **extra: Any) -> Span:
+    def start_span(self, seq: int | None = None, extra: dict[str, Any] | None = None) -> Span:
         step = self.compensates
-        view = spans.CallView(
-            tool_name=self.spec.name,
-            phase=self.phase,
-            idempotency_key=self.key,
-            run_id=self.run.run_id,
-            call_id=call_id(self.run.run_id, self.phase, self.key),
+        attributes = spans.call_attributes(
+            self.spec.name,
+            self.phase,
+            self.key,
+            self.run.run_id,
+            self.call_id,
             model=self.model,
             provider=self.spec.provider,
             seq=seq,
             forward=None if step is None else (step.call_id, step.seq, step.forward.name),
         )
-        attributes = spans.call_attributes(view) | extra
+        if extra:
+            attributes.update(extra)
         if self.spec.content.capture:  # opt-in, redacted and truncated before it reaches the span
             attributes[semconv.GEN_AI_TOOL_CALL_ARGUMENTS] = self.spec.content.span_text(self.args_json)
-        return self.services.tracer.start_span(view.span_name, attributes=attributes)
+        name = self.spec.span_name if self.model is None else spans.call_span_name(self.spec.name, self.model)
+        return self.services.tracer.start_span(name, attributes=attributes)
 
     def metric(self, status: str, origin: str, record: CallRecord | None = None) -> None:
         instruments = self.services.instruments

@@ -17,7 +17,7 @@ import dataclasses
 import time
 from contextvars import ContextVar, Token
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -25,7 +25,7 @@ from opentelemetry import trace
 from . import semconv, spans
 from .batching import LoopBatcher
 from .callbase import MAX_ERROR_MESSAGE
-from .calltable import Diverge, Live, Refuse, Replay, Serve, Wait
+from .calltable import Live, Refuse, Replay, Serve, Wait
 from .compensation import Step
 from .context import CallInfo
 from .encoding import encode
@@ -37,7 +37,7 @@ from .errors import (
     LedgerError,
     OutputEncodingError,
 )
-from .keys import call_id, encode_arguments, idempotency_key
+from .keys import encode_arguments, idempotency_key
 from .ledger.connection import owner_is_gone
 from .ledger.processor import BoundCall
 from .ledger.records import CallRecord, Claim, Found, Held
@@ -59,8 +59,7 @@ def active_invocation() -> Invocation | None:
 
 
 # --- steps: what the driver does next -----------------------------------------------------------------
-@dataclasses.dataclass(frozen=True, slots=True)
-class Done:
+class Done(NamedTuple):
     """Served without running: ``value`` is the call's result."""
 
     value: Any
@@ -71,8 +70,7 @@ class Go:
     """Claimed: run the body."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Poll:
+class Poll(NamedTuple):
     """Another live worker holds the call's row: wait ``delay`` seconds, then ``poll()``."""
 
     delay: float
@@ -101,11 +99,7 @@ class Invocation(ServedCall):
         run = current_run()
         if run is None:
             return None
-        return Invocation.of_request(services, run, spec, spec.bind(args, kwargs))
-
-    @staticmethod
-    def of_request(services: Services, run: Run, spec: ToolSpec, bound: dict[str, Any]) -> Invocation:
-        """A forward call of ``spec`` with arguments ``bound`` (by parameter name) in ``run``."""
+        bound = spec.bind(args, kwargs)
         args_json = encode_arguments(spec.name, bound)
         user_key = None
         if spec.key is not None:
@@ -136,22 +130,21 @@ class Invocation(ServedCall):
         """Ask the run for this call's fate and act on it; with ``batch`` a live call's claim is left to
         the caller (``ClaimWith``), to be written with other calls'."""
         fate = self.run.fate(self.phase, self.key, self.spec.name)
+        if isinstance(fate, Live):
+            return self._start_live(fate.seq, batch)
         if isinstance(fate, Serve):
             self.check_user_key(fate.arguments)
-            span = self.start_span(**spans.served_attributes(Origin.LIVE))
+            span = self.start_span(extra=spans.served_attributes(Origin.LIVE))
             return Done(self.served(span, fate.output, semconv.EVENT_DEDUPLICATED, "deduplicated"))
+        if isinstance(fate, Replay):
+            return Done(self.replayed(fate))
         if isinstance(fate, Wait):
             return fate
         if isinstance(fate, Refuse):
             spans.end_span(self.start_span(), fate.error)
             self.metric("refused", Origin.LIVE)
             raise fate.error
-        if isinstance(fate, Replay):
-            return Done(self.replayed(fate))
-        if isinstance(fate, Diverge):
-            self.diverge(fate)
-        assert isinstance(fate, Live)
-        return self._start_live(fate.seq, batch)
+        self.diverge(fate)
 
     def _start_live(self, seq: int, batch: bool) -> Next:
         run, spec, services = self.run, self.spec, self.services
@@ -160,7 +153,7 @@ class Invocation(ServedCall):
             durability = Durability.STRICT  # a resumed run's calls and compensations: always strict
         record = CallRecord(
             run_id=run.run_id,
-            call_id=call_id(run.run_id, self.phase, self.key),
+            call_id=self.call_id,
             seq=seq,
             tool_name=spec.name,
             phase=self.phase,
@@ -308,14 +301,15 @@ class Invocation(ServedCall):
         assert record is not None and span is not None
         if tool_cost is not None or record.input_tokens is not None:
             record.cost_usd = self.usage_cost + (tool_cost or 0)
-        span.set_attributes(
-            spans.outcome_attributes(
-                cost_usd=record.cost_usd,
-                input_tokens=record.input_tokens,
-                output_tokens=record.output_tokens,
-                model=record.model,
+        if record.cost_usd is not None or record.model:  # (most calls have neither: skip the span call)
+            span.set_attributes(
+                spans.outcome_attributes(
+                    cost_usd=record.cost_usd,
+                    input_tokens=record.input_tokens,
+                    output_tokens=record.output_tokens,
+                    model=record.model,
+                )
             )
-        )
         return record.cost_usd
 
     # --- running -------------------------------------------------------------------------------------

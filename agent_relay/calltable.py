@@ -10,12 +10,11 @@ the table itself does no I/O and never waits.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import CallInProgressError
 
@@ -26,25 +25,27 @@ DEDUP_INDEX_SIZE = 1024
 _EVICTED_BITS = 1 << 18  # a Bloom filter of the dropped calls' keys (32 KiB, made on the first drop)
 
 
+_waiters_lock = threading.Lock()  # (tasks waiting on a flight are rare: one lock for all of them)
+
+
 class Flight:
     """A live call that callers with the same key wait for: threads block on a lock, tasks await a
     future their loop is told about when the call lands."""
 
-    __slots__ = ("_lock", "_running", "_waiters", "thread_id")
+    __slots__ = ("_running", "_waiters", "thread_id")
 
     def __init__(self) -> None:
         self._running = threading.Lock()  # held while the call runs (cheaper to make than an Event)
         self._running.acquire()
-        self._lock = threading.Lock()
-        self._waiters: list[asyncio.Future[None]] = []
+        self._waiters: list[asyncio.Future[None]] | None = None
         self.thread_id = threading.get_ident()
 
     def land(self) -> None:
-        """The call ended: wake the waiters."""
-        with self._lock:
-            self._running.release()
-            waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
+        """The call ended: wake the waiters. (No lock: a task registers itself before it looks whether
+        the call is still running, so it either is in the list taken here or sees the call landed.)"""
+        self._running.release()
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
             waiter.get_loop().call_soon_threadsafe(_wake, waiter)
 
     def wait(self, timeout: float, *, tool_name: str, run_id: str, key: str) -> None:
@@ -54,11 +55,13 @@ class Flight:
         self._running.release()  # let the next waiter through
 
     async def wait_async(self, timeout: float, *, tool_name: str, run_id: str, key: str) -> None:
-        with self._lock:
-            if not self._running.locked():
-                return
-            waiter = asyncio.get_running_loop().create_future()
+        waiter = asyncio.get_running_loop().create_future()
+        with _waiters_lock:  # (among waiters: ``land`` takes the list without it)
+            if self._waiters is None:
+                self._waiters = []
             self._waiters.append(waiter)
+        if not self._running.locked():  # landed before the list was taken: nobody will wake this one
+            return
         try:
             await asyncio.wait_for(waiter, timeout)
         except TimeoutError:
@@ -71,38 +74,33 @@ def _wake(waiter: asyncio.Future[None]) -> None:
 
 
 # --- fates: what to do with a call --------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True, slots=True)
-class Serve:
+class Serve(NamedTuple):
     """Already succeeded in this run: return ``output`` (``arguments`` kept only for caller keys)."""
 
     arguments: Any
     output: Any
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Wait:
+class Wait(NamedTuple):
     """An identical call is in flight: wait for it to land, then ask again."""
 
     flight: Flight
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Live:
+class Live(NamedTuple):
     """Run it live as call number ``seq``."""
 
     seq: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Replay:
+class Replay(NamedTuple):
     """Serve it from the replayed run's row ``row`` as call number ``seq``; no body runs."""
 
     seq: int
     row: Any
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Diverge:
+class Diverge(NamedTuple):
     """The replayed run has no such call: record the divergence as call ``seq`` (the ``position``-th
     distinct call the replay asked for), then raise."""
 
@@ -110,8 +108,7 @@ class Diverge:
     position: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Refuse:
+class Refuse(NamedTuple):
     """Not allowed to run at all (the budget is spent, the run is unwinding): raise ``error``."""
 
     error: BaseException
@@ -141,10 +138,12 @@ class CallTable:
         """How many succeeded calls the index holds."""
         return len(self._done)
 
-    def reserve(self, phase: str, key: str, new_call: Callable[[Callable[[], int]], NewCall]) -> Fate:
-        """The fate of a call: ``Serve`` or ``Wait`` from the table, else what ``new_call(next_seq)``
-        decides (it runs under the table's lock). A ``Live`` or ``Replay`` call is in flight until
-        ``release``."""
+    def reserve(
+        self, phase: str, key: str, new_call: Callable[[Callable[[], int], str, str, str], NewCall], tool: str
+    ) -> Fate:
+        """The fate of a call: ``Serve`` or ``Wait`` from the table, else what
+        ``new_call(next_seq, phase, key, tool)`` decides (it runs under the table's lock). A ``Live`` or
+        ``Replay`` call is in flight until ``release``."""
         with self._lock:
             done = self._done.get((phase, key), _MISSING)
             if done is not _MISSING:
@@ -153,8 +152,8 @@ class CallTable:
             flight = self._inflight.get((phase, key))
             if flight is not None:
                 return Wait(flight)
-            fate = new_call(self._next_seq)
-            if isinstance(fate, Live | Replay):
+            fate = new_call(self._next_seq, phase, key, tool)
+            if isinstance(fate, (Live, Replay)):
                 self._inflight[(phase, key)] = Flight()
             return fate
 

@@ -116,6 +116,17 @@ def compact_dumps(value: JSONValue) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+class JSONText(str):
+    """JSON already serialised (a call's canonical arguments text): stored as it is, not again."""
+
+    __slots__ = ()
+
+
+def storage_dumps(value: Any) -> str:
+    """The ledger's JSON serialiser: ``JSONText`` as it is, anything else ``compact_dumps``."""
+    return value if isinstance(value, JSONText) else compact_dumps(value)
+
+
 @functools.lru_cache(maxsize=512)
 def _adapter(annotation: Any) -> pydantic.TypeAdapter[Any]:
     return pydantic.TypeAdapter(annotation)

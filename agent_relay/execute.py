@@ -38,7 +38,10 @@ def execute(
             call.wait(step)
             step = call.begin()
         elif isinstance(step, Poll):
-            time.sleep(step.delay)
+            try:
+                time.sleep(step.delay)
+            except BaseException as exc:  # interrupted: the span ends and the key is free again
+                call.abandon(exc)
             step = call.poll()
         else:
             break
@@ -92,7 +95,10 @@ async def _execute_async(
             await call.wait_async(step)
             step = call.begin(batch=batcher is not None and batcher.shared)
         elif isinstance(step, Poll):
-            await asyncio.sleep(step.delay)
+            try:
+                await asyncio.sleep(step.delay)
+            except BaseException as exc:  # cancelled: the span ends and the key is free again
+                call.abandon(exc)
             step = call.poll()
         elif isinstance(step, ClaimWith):
             assert batcher is not None and call.record is not None
@@ -100,8 +106,11 @@ async def _execute_async(
             try:
                 step = call.claimed(await batcher.result(waiter))
             except asyncio.CancelledError as cancelled:  # its claim was written before this went on
-                if isinstance(call.claimed(waiter.result()), Go):
+                after = call.claimed(waiter.result())
+                if isinstance(after, Go):
                     call.failed(cancelled)  # so the row says it failed (the body never ran): key freed
+                elif isinstance(after, Poll):
+                    call.abandon(cancelled)
                 raise
         else:
             break

@@ -19,9 +19,6 @@ from .errors import ArgumentEncodingError
 
 KEY_VERSION = 1
 
-FORWARD = "forward"
-COMPENSATION = "compensation"
-
 
 def bind_arguments(
     signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any]

@@ -17,6 +17,7 @@ from typing import Any
 from opentelemetry.metrics import Meter
 
 from . import semconv
+from .states import Origin, Phase
 
 _log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ class Instruments:
                 self._cost.add(
                     float(cost), {semconv.GEN_AI_TOOL_NAME: tool, semconv.GEN_AI_REQUEST_MODEL: model or ""}
                 )
-            if phase == "compensation" and origin == "live":
+            if phase == Phase.COMPENSATION and origin == Origin.LIVE:
                 self._compensations.add(1, {semconv.GEN_AI_TOOL_NAME: tool, semconv.CALL_STATUS: status})
         except Exception:  # telemetry must never break the host
             _log.debug("agent-relay: recording call metrics failed", exc_info=True)

@@ -8,11 +8,10 @@ first ``fork_after`` distinct calls, then lets the run go live.
 from __future__ import annotations
 
 import builtins
-import dataclasses
 import json
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from .encoding import JSONValue
 from .errors import ReplayDivergenceError, ReplayedError
@@ -20,8 +19,7 @@ from .errors import ReplayDivergenceError, ReplayedError
 _MAX_SHOWN = 200
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ReplayDecision:
+class ReplayDecision(NamedTuple):
     """``row`` set: serve it; ``position`` set: the source has no such call there (diverged); neither:
     run the call live (a fork past its point)."""
 

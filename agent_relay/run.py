@@ -86,27 +86,25 @@ class Run:
                 f"the session of run {self.run_id} ({self.name!r}) is not open; tools can only be called "
                 f"inside its with-block."
             )
-        return self.table.reserve(phase, key, self._new_call(phase, key, tool_name))
+        return self.table.reserve(phase, key, self._new_call, tool_name)
 
-    def _new_call(self, phase: str, key: str, tool_name: str) -> Callable[[Callable[[], int]], NewCall]:
-        def decide(next_seq: Callable[[], int]) -> NewCall:
-            if phase == Phase.FORWARD:
-                if self.unwinding:
-                    return Refuse(
-                        SessionStateError(
-                            f"tool {tool_name!r} was called while run {self.run_id} is being compensated; "
-                            f"compensations cannot start forward calls."
-                        )
+    def _new_call(self, next_seq: Callable[[], int], phase: str, key: str, tool_name: str) -> NewCall:
+        """The fate of a call neither served nor in flight (under the call table's lock)."""
+        if phase == Phase.FORWARD:
+            if self.unwinding:
+                return Refuse(
+                    SessionStateError(
+                        f"tool {tool_name!r} was called while run {self.run_id} is being compensated; "
+                        f"compensations cannot start forward calls."
                     )
-                if self.spend.exceeded:
-                    return Refuse(self.spend.budget_error(None))
-            if self.replay is None:
-                return Live(next_seq())
-            decision = self.replay.decide(key)
-            if decision.row is not None:
-                return Replay(next_seq(), decision.row)
-            if decision.position is not None:
-                return Diverge(next_seq(), decision.position)
+                )
+            if self.spend.exceeded:
+                return Refuse(self.spend.budget_error(None))
+        if self.replay is None:
             return Live(next_seq())
-
-        return decide
+        decision = self.replay.decide(key)
+        if decision.row is not None:
+            return Replay(next_seq(), decision.row)
+        if decision.position is not None:
+            return Diverge(next_seq(), decision.position)
+        return Live(next_seq())

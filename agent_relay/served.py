@@ -4,7 +4,7 @@ resumed: the one ending ``served``), or from the run a replay serves (``replayed
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from opentelemetry import trace
 from opentelemetry.trace import Span
@@ -12,7 +12,6 @@ from opentelemetry.trace import Span
 from . import semconv, spans
 from .callbase import MAX_ERROR_MESSAGE, CallBase
 from .calltable import Diverge, Replay
-from .keys import call_id
 from .ledger.records import CallRecord
 from .replay import rebuild_error
 from .states import CallStatus, Origin
@@ -37,7 +36,7 @@ class ServedCall(CallBase):
         ctx, now = span.get_span_context(), time.time_ns()
         record = CallRecord(
             run_id=self.run.run_id,
-            call_id=call_id(self.run.run_id, self.phase, self.key),
+            call_id=self.call_id,
             seq=seq,
             tool_name=self.spec.name,
             phase=self.phase,
@@ -55,7 +54,7 @@ class ServedCall(CallBase):
             record.arguments_text = self.args_text
         return record
 
-    def diverge(self, fate: Diverge) -> None:
+    def diverge(self, fate: Diverge) -> NoReturn:
         """A replayed run asked for a call its source does not have: record where, then raise."""
         run, spec = self.run, self.spec
         assert run.replay is not None
@@ -87,14 +86,14 @@ class ServedCall(CallBase):
         """Serve a call from the replayed run: record it (origin ``replayed``), count its recorded cost,
         and return its output — or raise its recorded failure. No tool body runs."""
         run, spec, row = self.run, self.spec, fate.row
-        span = self.start_span(fate.seq, **spans.served_attributes(Origin.REPLAYED))
+        span = self.start_span(fate.seq, spans.served_attributes(Origin.REPLAYED))
         span.add_event(semconv.EVENT_REPLAYED, {semconv.REPLAY_OF: run.replay_of or ""})
-        status = row.status if row.status in (CallStatus.SUCCEEDED, CallStatus.FAILED) else CallStatus.FAILED
+        status = CallStatus.SUCCEEDED if row.status == CallStatus.SUCCEEDED else CallStatus.FAILED
         record = self.record = self.served_record(
             span,
             fate.seq,
             Origin.REPLAYED,
-            status=CallStatus(status),
+            status=status,
             output=row.output,
             error_type=row.error_type,
             error_message=row.error_message,
@@ -106,11 +105,11 @@ class ServedCall(CallBase):
         )
         if row.status == CallStatus.PENDING:
             record.error_type, record.error_message = "in-doubt", "the call's outcome was never recorded"
-        span.set_attributes(
-            spans.outcome_attributes(
-                cost_usd=record.cost_usd, input_tokens=record.input_tokens, output_tokens=record.output_tokens
-            )
+        outcome = spans.outcome_attributes(
+            cost_usd=record.cost_usd, input_tokens=record.input_tokens, output_tokens=record.output_tokens
         )
+        if outcome:
+            span.set_attributes(outcome)
         try:
             run.served.add(record)
         except Exception as exc:

@@ -43,10 +43,6 @@ class Services:
                 raise DuplicateToolError(spec.name, existing.qualified_name, spec.qualified_name)
             self.tools[spec.name] = spec
 
-    def owns(self, spec: ToolSpec) -> bool:
-        """Whether ``spec`` is registered here (and not on another runtime under the same name)."""
-        return self.tools.get(spec.name) is spec
-
     def snapshot(self) -> Mapping[str, ToolSpec]:
         with self.lock:
             return dict(self.tools)

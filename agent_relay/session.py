@@ -101,7 +101,6 @@ class AgentSession:
         self._limit = parse_limit(budget_limit)
         self._input = encode(input_payload, root="input_payload", what="agent_session:", error=EncodingError)
         self.run_id = resume_run_id or str(uuid.uuid4())
-        self._recovery: Any = None  # the agent_runs row of a run this session only unwinds
         self.parent_run_id: str | None = None
         self.trace_id: str | None = None
         self.status = RunStatus.NEW
@@ -118,7 +117,7 @@ class AgentSession:
         """A session that only unwinds the recorded run ``row`` (an ``agent_runs`` row): its own span, no
         new run; entering it runs the saga (see ``AgentRuntime.compensate``)."""
         session = cls(runtime, row.name)
-        session.run_id, session.trace_id, session._recovery = row.run_id, row.trace_id, row
+        session.mode, session.run_id, session.trace_id = RunMode.RECOVER, row.run_id, row.trace_id
         session._spend = RunSpend(row.run_id, None)
         return session
 
@@ -202,7 +201,7 @@ class AgentSession:
 
     def __enter__(self) -> AgentSession:
         self._start()
-        if self._recovery is not None:
+        if self.mode is RunMode.RECOVER:
             self._unwind()
         return self
 
@@ -215,7 +214,7 @@ class AgentSession:
 
     async def __aenter__(self) -> AgentSession:
         self._start()
-        if self._recovery is not None:
+        if self.mode is RunMode.RECOVER:
             await self._unwind_async()
         return self
 
@@ -240,7 +239,7 @@ class AgentSession:
         services.check_open()
         services.check_compensations()
         parent = current_run()
-        if parent is not None and self._recovery is None:
+        if parent is not None and self.mode is not RunMode.RECOVER:
             self.parent_run_id = parent.run_id
         span = services.tracer.start_span(
             spans.session_span_name(self.name),
@@ -266,9 +265,9 @@ class AgentSession:
         """The run this session records: a new one (live, or a replay / fork of ``replay_of``, whose calls
         are loaded here), the resumed one, or the one it unwinds."""
         ledger = self._services.ledger
-        if self._recovery is not None:
+        if self.mode is RunMode.RECOVER:
             first = ledger.max_seq(self.run_id) + 1
-            return Run(self._services, self.run_id, self.name, RunMode.LIVE, self._spend, first_seq=first)
+            return Run(self._services, self.run_id, self.name, self.mode, self._spend, first_seq=first)
         if self.mode is RunMode.RESUME:
             return self._resume()
         source = None
@@ -334,14 +333,15 @@ class AgentSession:
         return Run(self._services, run_id, self.name, RunMode.RESUME, self._spend, first_seq=first)
 
     def _should_unwind(self, exc: BaseException | None) -> bool:
-        return isinstance(exc, Exception) and self.status == RunStatus.RUNNING and self._recovery is None
+        unwinds = self.status == RunStatus.RUNNING and self.mode is not RunMode.RECOVER
+        return isinstance(exc, Exception) and unwinds
 
     def _final_status(self, exc: BaseException | None) -> RunStatus:
         if self.compensation_errors:
             return RunStatus.COMPENSATION_FAILED
         if self._compensations_run:
             return RunStatus.COMPENSATED
-        return RunStatus.FAILED if exc is not None or self._recovery is not None else RunStatus.SUCCEEDED
+        return RunStatus.FAILED if exc is not None or self.mode is RunMode.RECOVER else RunStatus.SUCCEEDED
 
     def _finish(self, exc: BaseException | None) -> None:
         assert self._span is not None and self._tokens is not None and self._run is not None
@@ -361,7 +361,7 @@ class AgentSession:
             except LedgerError:
                 pass
         spend = self._spend
-        if self._recovery is None:
+        if self.mode is not RunMode.RECOVER:
             values.update(
                 output=self._output,
                 error_type=spans.error_type_name(exc) if exc is not None else None,

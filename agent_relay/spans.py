@@ -4,7 +4,6 @@ one way an error is marked on a span."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from opentelemetry.trace import Span, Status, StatusCode
@@ -19,56 +18,53 @@ def error_type_name(exc: BaseException) -> str:
     return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class CallView:
-    """What a call's span says about it. ``model`` set: a model call, which gets an inference span."""
-
-    tool_name: str
-    phase: str
-    idempotency_key: str
-    run_id: str
-    call_id: str
-    model: str | None = None
-    provider: str | None = None
-    seq: int | None = None
-    forward: tuple[str, int, str] | None = None  # compensating: (forward call id, its seq, its tool)
-
-    @property
-    def span_name(self) -> str:
-        if self.model:
-            return f"{semconv.OPERATION_CHAT} {self.model}"
-        return f"{semconv.OPERATION_EXECUTE_TOOL} {self.tool_name}"
-
-
-def tool_span_name(tool_name: str) -> str:
+def call_span_name(tool_name: str, model: str | None = None) -> str:
+    """``execute_tool <tool>``, or ``chat <model>`` for a model call (an inference span)."""
+    if model:
+        return f"{semconv.OPERATION_CHAT} {model}"
     return f"{semconv.OPERATION_EXECUTE_TOOL} {tool_name}"
 
 
-def call_attributes(call: CallView) -> dict[str, Any]:
-    """A call's span attributes: GenAI ``execute_tool`` ones (or ``chat`` ones for a model call) and
-    AgentRelay's own (run, key, phase, seq, the forward call a compensation undoes)."""
+def call_attributes(
+    tool_name: str,
+    phase: str,
+    idempotency_key: str,
+    run_id: str,
+    call_id: str,
+    *,
+    model: str | None = None,
+    provider: str | None = None,
+    seq: int | None = None,
+    forward: tuple[str, int, str] | None = None,
+) -> dict[str, Any]:
+    """A call's span attributes: GenAI ``execute_tool`` ones (or ``chat`` ones for a model call, one
+    whose request names its ``model``) and AgentRelay's own (run, key, phase, seq, and ``forward``: the
+    call id, seq and tool of the forward call a compensation undoes)."""
     attributes: dict[str, Any] = {
-        semconv.RUN_ID: call.run_id,
-        semconv.IDEMPOTENCY_KEY: call.idempotency_key,
-        semconv.TOOL_PHASE: call.phase,
+        semconv.RUN_ID: run_id,
+        semconv.IDEMPOTENCY_KEY: idempotency_key,
+        semconv.TOOL_PHASE: phase,
     }
-    if call.model:
+    if model:
         attributes[semconv.GEN_AI_OPERATION_NAME] = semconv.OPERATION_CHAT
-        attributes[semconv.LLM_CALL] = call.tool_name
-        attributes[semconv.CALL_ID] = call.call_id
-        if call.provider:
-            attributes[semconv.GEN_AI_PROVIDER_NAME] = call.provider
-        attributes[semconv.GEN_AI_REQUEST_MODEL] = call.model
+        attributes[semconv.LLM_CALL] = tool_name
+        attributes[semconv.CALL_ID] = call_id
+        if provider:
+            attributes[semconv.GEN_AI_PROVIDER_NAME] = provider
+        attributes[semconv.GEN_AI_REQUEST_MODEL] = model
     else:
-        attributes.update(plain_tool_attributes(call.tool_name))
-        attributes[semconv.GEN_AI_TOOL_CALL_ID] = call.call_id
-    if call.seq is not None:
-        attributes[semconv.CALL_SEQ] = call.seq
-    if call.forward is not None:
-        forward_id, forward_seq, forward_tool = call.forward
-        attributes[semconv.FORWARD_CALL_ID] = forward_id
-        attributes[semconv.FORWARD_SEQ] = forward_seq
-        attributes[semconv.FORWARD_TOOL] = forward_tool
+        attributes[semconv.GEN_AI_OPERATION_NAME] = semconv.OPERATION_EXECUTE_TOOL
+        attributes[semconv.GEN_AI_TOOL_NAME] = tool_name
+        attributes[semconv.GEN_AI_TOOL_TYPE] = semconv.TOOL_TYPE_FUNCTION
+        attributes[semconv.GEN_AI_TOOL_CALL_ID] = call_id
+    if seq is not None:
+        attributes[semconv.CALL_SEQ] = seq
+    if forward is not None:
+        (
+            attributes[semconv.FORWARD_CALL_ID],
+            attributes[semconv.FORWARD_SEQ],
+            attributes[semconv.FORWARD_TOOL],
+        ) = forward
     return attributes
 
 
@@ -81,11 +77,17 @@ def plain_tool_attributes(tool_name: str) -> dict[str, Any]:
     }
 
 
+_REPLAYED: dict[str, Any] = {semconv.REPLAYED: True}
+_RESUMED: dict[str, Any] = {semconv.RESUMED: True}
+_DEDUPLICATED: dict[str, Any] = {semconv.DEDUPLICATED: True}
+
+
 def served_attributes(origin: str, *, resumed: bool = False) -> dict[str, Any]:
-    """What marks a call served without running: replayed from another run, or deduplicated (resumed)."""
+    """What marks a call served without running: replayed from another run, or deduplicated (resumed).
+    (Shared constants: read them, never change them.)"""
     if origin == Origin.REPLAYED:
-        return {semconv.REPLAYED: True}
-    return {semconv.RESUMED if resumed else semconv.DEDUPLICATED: True}
+        return _REPLAYED
+    return _RESUMED if resumed else _DEDUPLICATED
 
 
 def outcome_attributes(

@@ -35,6 +35,7 @@ class RunMode(StrEnum):
     REPLAY = "replay"  # every forward call served from ``replay_of``
     FORK = "fork"  # the first ``fork_after`` calls served from ``replay_of``, then live
     RESUME = "resume"  # run ``run_id`` continued: succeeded calls served, the rest run
+    RECOVER = "recover"  # a session that only unwinds a run (``runtime.compensate``); never stored
 
 
 class Phase(StrEnum):

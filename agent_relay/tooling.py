@@ -23,7 +23,7 @@ from .ledger.records import check_durability
 from .pricing import to_usd
 from .runtime import AgentRuntime
 from .services import Services
-from .spans import tool_span_name
+from .spans import call_span_name
 from .spec import KINDS, CostSpec, ToolSpec
 
 P = ParamSpec("P")
@@ -118,7 +118,7 @@ def tool(
             provider=provider,
             durability=checked or runtime.durability,
             is_async=inspect.iscoroutinefunction(func),
-            span_name=tool_span_name(tool_name),
+            span_name=call_span_name(tool_name),
             signature=inspect.signature(func),
         )
         services = runtime.services

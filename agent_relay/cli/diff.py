@@ -7,6 +7,7 @@ import difflib
 from typing import Any
 
 from ..replay import argument_diff
+from ..states import Phase
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -21,8 +22,8 @@ class Pair:
 
 def align(calls_a: list[dict[str, Any]], calls_b: list[dict[str, Any]]) -> list[Pair]:
     """Pairs of forward calls in order, matched by idempotency key where they agree."""
-    a = [c for c in calls_a if c["phase"] == "forward"]
-    b = [c for c in calls_b if c["phase"] == "forward"]
+    a = [c for c in calls_a if c["phase"] == Phase.FORWARD]
+    b = [c for c in calls_b if c["phase"] == Phase.FORWARD]
     matcher = difflib.SequenceMatcher(
         a=[c["idempotency_key"] for c in a], b=[c["idempotency_key"] for c in b], autojunk=False
     )

@@ -76,17 +76,18 @@ def spans_of(
             continue
         arguments = call["arguments"] if isinstance(call["arguments"], dict) else {}
         requested = arguments.get("model")
-        view = spans.CallView(
-            tool_name=call["tool_name"],
-            phase=call["phase"],
-            idempotency_key=call["idempotency_key"],
-            run_id=call["run_id"],
-            call_id=call["call_id"],
-            # a model call (its request names the model it used) gets an inference span, as it did live
-            model=requested if isinstance(requested, str) and call["model"] else None,
+        # a model call (its request names the model it used) gets an inference span, as it did live
+        model = requested if isinstance(requested, str) and call["model"] else None
+        attrs = spans.call_attributes(
+            call["tool_name"],
+            call["phase"],
+            call["idempotency_key"],
+            call["run_id"],
+            call["call_id"],
+            model=model,
             seq=call["seq"],
         )
-        attrs = spans.call_attributes(view) | {semconv.CALL_ATTEMPT: call["attempts"]}
+        attrs[semconv.CALL_ATTEMPT] = call["attempts"]
         if call["origin"] == Origin.REPLAYED:
             attrs |= spans.served_attributes(Origin.REPLAYED)
         attrs |= spans.outcome_attributes(
@@ -98,7 +99,7 @@ def spans_of(
         if call["error_type"]:
             attrs[semconv.ERROR_TYPE] = call["error_type"]
         yield ReadableSpan(
-            name=view.span_name,
+            name=spans.call_span_name(call["tool_name"], model),
             context=_context(call["trace_id"], call["span_id"]),
             parent=root,
             resource=resource,

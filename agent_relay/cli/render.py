@@ -16,17 +16,18 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from ..states import CallStatus, RunStatus
 from .diff import Pair
 
 T = TypeVar("T")
 
-_STATUS_STYLE = {
-    "succeeded": "green",
-    "failed": "red",
-    "pending": "yellow",
-    "running": "yellow",
-    "compensated": "magenta",
-    "compensation_failed": "bold red",
+_STATUS_STYLE: dict[str, str] = {
+    CallStatus.SUCCEEDED: "green",
+    CallStatus.FAILED: "red",
+    CallStatus.PENDING: "yellow",
+    RunStatus.RUNNING: "yellow",
+    RunStatus.COMPENSATED: "magenta",
+    RunStatus.COMPENSATION_FAILED: "bold red",
 }
 
 
@@ -138,7 +139,7 @@ def run_tree(run: dict[str, Any], calls: list[dict[str, Any]], trace_link: str |
             label += f"  {_money(call['cost_usd'])}"
         label += f"  {_duration(call['started_at'], call['ended_at'])}"
         children = [f"args {_short_json(call['arguments'], 100)}"]
-        if call["status"] == "succeeded":
+        if call["status"] == CallStatus.SUCCEEDED:
             children.append(f"output {_short_json(call['output'], 100)}")
         elif call["error_type"]:
             error = (call["error_message"] or "").splitlines()[0][:200] if call["error_message"] else ""

@@ -12,7 +12,7 @@ from typing import Any, Final
 
 import sqlalchemy as sa
 
-from ..encoding import compact_dumps
+from ..encoding import JSONText, compact_dumps
 from .connection import utc
 from .records import CallRecord
 from .schema import Money, tool_calls
@@ -45,12 +45,16 @@ RETRY_SET: Final = ATTEMPT + OUTCOME
 
 assert set(KEY + ATTEMPT + OUTCOME + FOUND) <= set(ROW), "columns.py names a column the schema lacks"
 
-Getter = Callable[[CallRecord], Any]
+Params = Callable[[CallRecord], Any]
 
-# the value of each column, as SQLAlchemy's column types take it
-_PYTHON: dict[str, Getter] = {name: (lambda n: lambda r: getattr(r, n))(name) for name in ROW}
-_PYTHON["started_at"] = lambda r: utc(r.started_ns or 0)
-_PYTHON["ended_at"] = lambda r: utc(r.ended_ns or r.started_ns or 0)
+# How each column's value is read from a record ``r``, as SQLAlchemy's column types take it; the
+# parameter builders below are compiled from these once (they run on every call: a generated tuple or
+# dict display costs a fraction of a loop over per-column functions).
+_PYTHON: dict[str, str] = {name: f"r.{name}" for name in ROW}
+# the canonical text the key was made from, when at hand: stored as it is, as the SQLite backend does
+_PYTHON["arguments"] = "(r.arguments if r.arguments_text is None else JSONText(r.arguments_text))"
+_PYTHON["started_at"] = "utc(r.started_ns or 0)"
+_PYTHON["ended_at"] = "utc(r.ended_ns or r.started_ns or 0)"
 
 _second: tuple[int, str] = (-1, "")  # the last second formatted, and its text
 
@@ -78,34 +82,37 @@ def json_value(stored: Any) -> Any:
     return json.loads(stored) if isinstance(stored, str | bytes) else stored
 
 
-def _sqlite_getter(name: str) -> Getter:
+def _sqlite_expression(name: str) -> str:
     """The column's value as SQLAlchemy's column type stores it on SQLite, for plain ``sqlite3``."""
     kind = tool_calls.c[name].type
     if name == "arguments":  # the canonical text the key was made from, when at hand
-        return lambda r: r.arguments_text if r.arguments_text is not None else json_text(r.arguments)
+        return "(r.arguments_text if r.arguments_text is not None else json_text(r.arguments))"
     if name == "started_at":
-        return lambda r: timestamp(r.started_ns or 0)
+        return "timestamp(r.started_ns or 0)"
     if name == "ended_at":
-        return lambda r: timestamp(r.ended_ns or r.started_ns or 0)
+        return "timestamp(r.ended_ns or r.started_ns or 0)"
     if isinstance(kind, sa.JSON):
-        return lambda r: json_text(getattr(r, name))
+        return f"json_text(r.{name})"
     if isinstance(kind, Money):
-        return lambda r: None if (v := getattr(r, name)) is None else float(v)
+        return f"(None if r.{name} is None else float(r.{name}))"
     if isinstance(kind, sa.Boolean):
-        return lambda r: int(getattr(r, name))
+        return f"int(r.{name})"
     return _PYTHON[name]
 
 
-_SQLITE: dict[str, Getter] = {name: _sqlite_getter(name) for name in ROW}
+_SQLITE: dict[str, str] = {name: _sqlite_expression(name) for name in ROW}
+_NAMESPACE = {"JSONText": JSONText, "json_text": json_text, "timestamp": timestamp, "utc": utc}
+
+
+def _compile(source: str) -> Params:
+    return eval(compile(source, "<agent_relay.ledger.columns>", "eval"), dict(_NAMESPACE))  # type: ignore[no-any-return]
 
 
 def sqlite_params(names: tuple[str, ...]) -> Callable[[CallRecord], tuple[Any, ...]]:
     """The positional parameters of ``names`` for plain ``sqlite3``."""
-    getters = tuple(_SQLITE[name] for name in names)
-    return lambda record: tuple([get(record) for get in getters])
+    return _compile(f"lambda r: ({''.join(_SQLITE[name] + ', ' for name in names)})")
 
 
 def python_params(names: tuple[str, ...]) -> Callable[[CallRecord], dict[str, Any]]:
     """The named parameters of ``names`` for SQLAlchemy statements."""
-    getters = tuple((name, _PYTHON[name]) for name in names)
-    return lambda record: {name: get(record) for name, get in getters}
+    return _compile(f"lambda r: {{{', '.join(f'{name!r}: {_PYTHON[name]}' for name in names)}}}")

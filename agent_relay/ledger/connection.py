@@ -26,7 +26,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
 
-from ..encoding import compact_dumps
+from ..encoding import storage_dumps
 from ..errors import ConfigurationError, LedgerError
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -86,8 +86,13 @@ def owner_is_gone(owner: str | None) -> bool:
         return False
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
 def utc(ns: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC)
+    """An instant in ns since the epoch, truncated to the microsecond exactly as the SQLite backend's
+    text is (a float of the seconds would round some instants to the next microsecond)."""
+    return _EPOCH + dt.timedelta(microseconds=ns // 1000)
 
 
 def suppress_instrumentation() -> object:
@@ -126,7 +131,7 @@ class Database:
         return self.is_sqlite and not self.in_memory and synchronous in ("OFF", "NORMAL")
 
     def _create_engine(self) -> Engine:
-        kwargs: dict[str, Any] = {"json_serializer": compact_dumps}
+        kwargs: dict[str, Any] = {"json_serializer": storage_dumps}
         if self.is_sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": self.options.busy_timeout_s}
             if self.in_memory:

@@ -60,7 +60,8 @@ class BoundCall:
         """Where and when the call's span started."""
         record = self.record
         record.trace_id = format_trace_id(ctx.trace_id) if ctx.is_valid else None
-        record.span_id = format_span_id(ctx.span_id) if ctx.is_valid else None
+        # a span nobody samples is never exported: the row names no span a backend could show
+        record.span_id = format_span_id(ctx.span_id) if ctx.is_valid and ctx.trace_flags.sampled else None
         record.started_ns = start_ns or time.time_ns()
 
     def started(self, ctx: SpanContext, start_ns: int | None) -> None:

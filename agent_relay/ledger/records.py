@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import ConfigurationError
 from ..states import CallStatus, Durability, Origin
@@ -68,16 +68,14 @@ class CallRecord:
     origin: Origin = Origin.LIVE
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Held:
+class Held(NamedTuple):
     """The claim is committed (or, without a pending row, needs none): this worker runs the call, try
     number ``attempts``."""
 
     attempts: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Found:
+class Found(NamedTuple):
     """A row already holds the call's key and was not failed: what it says (JSON decoded)."""
 
     status: str

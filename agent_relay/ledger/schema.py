@@ -14,6 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
+from ..states import Origin, RunMode
+
 SCHEMA_VERSION = 2  # see migrations.py for what each version added
 
 metadata = sa.MetaData()
@@ -53,7 +55,7 @@ agent_runs = sa.Table(
     sa.Column("name", sa.String(200), nullable=False),
     # running | succeeded | failed | compensated | compensation_failed
     sa.Column("status", sa.String(32), nullable=False),
-    sa.Column("mode", sa.String(16), nullable=False, server_default="live"),  # live | replay | resume | fork
+    sa.Column("mode", sa.String(16), nullable=False, server_default=RunMode.LIVE),  # see RunMode
     sa.Column("replay_of", sa.String(36), nullable=True),
     sa.Column(
         "fork_after", sa.Integer, nullable=True
@@ -108,7 +110,7 @@ tool_calls = sa.Table(
     sa.Column("owner", sa.String(200), nullable=True),  # host:pid of the worker holding a pending claim
     # live: the tool body ran (or runs) for this row; replayed: the outcome was copied from the replayed
     # run; diverged: a replay asked for a call its source does not have (recorded failed, nothing ran)
-    sa.Column("origin", sa.String(16), nullable=False, server_default="live"),
+    sa.Column("origin", sa.String(16), nullable=False, server_default=Origin.LIVE),
     sa.UniqueConstraint("run_id", "phase", "idempotency_key", name="uq_tool_calls_run_phase_key"),
     sa.Index("ix_tool_calls_run_seq", "run_id", "seq"),
     sa.Index("ix_tool_calls_tool_started_at", "tool_name", "started_at"),

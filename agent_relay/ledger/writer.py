@@ -111,6 +111,8 @@ class CallWriter:
         (a claim or a ``LedgerError``; ``None`` or a ``LedgerError``), in order. If the transaction itself
         fails, every record gets its error."""
         claims = [r for r in starts if r.durability is not Durability.OUTCOME]
+        if not claims and not finishes:  # only calls without a pending row starting: nothing to write
+            return [Held(r.attempts) for r in starts], []
         first = (list(starts) + list(finishes))[0]
         action = (
             f"record {len(claims) + len(finishes)} calls of run {first.run_id} (the first of tool {{tool}})"
