@@ -28,6 +28,8 @@ from .records import CallRecord, Claim, Found, Held
 from .schema import tool_calls
 
 _T = TypeVar("_T")
+_CLAIM = "claim a call of tool {tool}"
+_FINISH = "record the outcome of tool {tool}"
 
 
 class CallStatements(Protocol):
@@ -67,6 +69,12 @@ class CallWriter:
         """The statements' backend chosen for this ledger (``SqliteCalls`` or ``SqlCalls``)."""
         return self._backend
 
+    def _error(self, action: str, record: CallRecord, exc: BaseException) -> LedgerError:
+        """The ``LedgerError`` of a write of ``record`` (``{tool}`` in ``action``: its tool)."""
+        return self._db.error(
+            action.format(tool=repr(record.tool_name)), exc, run_id=record.run_id, tool_name=record.tool_name
+        )
+
     def _write(self, action: str, record: CallRecord, write: Callable[[CallRecord], _T]) -> _T:
         """Run one backend method under the database's lock, our own SQL kept out of traces (only when a
         driver instrumentation could see it: attaching a context costs, and this runs on every call).
@@ -76,12 +84,7 @@ class CallWriter:
             try:
                 return write(record)
             except Exception as exc:
-                raise self._db.error(
-                    action.format(tool=repr(record.tool_name)),
-                    exc,
-                    run_id=record.run_id,
-                    tool_name=record.tool_name,
-                ) from exc
+                raise self._error(action, record, exc) from exc
             finally:
                 if token is not None:
                     otel_context.detach(token)  # type: ignore[arg-type]
@@ -96,12 +99,12 @@ class CallWriter:
 
     def claim(self, record: CallRecord) -> Claim:
         """Insert the call's pending row (or re-open a failed one) and commit, whatever its durability."""
-        return self._write("claim a call of tool {tool}", record, self._backend.claim)
+        return self._write(_CLAIM, record, self._backend.claim)
 
     def finish(self, record: CallRecord) -> None:
         """The call ended: write its outcome and commit. ``LedgerError`` when no row could take it
         (another worker settled or recorded the call first)."""
-        if not self._write("record the outcome of tool {tool}", record, self._backend.finish):
+        if not self._write(_FINISH, record, self._backend.finish):
             raise self.not_recorded(record)
 
     def write_batch(
@@ -125,27 +128,14 @@ class CallWriter:
         start_results: list[Claim | LedgerError] = []
         for record in starts:
             result = by_record.get(id(record), Held(record.attempts))
-            start_results.append(
-                self._db.error(
-                    f"claim a call of tool {record.tool_name!r}",
-                    result,
-                    run_id=record.run_id,
-                    tool_name=record.tool_name,
-                )
-                if isinstance(result, Exception)
-                else result
-            )
+            if isinstance(result, Exception):
+                start_results.append(self._error(_CLAIM, record, result))
+            else:
+                start_results.append(result)
         finish_results: list[LedgerError | None] = []
         for record, done in zip(finishes, finished, strict=True):
             if isinstance(done, Exception):
-                finish_results.append(
-                    self._db.error(
-                        f"record the outcome of tool {record.tool_name!r}",
-                        done,
-                        run_id=record.run_id,
-                        tool_name=record.tool_name,
-                    )
-                )
+                finish_results.append(self._error(_FINISH, record, done))
             else:
                 finish_results.append(None if done else self.not_recorded(record))
         return start_results, finish_results
