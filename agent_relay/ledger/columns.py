@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from ..encoding import JSONText, compact_dumps
 from .connection import utc
 from .records import CallRecord
-from .schema import Money, tool_calls
+from .schema import Money, money_text, tool_calls
 
 ROW: Final = tuple(c.name for c in tool_calls.c)
 """Every column: a finished call's row (a served replay row, an ``outcome``-durability call)."""
@@ -94,14 +94,20 @@ def _sqlite_expression(name: str) -> str:
     if isinstance(kind, sa.JSON):
         return f"json_text(r.{name})"
     if isinstance(kind, Money):
-        return f"(None if r.{name} is None else float(r.{name}))"
+        return f"(None if r.{name} is None else money_text(r.{name}))"
     if isinstance(kind, sa.Boolean):
         return f"int(r.{name})"
     return _PYTHON[name]
 
 
 _SQLITE: dict[str, str] = {name: _sqlite_expression(name) for name in ROW}
-_NAMESPACE = {"JSONText": JSONText, "json_text": json_text, "timestamp": timestamp, "utc": utc}
+_NAMESPACE = {
+    "JSONText": JSONText,
+    "json_text": json_text,
+    "money_text": money_text,
+    "timestamp": timestamp,
+    "utc": utc,
+}
 
 
 def _compile(source: str) -> Params:

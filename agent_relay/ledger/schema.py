@@ -1,8 +1,9 @@
 """The ledger's tables, as SQLAlchemy Core.
 
 These column names are a public contract: users query them with plain SQL (see the README). JSON columns
-become JSONB on PostgreSQL; money is exact (``NUMERIC``) where the database has it; ``trace_id`` and
-``span_id`` are lowercase hex, as OTLP backends show them, so a row and its trace are one join apart.
+keep the exact text written (``json`` on PostgreSQL, TEXT affinity on SQLite); money is exact on both
+(``NUMERIC``, and decimal text on SQLite); ``trace_id`` and ``span_id`` are lowercase hex, as OTLP
+backends show them, so a row and its trace are one join apart.
 """
 
 from __future__ import annotations
@@ -13,29 +14,68 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.compiler import compiles
 
 from ..states import Origin, RunMode
 
-SCHEMA_VERSION = 2  # see migrations.py for what each version added
+SCHEMA_VERSION = 3  # see migrations.py for what each version added
 
 metadata = sa.MetaData()
 
-_JSON = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+
+class LedgerJSON(sa.JSON):
+    """JSON, kept as the text that was written, so every value comes back exactly. On SQLite the column is
+    declared ``JSON_TEXT``, which SQLite gives TEXT affinity: a column declared ``JSON`` has NUMERIC
+    affinity, and SQLite turns number text into INTEGER or REAL (``1.0`` came back as ``1``, integers past
+    64 bits as floats). On PostgreSQL it is ``json``, not ``jsonb``: ``jsonb`` rewrites numbers as
+    ``numeric`` (the float ``1e+16`` comes back as the integer ``10000000000000000``)."""
+
+    cache_ok = True
+
+
+class DecimalText(sa.String):
+    """An exact decimal as text: how SQLite, which has no exact numeric type, keeps money."""
+
+    cache_ok = True
+
+
+@compiles(LedgerJSON, "sqlite")
+def _json_on_sqlite(type_: LedgerJSON, compiler: Any, **kw: Any) -> str:
+    return "JSON_TEXT"
+
+
+@compiles(DecimalText, "sqlite")
+def _decimal_on_sqlite(type_: DecimalText, compiler: Any, **kw: Any) -> str:
+    return "DECIMAL_TEXT"
+
+
+_JSON = LedgerJSON(none_as_null=True).with_variant(postgresql.JSON(none_as_null=True), "postgresql")
 
 
 class Money(sa.types.TypeDecorator[Decimal]):
-    """USD amounts as ``Decimal`` in Python; NUMERIC(20, 10) in the database (REAL on SQLite)."""
+    """USD amounts as ``Decimal`` in Python, exact in the database: NUMERIC(20, 10), and on SQLite the
+    decimal's text in a ``DECIMAL_TEXT`` column (TEXT affinity: never a binary float)."""
 
     impl = sa.Numeric(20, 10, asdecimal=False)
     cache_ok = True
 
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(DecimalText())
+        return dialect.type_descriptor(self.impl)
+
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         if value is None:
             return None
-        return float(value) if dialect.name == "sqlite" else Decimal(value)
+        return money_text(value) if dialect.name == "sqlite" else Decimal(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         return None if value is None else Decimal(str(value))
+
+
+def money_text(value: Any) -> str:
+    """An amount as SQLite stores it: the exact decimal, in plain notation (``0.0000001``, not ``1E-7``)."""
+    return format(Decimal(value), "f")
 
 
 _TS = sa.DateTime(timezone=True)

@@ -4,8 +4,9 @@ SQLAlchemy's per-execution machinery (events, compiled-cache lookups, result pro
 the SQLite work itself, and these transactions are on every live tool call; so the statements are
 written out here, from the same column lists as the SQLAlchemy backend's (``columns``), and values are
 stored exactly as SQLAlchemy's column types store them on SQLite (JSON text, ``YYYY-MM-DD
-HH:MM:SS.ffffff`` UTC timestamps, REAL money, 0/1 booleans), so every reader sees the same rows either
-way. ``tests/integration/test_writer_parity.py`` writes the same calls through both and compares them.
+HH:MM:SS.ffffff`` UTC timestamps, exact decimal text for money, 0/1 booleans), so every reader sees the
+same rows either way. ``tests/integration/test_writer_parity.py`` writes the same calls through both
+and compares them.
 """
 
 from __future__ import annotations

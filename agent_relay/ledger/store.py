@@ -193,17 +193,20 @@ class LedgerStore:
             return conn.execute(stmt).all()
 
     def call_totals(self, run_id: str) -> tuple[Decimal, bool, int, int]:
-        """(cost, any cost unknown, input tokens, output tokens) summed over a run's calls."""
+        """(cost, any cost unknown, input tokens, output tokens) summed over a run's calls; the cost
+        exactly (summed as decimals here: SQLite's ``sum`` would add binary floats)."""
         c = tool_calls.c
-        stmt = sa.select(
-            sa.func.coalesce(sa.func.sum(c.cost_usd), 0),
-            sa.func.max(sa.case((c.cost_unknown, 1), else_=0)),
-            sa.func.coalesce(sa.func.sum(c.input_tokens), 0),
-            sa.func.coalesce(sa.func.sum(c.output_tokens), 0),
-        ).where(c.run_id == run_id)
+        stmt = sa.select(c.cost_usd, c.cost_unknown, c.input_tokens, c.output_tokens).where(
+            c.run_id == run_id, sa.or_(c.cost_usd.is_not(None), c.cost_unknown, c.input_tokens.is_not(None))
+        )
+        cost, unknown, inp, out = Decimal(0), False, 0, 0
         with self.reading("read the calls of a run", run_id) as conn:
-            cost, unknown, inp, out = conn.execute(stmt).one()
-        return Decimal(str(cost)), bool(unknown), int(inp), int(out)
+            for row in conn.execute(stmt):
+                cost += row.cost_usd or 0
+                unknown = unknown or bool(row.cost_unknown)
+                inp += row.input_tokens or 0
+                out += row.output_tokens or 0
+        return cost, unknown, inp, out
 
     def get_call(self, call_id: str) -> Row[Any] | None:
         with self.reading("read a call") as conn:

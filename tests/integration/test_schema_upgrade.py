@@ -10,7 +10,12 @@ import sqlalchemy as sa
 
 from agent_relay import AgentRuntime, LedgerOptions, SchemaVersionError, tool
 from agent_relay.ledger import LedgerStore, agent_runs, metadata, tool_calls
-from agent_relay.ledger.migrations import ADDED_COLUMNS
+from agent_relay.ledger.migrations import (
+    ADDED_COLUMNS,
+    JSONB_TO_JSON,
+    RETYPED_ON_SQLITE,
+    retype_sqlite_column,
+)
 from agent_relay.ledger.schema import SCHEMA_VERSION, schema_info
 from tests.support import calls_of, run_row
 
@@ -38,14 +43,21 @@ V1_CALLS = [
 
 
 def build_v1_ledger(url: str) -> None:
-    """The previous version's schema: today's tables without the columns version 2 added, filled with
-    rows that name only version-1 columns."""
+    """Version 1's schema: today's tables without the columns later versions added, their columns of the
+    types they had then (on SQLite: JSON and money of NUMERIC affinity), filled with rows that name only
+    version-1 columns."""
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         metadata.create_all(conn)
         for version in range(SCHEMA_VERSION, 1, -1):
             for table, column in ADDED_COLUMNS[version]:
                 conn.exec_driver_sql(f"ALTER TABLE {table.name} DROP COLUMN {column}")
+            if conn.dialect.name == "sqlite":
+                for table, column, declared in RETYPED_ON_SQLITE.get(version, []):
+                    retype_sqlite_column(conn, table, column, declared)
+            else:
+                for table, column in JSONB_TO_JSON.get(version, []):
+                    conn.exec_driver_sql(f"ALTER TABLE {table.name} ALTER COLUMN {column} TYPE jsonb")
         conn.execute(schema_info.insert().values(id=1, version=1, created_at=T0))
         conn.execute(agent_runs.insert().values(**V1_RUN))
         for call in V1_CALLS:
