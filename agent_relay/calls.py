@@ -28,7 +28,7 @@ from .callbase import MAX_ERROR_MESSAGE
 from .calltable import Live, Refuse, Replay, Serve, Wait
 from .compensation import Step
 from .context import CallInfo
-from .encoding import encode
+from .encoding import encode, safe_text
 from .errors import (
     AgentRelayError,
     CallInDoubtError,
@@ -423,7 +423,7 @@ class Invocation(ServedCall):
             self.run.table.failed_try(self.phase, self.key, record.attempts)
         record.status = CallStatus.FAILED
         record.error_type = spans.error_type_name(exc)
-        record.error_message = str(exc)[:MAX_ERROR_MESSAGE]
+        record.error_message = safe_text(str(exc)[:MAX_ERROR_MESSAGE])
         cost = self._settle_cost(None)
         spans.end_span(span, exc)
         error: LedgerError | None = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -41,9 +42,45 @@ def to_json_value(value: Any, *, root: str = "") -> JSONValue:
     return _walk(value, root)
 
 
-def _walk(value: Any, path: str) -> JSONValue:
+MAX_DEPTH = 200  # nesting deeper than this is refused (the encoders would run out of stack first)
+
+
+def safe_text(text: str) -> str:
+    """``text`` as it can be stored and exported: characters UTF-8 cannot encode (lone surrogates) are
+    written as ``\\udc80`` escapes."""
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _max_int_bits() -> int:
+    digits = sys.get_int_max_str_digits()
+    return int(digits * 3.3219) if digits else 0  # (log2(10) bits per digit; 0: no limit)
+
+
+def _walk(value: Any, path: str, depth: int = 0) -> JSONValue:
+    if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise _Unencodable(
+                    path, "str", f"it holds {value[exc.start : exc.end]!a}, which UTF-8 cannot encode"
+                ) from None
+        return value
+    if isinstance(value, int) and value.bit_length() > 64 and not isinstance(value, bool):
+        limit = _max_int_bits()
+        if limit and value.bit_length() > limit:
+            raise _Unencodable(
+                path,
+                "int",
+                f"an integer of {value.bit_length()} bits has more digits than this Python writes as text "
+                f"(sys.get_int_max_str_digits() is {sys.get_int_max_str_digits()})",
+            )
+        return value
     if isinstance(value, _SCALARS):
         return value
+    if depth > MAX_DEPTH:
+        raise _Unencodable(path, type(value).__name__, f"it is nested deeper than {MAX_DEPTH} levels")
+    depth += 1
     if isinstance(value, float):
         if not math.isfinite(value):
             raise _Unencodable(path, "float", f"{value!r} has no JSON form")
@@ -55,12 +92,12 @@ def _walk(value: Any, path: str) -> JSONValue:
                 raise _Unencodable(
                     f"{path}[{k!r}]", type(k).__name__, f"dict keys must be str, not {type(k).__name__}"
                 )
-            out[k] = _walk(v, f"{path}.{k}" if path else k)
+            out[k] = _walk(v, f"{path}.{k}" if path else k, depth)
         return out
     if isinstance(value, (list, tuple)):
-        return [_walk(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [_walk(v, f"{path}[{i}]", depth) for i, v in enumerate(value)]
     if isinstance(value, (set, frozenset)):
-        items = [_walk(v, f"{path}{{}}") for v in value]
+        items = [_walk(v, f"{path}{{}}", depth) for v in value]
         return sorted(items, key=canonical_dumps)
     if isinstance(value, (bytes, bytearray, memoryview)):
         raise _Unencodable(
@@ -76,7 +113,7 @@ def _walk(value: Any, path: str) -> JSONValue:
         raise _Unencodable(
             path, type(value).__qualname__, f"a {type(value).__qualname__} cannot be encoded as JSON"
         ) from None
-    return _walk(plain, path)
+    return _walk(plain, path, depth)
 
 
 _HOW = (
@@ -97,9 +134,17 @@ def encode(
     """``to_json_value``, raising ``error`` (a message naming ``what`` and the place, and what to do)."""
     try:
         return _walk(value, root)
-    except _Unencodable as exc:
+    except RecursionError:  # (a structure that refers to itself)
         raise error(
-            f"{what} {exc.path!r} ({exc.type_name}) cannot be recorded: {exc.reason}. {_HOW}{then}",
+            f"{what} {root!r} cannot be recorded: it is nested too deeply (or contains itself). {_HOW}{then}",
+            tool_name=tool_name,
+            path=root,
+            type_name=type(value).__name__,
+        ) from None
+    except _Unencodable as exc:
+        where = exc.path if len(exc.path) <= 120 else f"{exc.path[:60]}...{exc.path[-40:]}"
+        raise error(
+            f"{what} {where!r} ({exc.type_name}) cannot be recorded: {exc.reason}. {_HOW}{then}",
             tool_name=tool_name,
             path=exc.path,
             type_name=exc.type_name,

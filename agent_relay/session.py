@@ -35,7 +35,7 @@ from opentelemetry.trace import format_span_id, format_trace_id
 from . import compensation, semconv, spans
 from .budget import parse_limit
 from .calls import Invocation, active_invocation
-from .encoding import JSONValue, encode
+from .encoding import JSONValue, encode, safe_text
 from .errors import (
     AgentRelayError,
     EncodingError,
@@ -365,7 +365,7 @@ class AgentSession:
             values.update(
                 output=self._output,
                 error_type=spans.error_type_name(exc) if exc is not None else None,
-                error_message=str(exc) if exc is not None else None,
+                error_message=safe_text(str(exc)) if exc is not None else None,
                 cost_usd=spend.spent,
                 cost_unknown=spend.unknown,
                 input_tokens=spend.input_tokens,

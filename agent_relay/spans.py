@@ -9,6 +9,7 @@ from typing import Any
 from opentelemetry.trace import Span, Status, StatusCode
 
 from . import semconv
+from .encoding import safe_text
 from .states import Origin
 
 
@@ -138,7 +139,8 @@ def session_span_name(name: str) -> str:
 
 def error_status(error_type: str | None, message: str | None) -> Status:
     """The status of a span whose call or run failed with ``error_type: message``."""
-    return Status(StatusCode.ERROR, f"{error_type}: {message}" if error_type else message)
+    description = f"{error_type}: {message}" if error_type else message
+    return Status(StatusCode.ERROR, None if description is None else safe_text(description))
 
 
 def mark_error(span: Span, exc: BaseException) -> None:
