@@ -23,6 +23,7 @@ from .spec import ToolSpec
 from .states import Origin, Phase
 
 MAX_ERROR_MESSAGE = 4000
+_NONE: frozenset[str] = frozenset()
 
 
 class CallBase:
@@ -43,6 +44,7 @@ class CallBase:
         "phase",
         "record",
         "run",
+        "secrets",
         "services",
         "span",
         "spec",
@@ -88,6 +90,11 @@ class CallBase:
             arguments_text=self.args_text,
         )
         self.call_id = call_id(run.run_id, phase, self.key)  # the ledger's id of this call
+        # the redacted values among the arguments: scrubbed out of every message about this call (and the
+        # run's), since an error may quote them
+        self.secrets = spec.content.redactor.secrets(args_json) if spec.content.redactor else _NONE
+        if self.secrets:
+            run.secrets.update(self.secrets)
         self.record: CallRecord | None = None
         self.span: Span | None = None
         self.bound: BoundCall | None = None  # the row's writes (made by the span processor, if it sees them)
@@ -143,7 +150,7 @@ class CallBase:
     def abandon(self, exc: BaseException) -> NoReturn:
         """End the span with ``exc``, release the reservation and raise ``exc``; the tool does not run."""
         assert self.span is not None
-        spans.end_span(self.span, exc)
+        spans.end_span(self.span, exc, self.secrets)
         self.release()
         raise exc
 
@@ -151,11 +158,14 @@ class CallBase:
         """Stripe's rule: a caller-supplied key may only be reused with the same arguments."""
         if self.user_key is None or recorded_arguments == self.args_json:
             return
+        redact = self.spec.content.redactor  # (the message reaches spans and the ledger)
+        if recorded_arguments == self.spec.content.for_ledger(self.args_json):
+            return  # the ledger's (redacted) copy of the same arguments
         err = IdempotencyKeyReuseError(
             tool_name=self.spec.name,
             user_key=self.user_key,
             run_id=self.run.run_id,
-            difference=argument_diff(recorded_arguments or {}, self.args_json),
+            difference=argument_diff(recorded_arguments or {}, self.args_json, redact),
         )
         if self.span is not None and self.span.is_recording() and self.record is not None:
             self.abandon(err)

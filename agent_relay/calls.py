@@ -27,6 +27,7 @@ from .batching import LoopBatcher
 from .callbase import MAX_ERROR_MESSAGE
 from .calltable import Live, Refuse, Replay, Serve, Wait
 from .compensation import Step
+from .content import scrub
 from .context import CallInfo
 from .encoding import encode, safe_text
 from .errors import (
@@ -299,7 +300,8 @@ class Invocation(ServedCall):
         """Put the call's cost (usage plus the tool's own) on its row and span; return it."""
         record, span = self.record, self.span
         assert record is not None and span is not None
-        if tool_cost is not None or record.input_tokens is not None:
+        priced = self.usage_cost != 0 or (record.input_tokens is not None and not record.cost_unknown)
+        if tool_cost is not None or priced:  # (usage without a price is unknown, not free: no cost)
             record.cost_usd = self.usage_cost + (tool_cost or 0)
         if record.cost_usd is not None or record.model:  # (most calls have neither: skip the span call)
             span.set_attributes(
@@ -423,9 +425,10 @@ class Invocation(ServedCall):
             self.run.table.failed_try(self.phase, self.key, record.attempts)
         record.status = CallStatus.FAILED
         record.error_type = spans.error_type_name(exc)
-        record.error_message = safe_text(str(exc)[:MAX_ERROR_MESSAGE])
+        message = scrub(str(exc), self.secrets) if self.secrets else str(exc)
+        record.error_message = safe_text(message[:MAX_ERROR_MESSAGE])
         cost = self._settle_cost(None)
-        spans.end_span(span, exc)
+        spans.end_span(span, exc, self.secrets)
         error: LedgerError | None = None
         try:
             bound.finished()

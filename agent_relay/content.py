@@ -27,12 +27,13 @@ _TRUE = ("1", "true", "yes", "on")
 
 
 class Redactor:
-    """Replaces named fields of JSON data. Immutable; thread-safe."""
+    """Replaces named fields of JSON data, names matched case-insensitively (``authorization`` redacts
+    ``Authorization``). Immutable; thread-safe."""
 
     __slots__ = ("_names", "_paths")
 
     def __init__(self, fields: Iterable[str]) -> None:
-        cleaned = [f.strip() for f in fields if f and f.strip()]
+        cleaned = [f.strip().lower() for f in fields if f and f.strip()]
         self._names = frozenset(f for f in cleaned if "." not in f)
         self._paths = frozenset(tuple(f.split(".")) for f in cleaned if "." in f)
 
@@ -42,19 +43,55 @@ class Redactor:
     def __call__(self, value: JSONValue) -> JSONValue:
         return self._walk(value, ()) if self else value
 
-    def _ends_with_path(self, here: tuple[str, ...]) -> bool:
-        return any(len(here) >= len(p) and here[-len(p) :] == p for p in self._paths)
+    def _hides(self, here: tuple[str, ...]) -> bool:
+        return here[-1] in self._names or any(
+            len(here) >= len(p) and here[-len(p) :] == p for p in self._paths
+        )
 
     def _walk(self, value: JSONValue, path: tuple[str, ...]) -> JSONValue:
         if isinstance(value, dict):
             out = {}
             for k, v in value.items():
-                here = (*path, k)
-                out[k] = REDACTED if k in self._names or self._ends_with_path(here) else self._walk(v, here)
+                here = (*path, k.lower())
+                out[k] = REDACTED if self._hides(here) else self._walk(v, here)
             return out
         if isinstance(value, list):
             return [self._walk(v, path) for v in value]
         return value
+
+    def secrets(self, value: JSONValue) -> set[str]:
+        """The texts of the values this redactor hides in ``value`` (each scalar, as it would be written
+        in a message), so that messages quoting them can be scrubbed too (see ``scrub``)."""
+        found: set[str] = set()
+        if self:
+            self._collect(value, (), found, hidden=False)
+        return found
+
+    def _collect(self, value: JSONValue, path: tuple[str, ...], found: set[str], *, hidden: bool) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                here = (*path, k.lower())
+                self._collect(v, here, found, hidden=hidden or self._hides(here))
+        elif isinstance(value, list):
+            for v in value:
+                self._collect(v, path, found, hidden=hidden)
+        elif hidden and value is not None and not isinstance(value, bool):
+            text = str(value)
+            if len(text) >= _MIN_SECRET:
+                found.add(text)
+
+
+# A hidden value shorter than this is not scrubbed out of messages (it would blank out ordinary words
+# and numbers); it still never reaches a span or the ledger as a value.
+_MIN_SECRET = 3
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every occurrence of each secret (longest first) replaced by ``[REDACTED]``."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
 
 
 def env_flag(value: str | None) -> bool | None:

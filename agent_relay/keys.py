@@ -114,3 +114,10 @@ def _key_tail(phase: str, tool_name: str) -> str:
 def call_id(run_id: str, phase: str, key: str) -> str:
     """The ledger id of a call: stable for one (run, phase, key), so a retried call keeps its id."""
     return hashlib.sha256(f"{run_id}\x00{phase}\x00{key}".encode()).hexdigest()[:32]
+
+
+def external_key(run_id: str, phase: str, key: str) -> str:
+    """The key a tool forwards to an external API's own idempotency header: scoped to the run, so a
+    retried or resumed call carries the same one and a call of another run (a second order, a replay
+    gone live) never shares it — unlike the idempotency key, which is the same in every run."""
+    return hashlib.sha256(f"agent_relay.external\x00{run_id}\x00{phase}\x00{key}".encode()).hexdigest()

@@ -67,19 +67,18 @@ class ReplaySource:
     ) -> ReplayDivergenceError:
         """The error for a call the source does not have, compared with what it recorded there
         (arguments passed through ``redact``, as on spans: the message reaches spans and the ledger)."""
-        arguments = redact(arguments)
+        raw, arguments = arguments, redact(arguments)
         call = _call_text(tool_name, arguments)
         expected = self.rows[position] if position < len(self.rows) else None
         if expected is None:
             where = f"the recorded run has only {len(self.rows)} forward call(s)"
         else:
-            recorded = redact(expected.arguments or {})
             where = (
-                f"the recorded run has {_call_text(expected.tool_name, recorded)} there "
-                f"({expected.status}, output {_short(expected.output)})"
+                f"the recorded run has {_call_text(expected.tool_name, redact(expected.arguments or {}))} "
+                f"there ({expected.status}, output {_short(redact(expected.output))})"
             )
             if expected.tool_name == tool_name:
-                where += f"; arguments differ: {argument_diff(recorded, arguments)}"
+                where += f"; arguments differ: {argument_diff(expected.arguments or {}, raw, redact)}"
         return ReplayDivergenceError(
             f"replay of run {self.run_id} diverged at call #{position + 1}: the agent called {call}, which "
             f"the recorded run does not have; {where}. No tool body ran. Replay with the inputs of the "
@@ -91,12 +90,18 @@ class ReplaySource:
         )
 
 
-def argument_diff(recorded: dict[str, JSONValue], now: dict[str, JSONValue]) -> str:
-    """``subject: 'Hello' -> 'Hi'; cc: missing -> 'x'`` — what changed, argument by argument."""
+def argument_diff(
+    recorded: dict[str, JSONValue],
+    now: dict[str, JSONValue],
+    redact: Callable[[JSONValue], JSONValue] = lambda value: value,
+) -> str:
+    """``subject: 'Hello' -> 'Hi'; cc: missing -> 'x'`` — what changed, argument by argument, each value
+    shown through ``redact`` (a redacted field that changed shows as ``[REDACTED] -> [REDACTED]``)."""
+    shown_before, shown_after = redact(recorded), redact(now)
     parts = []
     for name in sorted(set(recorded) | set(now)):
-        before, after = recorded.get(name, _MISSING), now.get(name, _MISSING)
-        if before != after:
+        if recorded.get(name, _MISSING) != now.get(name, _MISSING):
+            before, after = shown_before.get(name, _MISSING), shown_after.get(name, _MISSING)
             parts.append(f"{name}: {_short(before)} -> {_short(after)}")
     return "; ".join(parts) or "none (the key differs by tool options)"
 

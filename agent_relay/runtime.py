@@ -357,8 +357,18 @@ class AgentRuntime:
         if scope is not None and scope.name == _TRACER_NAME:
             return
         attrs = span.attributes or {}
-        inp = attrs.get(semconv.GEN_AI_USAGE_INPUT_TOKENS, attrs.get(semconv.GEN_AI_USAGE_PROMPT_TOKENS))
-        out = attrs.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS, attrs.get(semconv.GEN_AI_USAGE_COMPLETION_TOKENS))
+        inp = _first(
+            attrs,
+            semconv.GEN_AI_USAGE_INPUT_TOKENS,
+            semconv.GEN_AI_USAGE_PROMPT_TOKENS,
+            semconv.LLM_TOKEN_COUNT_PROMPT,
+        )
+        out = _first(
+            attrs,
+            semconv.GEN_AI_USAGE_OUTPUT_TOKENS,
+            semconv.GEN_AI_USAGE_COMPLETION_TOKENS,
+            semconv.LLM_TOKEN_COUNT_COMPLETION,
+        )
         if not isinstance(inp, int) and not isinstance(out, int):
             return
         run = current_run()
@@ -369,8 +379,10 @@ class AgentRuntime:
             return  # ended inside a model call AgentRelay records: already counted
         if span.context.span_id in run.model_call_parents:
             return  # wraps a model call AgentRelay recorded: already counted
-        model = attrs.get(semconv.GEN_AI_RESPONSE_MODEL) or attrs.get(semconv.GEN_AI_REQUEST_MODEL)
-        provider = attrs.get(semconv.GEN_AI_PROVIDER_NAME) or attrs.get(semconv.GEN_AI_SYSTEM)
+        model = _first(
+            attrs, semconv.GEN_AI_RESPONSE_MODEL, semconv.GEN_AI_REQUEST_MODEL, semconv.LLM_MODEL_NAME
+        )
+        provider = _first(attrs, semconv.GEN_AI_PROVIDER_NAME, semconv.GEN_AI_SYSTEM, semconv.LLM_PROVIDER)
         usage = TokenUsage(
             str(model) if model else None,
             str(provider) if provider else None,
@@ -378,6 +390,15 @@ class AgentRuntime:
             out if isinstance(out, int) else 0,
         )
         run.charge(usage, self._services.prices.cost(usage))
+
+
+def _first(attributes: Mapping[str, Any], *names: str) -> Any:
+    """The first of ``names`` the span carries (GenAI conventions, their older names, OpenInference's)."""
+    for name in names:
+        value = attributes.get(name)
+        if value is not None:
+            return value
+    return None
 
 
 def _shutdown_at_exit(ref: weakref.ref[AgentRuntime]) -> None:

@@ -35,6 +35,7 @@ from opentelemetry.trace import format_span_id, format_trace_id
 from . import compensation, semconv, spans
 from .budget import parse_limit
 from .calls import Invocation, active_invocation
+from .content import scrub
 from .encoding import JSONValue, encode, safe_text
 from .errors import (
     AgentRelayError,
@@ -365,7 +366,7 @@ class AgentSession:
             values.update(
                 output=self._output,
                 error_type=spans.error_type_name(exc) if exc is not None else None,
-                error_message=safe_text(str(exc)) if exc is not None else None,
+                error_message=safe_text(scrub(str(exc), run.secrets)) if exc is not None else None,
                 cost_usd=spend.spent,
                 cost_unknown=spend.unknown,
                 input_tokens=spend.input_tokens,
@@ -377,7 +378,7 @@ class AgentSession:
         except LedgerError as err:
             ledger_error = ledger_error or err
         if exc is not None:
-            spans.mark_error(span, exc)
+            spans.mark_error(span, exc, run.secrets)
             for failure in self.compensation_errors:
                 exc.add_note(f"agent-relay: {failure}")
         span.set_attributes(

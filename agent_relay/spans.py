@@ -4,11 +4,14 @@ one way an error is marked on a span."""
 
 from __future__ import annotations
 
+import traceback
+from collections.abc import Collection
 from typing import Any
 
 from opentelemetry.trace import Span, Status, StatusCode
 
 from . import semconv
+from .content import scrub
 from .encoding import safe_text
 from .states import Origin
 
@@ -143,15 +146,28 @@ def error_status(error_type: str | None, message: str | None) -> Status:
     return Status(StatusCode.ERROR, None if description is None else safe_text(description))
 
 
-def mark_error(span: Span, exc: BaseException) -> None:
-    """Mark ``exc`` on ``span``: ERROR status, ``error.type`` and an exception event."""
-    span.set_status(error_status(type(exc).__name__, str(exc)))
+def mark_error(span: Span, exc: BaseException, secrets: Collection[str] = ()) -> None:
+    """Mark ``exc`` on ``span``: ERROR status, ``error.type`` and an ``exception`` event, every text in
+    them with ``secrets`` (redacted values the message may quote) scrubbed out."""
+    message = scrub(str(exc), secrets) if secrets else str(exc)
+    span.set_status(error_status(type(exc).__name__, message))
     span.set_attribute(semconv.ERROR_TYPE, error_type_name(exc))
-    span.record_exception(exc)
+    if not secrets:
+        span.record_exception(exc)
+        return
+    trace_text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    span.add_event(
+        semconv.EVENT_EXCEPTION,
+        {
+            semconv.EXCEPTION_TYPE: error_type_name(exc),
+            semconv.EXCEPTION_MESSAGE: safe_text(message),
+            semconv.EXCEPTION_STACKTRACE: safe_text(scrub(trace_text, secrets)),
+        },
+    )
 
 
-def end_span(span: Span, exc: BaseException | None = None) -> None:
-    """End ``span``, marking ``exc`` first if given."""
+def end_span(span: Span, exc: BaseException | None = None, secrets: Collection[str] = ()) -> None:
+    """End ``span``, marking ``exc`` first if given (``secrets`` scrubbed out of what it says)."""
     if exc is not None:
-        mark_error(span, exc)
+        mark_error(span, exc, secrets)
     span.end()

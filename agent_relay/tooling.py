@@ -101,6 +101,12 @@ def tool(
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         if not callable(func):
             raise ConfigurationError(f"@tool decorates a function, not {func!r}.")
+        if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+            raise ConfigurationError(
+                f"@tool cannot record the generator function {getattr(func, '__qualname__', func)!r}: its "
+                f"values are produced after the call returns. Return a list instead (e.g. "
+                f"`return list(...)`), or record each item as its own tool call."
+            )
         tool_name = name or getattr(func, "__name__", None)
         if not tool_name:
             raise ConfigurationError(f"@tool could not name {func!r}; pass name=....")

@@ -130,6 +130,17 @@ class Database:
         synchronous = self.options.sqlite_synchronous.upper()
         return self.is_sqlite and not self.in_memory and synchronous in ("OFF", "NORMAL")
 
+    def _create_file(self) -> None:
+        """A new SQLite ledger file is created owner-only (0600): it holds whole arguments and results.
+        (SQLite gives its ``-wal`` and ``-shm`` files the database file's permissions.) An existing file
+        keeps its own."""
+        path = self.url.database
+        if not path or self.in_memory or self.url.query.get("uri") or os.path.exists(path):
+            return
+        # (created meanwhile, or no such directory: SQLite says so when it opens the file)
+        with contextlib.suppress(FileExistsError, FileNotFoundError, NotADirectoryError):
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
     def _create_engine(self) -> Engine:
         kwargs: dict[str, Any] = {"json_serializer": storage_dumps}
         if self.is_sqlite:
@@ -149,6 +160,7 @@ class Database:
             ) from exc
         if self.is_sqlite:
             self._configure_sqlite(engine)
+            self._create_file()
         return engine
 
     def _configure_sqlite(self, engine: Engine) -> None:

@@ -26,7 +26,7 @@ def _with_retry(insert: Any) -> Any:
     """A new try over a failed row of the same key: its attempt and outcome columns anew, the attempt
     counted (the row and its ``call_id`` stay); over any other row, nothing (no row returned)."""
     return insert.on_conflict_do_update(
-        index_elements=[_c[name] for name in col.KEY],
+        index_elements=[_c[name] for name in col.CONFLICT],
         set_={name: insert.excluded[name] for name in col.RETRY_SET} | {"attempts": _c.attempts + 1},
         where=_c.status == CallStatus.FAILED,
     ).returning(_c.attempts)

@@ -67,7 +67,7 @@ def build_v1_ledger(url: str) -> None:
 
 def test_previous_version_is_refused_with_the_way_to_upgrade(database_url: str) -> None:
     build_v1_ledger(database_url)
-    with pytest.raises(SchemaVersionError, match="agent-relay db upgrade") as caught:
+    with pytest.raises(SchemaVersionError, match="agent-relay --db <url> db upgrade") as caught:
         AgentRuntime(database_url)
     assert (caught.value.found, caught.value.expected) == (1, SCHEMA_VERSION)
 

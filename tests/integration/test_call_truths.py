@@ -1,0 +1,100 @@
+"""Smaller truths of a call's record: the key a tool forwards is scoped to its run, unpriced usage is
+unknown (not free), the ledger file is private, generators are refused, OpenInference usage is charged."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from agent_relay import AgentRuntime, ConfigurationError, UnpricedUsageWarning, current_call, tool
+from tests.support import calls_of
+
+
+def test_the_key_a_tool_forwards_is_scoped_to_its_run(runtime: AgentRuntime) -> None:
+    forwarded: list[tuple[str, str]] = []
+
+    @tool(runtime)
+    def charge(order: str) -> str:
+        call = current_call()
+        assert call is not None
+        forwarded.append((call.idempotency_key, call.external_key))
+        if len(forwarded) == 3:  # the third run's first try
+            raise ConnectionError("card network down")
+        return "charged"
+
+    for _ in range(2):  # two runs charging the same order
+        with runtime.agent_session(name="shop"):
+            charge("o-1")
+    with pytest.raises(ConnectionError), runtime.agent_session(name="shop") as third:
+        charge("o-1")
+    with runtime.agent_session(name="shop", resume_run_id=third.run_id):
+        charge("o-1")  # the retry of the third run's call
+    keys = [key for key, _ in forwarded]
+    external = [ext for _, ext in forwarded]
+    assert len(set(keys)) == 1  # the idempotency key names the call within a run: the same in each run
+    assert external[0] != external[1]  # two runs never forward the same key
+    assert external[2] == external[3] and len(external[0]) == 64  # a retried call keeps its run's key
+
+
+def test_unpriced_usage_is_stored_as_unknown_not_zero(runtime: AgentRuntime) -> None:
+    @tool(runtime, kind="llm")
+    def ask(model: str) -> dict[str, Any]:
+        return {"model": model, "usage": {"prompt_tokens": 10, "completion_tokens": 5}}
+
+    with pytest.warns(UnpricedUsageWarning), runtime.agent_session(name="ask") as session:
+        ask("my-own-unpriced-model")
+    (row,) = calls_of(runtime, session.run_id)
+    assert (row["cost_usd"], row["cost_unknown"], row["input_tokens"]) == (None, True, 10)
+
+
+def test_a_new_sqlite_ledger_is_private(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    runtime = AgentRuntime(f"sqlite:///{path}")
+    try:
+
+        @tool(runtime)
+        def note(text: str) -> None:
+            return None
+
+        with runtime.agent_session(name="notes"):
+            note("x")
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    finally:
+        runtime.shutdown()
+    assert modes["ledger.db"] == 0o600
+    assert modes.get("ledger.db-wal", 0o600) == 0o600 and modes.get("ledger.db-shm", 0o600) == 0o600
+    assert "ledger.db-wal" in modes  # (WAL mode: the files the ledger's rows pass through exist)
+
+
+def test_generator_tools_are_refused_when_decorated(runtime: AgentRuntime) -> None:
+    def numbers(n: int) -> Any:
+        yield from range(n)
+
+    async def anumbers(n: int) -> Any:
+        for i in range(n):
+            yield i
+
+    for func in (numbers, anumbers):
+        with pytest.raises(ConfigurationError, match="generator"):
+            tool(runtime)(func)
+    assert "numbers" not in runtime.tools and "anumbers" not in runtime.tools
+
+
+def test_openinference_usage_is_charged_once(database_url: str) -> None:
+    provider = TracerProvider()
+    runtime = AgentRuntime(database_url, tracer_provider=provider)
+    try:
+        other = provider.get_tracer("openinference.instrumentation.openai")
+        with runtime.agent_session(name="oi", budget_limit=1) as session:
+            with other.start_as_current_span("ChatCompletion") as span:
+                span.set_attribute("llm.model_name", "gpt-4o-mini")
+                span.set_attribute("llm.token_count.prompt", 1000)
+                span.set_attribute("llm.token_count.completion", 500)
+            assert (session.input_tokens, session.output_tokens) == (1000, 500)
+            assert session.cost_usd > 0
+    finally:
+        runtime.shutdown()
