@@ -34,7 +34,8 @@ from .instrument import instrument, uninstrument
 from .ledger import LedgerOptions, LedgerSpanProcessor
 from .pricing import ModelPrice
 from .runtime import AgentRuntime
-from .session import AgentSession, CompensationFailure
+from .saga import CompensationFailure
+from .session import AgentSession
 from .tooling import tool
 
 __all__ = [

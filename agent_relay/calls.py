@@ -226,6 +226,7 @@ class Invocation(ServedCall):
                 self.abandon(self._in_progress())
             return Poll(_POLL_S)
         if not self.spec.idempotent:  # pending, and its owner is gone: the call is in doubt
+            self.run.in_doubt.append(record.call_id)
             self.abandon(
                 CallInDoubtError(
                     tool_name=self.spec.name,

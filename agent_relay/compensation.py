@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .errors import UnknownToolError
+from .ledger.connection import owner_is_gone
 from .spec import ToolSpec
 
 FORWARD_RESULT = "forward_result"
@@ -95,3 +96,21 @@ def compensation_kwargs(step: Step) -> dict[str, Any]:
     if FORWARD_RESULT in params:
         kwargs[FORWARD_RESULT] = step.forward.decode(step.output)
     return kwargs
+
+
+def in_doubt(
+    rows: Iterable[Any], tools: Mapping[str, ToolSpec], unwinding_for_good: bool
+) -> list[tuple[Any, ToolSpec]]:
+    """Forward calls left pending (``rows``: call_id, seq, tool_name, owner) whose outcome is unknown and
+    which name a compensation: an unwind cannot know whether to undo them. A call counts when its owner is
+    provably gone, or always when the run is being unwound for good (``runtime.compensate``)."""
+    found = []
+    for row in rows:
+        spec = tools.get(row.tool_name)
+        if (
+            spec is not None
+            and spec.compensation is not None
+            and (unwinding_for_good or owner_is_gone(row.owner))
+        ):
+            found.append((row, spec))
+    return found

@@ -55,6 +55,7 @@ class Run:
         self.open = False  # between the session's start and its end: calls may be made
         self.unwinding = False  # its saga is running: no new forward calls
         self.model_call_parents: set[int] = set()  # spans that wrap a model call recorded here
+        self.in_doubt: list[str] = []  # ids of calls met in doubt: the run stops there, without unwinding
         self.secrets: set[str] = set()  # redacted values its calls saw: scrubbed out of the run's messages
 
     @property

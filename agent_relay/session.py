@@ -18,11 +18,8 @@ unchanged, with any compensation failures attached as notes and on ``compensatio
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import datetime as dt
 import uuid
-from collections.abc import Coroutine, Iterator
 from contextvars import Token
 from decimal import Decimal
 from types import TracebackType
@@ -32,9 +29,9 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import format_span_id, format_trace_id
 
-from . import compensation, semconv, spans
+from . import semconv, spans
 from .budget import parse_limit
-from .calls import Invocation, active_invocation
+from .calls import active_invocation
 from .content import scrub
 from .encoding import JSONValue, encode, safe_text
 from .errors import (
@@ -45,28 +42,14 @@ from .errors import (
     SessionStateError,
     UnknownRunError,
 )
-from .execute import execute, execute_async
 from .pricing import to_usd
 from .replay import ReplaySource
 from .run import Run, current_run
+from .saga import CompensationFailure, Saga
 from .services import HasServices, Services
 from .spend import RunSpend
 from .states import RunMode, RunStatus
 from .usage import TokenUsage
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class CompensationFailure:
-    """A compensation that could not be completed during an unwind."""
-
-    tool_name: str
-    forward_tool: str | None
-    forward_seq: int | None
-    error: BaseException
-
-    def __str__(self) -> str:
-        of = f" of {self.forward_tool!r} (seq {self.forward_seq})" if self.forward_tool else ""
-        return f"compensation {self.tool_name!r}{of} failed: {type(self.error).__name__}: {self.error}"
 
 
 class AgentSession:
@@ -105,11 +88,11 @@ class AgentSession:
         self.parent_run_id: str | None = None
         self.trace_id: str | None = None
         self.status = RunStatus.NEW
-        self.compensation_errors: list[CompensationFailure] = []
+        self.compensation_errors: list[CompensationFailure] = []  # (the saga's, once it ran)
         self._output: JSONValue = None
         self._run: Run | None = None
         self._spend = RunSpend(self.run_id, self._limit)
-        self._compensations_run = 0
+        self._saga: Saga | None = None
         self._span: trace.Span | None = None
         self._tokens: tuple[object, Token[Run | None]] | None = None
 
@@ -203,27 +186,27 @@ class AgentSession:
     def __enter__(self) -> AgentSession:
         self._start()
         if self.mode is RunMode.RECOVER:
-            self._unwind()
+            self._unwind().run()
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._should_unwind(exc):
-            self._unwind()
+            self._unwind().run()
         self._finish(exc)
 
     async def __aenter__(self) -> AgentSession:
         self._start()
         if self.mode is RunMode.RECOVER:
-            await self._unwind_async()
+            await self._unwind().run_async()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._should_unwind(exc):
-            await self._unwind_async()
+            await self._unwind().run_async()
         self._finish(exc)
 
     def __repr__(self) -> str:
@@ -333,14 +316,25 @@ class AgentSession:
         )
         return Run(self._services, run_id, self.name, RunMode.RESUME, self._spend, first_seq=first)
 
+    def _unwind(self) -> Saga:
+        assert self._run is not None
+        self._saga = Saga(self._services, self._run, self.mode, self.compensation_errors)
+        return self._saga
+
     def _should_unwind(self, exc: BaseException | None) -> bool:
+        """An exception unwinds the run, unless it met a call in doubt: then it stops there (``in_doubt``),
+        so the call can be settled and the run resumed."""
+        assert self._run is not None
         unwinds = self.status == RunStatus.RUNNING and self.mode is not RunMode.RECOVER
-        return isinstance(exc, Exception) and unwinds
+        return isinstance(exc, Exception) and unwinds and not self._run.in_doubt
 
     def _final_status(self, exc: BaseException | None) -> RunStatus:
+        assert self._run is not None
+        if exc is not None and self._run.in_doubt and self.mode is not RunMode.RECOVER:
+            return RunStatus.IN_DOUBT
         if self.compensation_errors:
             return RunStatus.COMPENSATION_FAILED
-        if self._compensations_run:
+        if self._saga is not None and self._saga.compensated:
             return RunStatus.COMPENSATED
         return RunStatus.FAILED if exc is not None or self.mode is RunMode.RECOVER else RunStatus.SUCCEEDED
 
@@ -409,54 +403,6 @@ class AgentSession:
                 raise ledger_error
             exc.add_note(f"agent-relay: the end of run {self.run_id} was not recorded: {ledger_error}")
 
-    # --- the saga ------------------------------------------------------------------------------------
-    def _unwind_steps(self) -> Iterator[tuple[compensation.Step, Invocation, dict[str, Any]]]:
-        """The compensations to run, latest forward call first; planning failures are recorded."""
-        run = self._run
-        assert run is not None
-        run.unwinding = True
-        try:
-            rows = self._services.ledger.succeeded_forward_calls(self.run_id)
-            steps = compensation.plan(rows, self._services.snapshot())
-        except AgentRelayError as exc:
-            self.compensation_errors.append(CompensationFailure("(plan)", None, None, exc))
-            return
-        for step in steps:
-            try:
-                call = Invocation.compensating(self._services, run, step)
-                kwargs = compensation.compensation_kwargs(step)
-            except Exception as exc:
-                self._failed(step, exc)
-                continue
-            yield step, call, kwargs
-
-    def _unwind(self) -> None:
-        for step, call, kwargs in self._unwind_steps():
-            try:
-                if step.compensation.is_async:
-                    _run_coroutine(execute_async(call, step.compensation.func, (), kwargs))
-                else:
-                    execute(call, step.compensation.func, (), kwargs)
-                self._compensations_run += 1
-            except Exception as exc:
-                self._failed(step, exc)
-
-    async def _unwind_async(self) -> None:
-        for step, call, kwargs in self._unwind_steps():
-            try:
-                if step.compensation.is_async:
-                    await execute_async(call, step.compensation.func, (), kwargs)
-                else:
-                    execute(call, step.compensation.func, (), kwargs)
-                self._compensations_run += 1
-            except Exception as exc:
-                self._failed(step, exc)
-
-    def _failed(self, step: compensation.Step, exc: BaseException) -> None:
-        self.compensation_errors.append(
-            CompensationFailure(step.compensation.name, step.forward.name, step.seq, exc)
-        )
-
 
 def _mode(
     replay: bool, replay_run_id: str | None, fork_after: int | None, resume_run_id: str | None
@@ -483,16 +429,3 @@ def _mode(
     if replay_run_id is not None and not replay:
         raise SessionStateError("replay_run_id needs replay=True (or fork_after=K to fork the run).")
     return RunMode.REPLAY if replay else RunMode.LIVE
-
-
-def _run_coroutine(coro: Coroutine[Any, Any, Any]) -> Any:
-    """Run an async compensation from a sync unwind: on a fresh loop, never inside a running one."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    coro.close()
-    raise SessionStateError(
-        "an async compensation cannot run from a sync session inside a running event loop; open the session "
-        "with `async with runtime.agent_session(...)`."
-    )

@@ -26,6 +26,7 @@ class RunStatus(StrEnum):
     FAILED = "failed"
     COMPENSATED = "compensated"
     COMPENSATION_FAILED = "compensation_failed"
+    IN_DOUBT = "in_doubt"  # stopped without unwinding at a call whose outcome is unknown: settle, resume
 
 
 class RunMode(StrEnum):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,3 +29,10 @@ def run_row(runtime: AgentRuntime, run_id: str) -> dict[str, Any]:
     with runtime.ledger.engine.connect() as conn:
         row = conn.execute(sa.select(agent_runs).where(agent_runs.c.run_id == run_id)).mappings().one()
     return dict(row)
+
+
+def dead_owner() -> str:
+    """host:pid of a process of this host that has exited."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return f"{socket.gethostname()}:{proc.pid}"

@@ -166,6 +166,17 @@ class LedgerStore:
         with self.reading("read the calls of a run", run_id) as conn:
             return conn.execute(stmt).all()
 
+    def pending_forward_calls(self, run_id: str) -> Sequence[Any]:
+        """The run's forward calls still pending (running, or in doubt), latest first."""
+        c = tool_calls.c
+        stmt = (
+            sa.select(c.call_id, c.seq, c.tool_name, c.owner)
+            .where(c.run_id == run_id, c.phase == Phase.FORWARD, c.status == CallStatus.PENDING)
+            .order_by(c.seq.desc())
+        )
+        with self.reading("read the calls of a run", run_id) as conn:
+            return conn.execute(stmt).all()
+
     def forward_calls(self, run_id: str) -> Sequence[Any]:
         """Every forward call of a run in ``seq`` order: what a replay serves from."""
         c = tool_calls.c

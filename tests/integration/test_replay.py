@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextvars
-import socket
-import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -25,7 +23,7 @@ from agent_relay import semconv as sc
 from agent_relay.keys import call_id
 from agent_relay.ledger import tool_calls
 from agent_relay.testing import SpanCapture
-from tests.support import calls_of, run_row
+from tests.support import calls_of, dead_owner, run_row
 
 
 class Inventory:
@@ -348,13 +346,6 @@ def test_a_compensated_run_cannot_be_resumed(runtime: AgentRuntime) -> None:
         runtime.agent_session(name="c", resume_run_id=session.run_id),
     ):
         pass
-
-
-def dead_owner() -> str:
-    """host:pid of a process of this host that has exited."""
-    proc = subprocess.Popen(["true"])
-    proc.wait()
-    return f"{socket.gethostname()}:{proc.pid}"
 
 
 def test_an_in_doubt_call_is_named_and_can_be_settled_by_hand(runtime: AgentRuntime) -> None:
