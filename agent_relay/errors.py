@@ -196,7 +196,7 @@ class SchemaVersionError(LedgerError):
             advice = "upgrade agent-relay to a version that knows this schema"
         else:
             advice = (
-                "upgrade the ledger: `agent-relay db upgrade --db <url>`, or open it with "
+                "upgrade the ledger: `agent-relay --db <url> db upgrade`, or open it with "
                 "LedgerOptions(upgrade=True)"
             )
         super().__init__(
@@ -239,9 +239,10 @@ class CallInDoubtError(AgentRelayError):
         super().__init__(
             f"tool call {tool_name!r} (call_id {call_id}) of run {run_id} was claimed by {owner}, which died "
             f"before recording its outcome: it may or may not have happened. Check the real outcome, then "
-            f"settle the call (UPDATE tool_calls SET status='succeeded' or 'failed' WHERE "
-            f"call_id='{call_id}'), or declare the tool @tool(..., idempotent=True) if running it again is "
-            f"safe."
+            f'record it with runtime.settle_call("{call_id}", "succeeded", output=...) if it happened, or '
+            f'runtime.settle_call("{call_id}", "failed") if it did not (it then runs again), and resume or '
+            f"compensate the run again; or declare the tool @tool(..., idempotent=True) if running it again "
+            f"is safe."
         )
 
 
