@@ -251,6 +251,7 @@ def test_errors_are_one_line_and_exit_non_zero(ledger: dict[str, str], tmp_path:
 
 
 def test_db_upgrade_brings_an_old_ledger_up_to_date(tmp_path: Path) -> None:
+    from agent_relay.ledger.schema import SCHEMA_VERSION
     from tests.integration.test_schema_upgrade import build_v1_ledger
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
@@ -258,6 +259,7 @@ def test_db_upgrade_brings_an_old_ledger_up_to_date(tmp_path: Path) -> None:
     assert "schema version 1" in cli("--db", url, "runs", cwd=tmp_path).stderr
     out = cli("--db", url, "db", "upgrade", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "schema version 1 -> 2" in out.stdout
-    assert "already at schema version 2" in cli("--db", url, "db", "upgrade", cwd=tmp_path).stdout
+    assert f"schema version 1 -> {SCHEMA_VERSION}" in out.stdout
+    again = cli("--db", url, "db", "upgrade", cwd=tmp_path)
+    assert f"already at schema version {SCHEMA_VERSION}" in again.stdout
     assert json.loads(cli("--db", url, "runs", "--json", cwd=tmp_path).stdout)[0]["run_id"] == "run-v1"
