@@ -3,6 +3,8 @@
 Read commands (``runs``, ``show``, ``diff``, ``export``) only read the ledger; they never create one.
 Every read command takes ``--json`` for scripts; run ids are accepted by unique prefix. Errors are one
 line on stderr and a non-zero exit (the traceback with ``--debug``); database passwords are masked.
+Control characters read from the ledger are printed as visible escapes (``\x1b``, ``\n``), never as they
+are. A stdout closed early (``agent-relay runs | head -3``) ends the command quietly, with status 0.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import datetime as dt
 import json
 import os
 import re
+import string
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +22,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 import sqlalchemy as sa
+from click.core import ParameterSource
 
 from .._version import __version__
 from ..errors import AgentRelayError, LedgerError, SchemaVersionError
@@ -27,14 +32,18 @@ from ..ledger.store import LedgerStore
 from ..telemetry import DATABASE_URL_ENV, DEFAULT_DATABASE_URL
 from . import render
 from .diff import align
+from .text import json_safe, printable
 
 TRACE_URL_ENV = "AGENT_RELAY_TRACE_URL"
+TRACE_URL_PLACEHOLDERS = ("trace_id", "run_id")
+_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433, "oracle": 1521}
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 class _Context:
-    def __init__(self, db: str, debug: bool) -> None:
+    def __init__(self, db: str, db_source: ParameterSource | None, debug: bool) -> None:
         self.db = db
+        self.db_source = db_source  # COMMANDLINE, ENVIRONMENT or DEFAULT: where --db came from
         self.debug = debug
         self._store: LedgerStore | None = None
 
@@ -43,17 +52,7 @@ class _Context:
         if self._store is None:
             url = sa.make_url(self.db)
             masked = url.render_as_string(hide_password=True)
-            if (
-                url.get_backend_name() == "sqlite"
-                and url.database
-                and url.database != ":memory:"
-                and not url.query.get("mode")
-                and not Path(url.database).exists()
-            ):
-                raise LedgerError(
-                    f"no ledger at {masked}: the file does not exist (set --db or {DATABASE_URL_ENV}).",
-                    database=masked,
-                )
+            _refuse_missing_file(url)
             store = LedgerStore(url)
             with store.db.guard("read the schema version"):
                 found = store.read_version()
@@ -69,13 +68,30 @@ class _Context:
         return self._store
 
 
+def _refuse_missing_file(url: sa.URL) -> None:
+    """Refuse a SQLite ledger file that does not exist, before anything opens it (SQLite would create an
+    empty file): the commands work on ledgers an AgentRuntime made, they never make one."""
+    if (
+        url.get_backend_name() == "sqlite"
+        and url.database
+        and url.database != ":memory:"
+        and not url.query.get("mode")
+        and not Path(url.database).exists()
+    ):
+        masked = url.render_as_string(hide_password=True)
+        raise LedgerError(
+            f"no ledger at {masked}: the file does not exist (set --db or {DATABASE_URL_ENV}).",
+            database=masked,
+        )
+
+
 def _fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {printable(message)}", err=True)
     raise SystemExit(code)
 
 
 def _json_out(data: Any) -> None:
-    click.echo(json.dumps(data, default=_json_default, ensure_ascii=False, indent=2))
+    click.echo(json_safe(json.dumps(data, default=_json_default, ensure_ascii=False, indent=2)))
 
 
 def _json_default(value: Any) -> Any:
@@ -84,12 +100,29 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+class _StdoutClosed(Exception):
+    """Stdout was closed before the output was written; ``main`` ends quietly with status 0.
+
+    Not an ``OSError``: click would turn a ``BrokenPipeError`` into exit status 1.
+    """
+
+
 class _Group(click.Group):
     """Turns errors into one line and an exit code; ``--debug`` shows the traceback."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        try:  # --help and --version write while the arguments are parsed
+            return super().make_context(info_name, args, parent, **extra)
+        except BrokenPipeError:
+            raise _StdoutClosed from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:
+            raise _StdoutClosed from None
         except (AgentRelayError, sa.exc.SQLAlchemyError, OSError) as exc:
             obj = ctx.obj if isinstance(ctx.obj, _Context) else None
             if obj is not None and obj.debug:
@@ -111,7 +144,7 @@ class _Group(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, db: str, debug: bool) -> None:
     """Inspect, compare, export and unwind the runs recorded in an AgentRelay ledger."""
-    ctx.obj = _Context(db, debug)
+    ctx.obj = _Context(db, ctx.get_parameter_source("db"), debug)
 
 
 def _since(value: str | None) -> dt.datetime | None:
@@ -160,6 +193,8 @@ def runs(
 @click.pass_obj
 def show(obj: _Context, run: str, trace_url: str | None, as_json: bool) -> None:
     """One run as a tree of its calls, with totals, input, output and a trace link."""
+    if trace_url:
+        _check_trace_url(trace_url)
     store = obj.store()
     run_id = resolve_run_id(store, run)
     record, calls = get_run(store, run_id), run_calls(store, run_id)
@@ -172,6 +207,24 @@ def show(obj: _Context, run: str, trace_url: str | None, as_json: bool) -> None:
         _json_out({"run": record, "calls": calls, "trace_url": link})
     else:
         render.run_tree(record, calls, link)
+
+
+def _check_trace_url(template: str) -> None:
+    """Fail with one line unless ``template`` is a ``str.format`` template whose only placeholders are
+    ``TRACE_URL_PLACEHOLDERS`` (so a typo is named before any ledger is read, never a traceback)."""
+    allowed = " and ".join("{" + name + "}" for name in TRACE_URL_PLACEHOLDERS)
+    what = f"the trace URL template {template!r} (--trace-url or ${TRACE_URL_ENV})"
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+    except ValueError as exc:
+        _fail(f"{what} is malformed ({exc}): write a literal brace as {{{{ or }}}}; use {allowed}")
+    for field in fields:
+        if field not in TRACE_URL_PLACEHOLDERS:
+            _fail(f"{what} has the unknown placeholder {{{field}}}: the allowed placeholders are {allowed}")
+    try:
+        template.format(trace_id="0" * 32, run_id="run")
+    except (ValueError, KeyError, IndexError, AttributeError) as exc:
+        _fail(f"{what} cannot be filled in ({type(exc).__name__}: {exc}): use plain {allowed}")
 
 
 @cli.command()
@@ -221,7 +274,7 @@ def export(obj: _Context, run: str, fmt: str) -> None:
     from .export import export_otlp
 
     sent = export_otlp(record, calls, os.environ, progress=render.progress)
-    click.echo(f"exported run {run_id}: {sent} spans (trace {record['trace_id']})")
+    click.echo(printable(f"exported run {run_id}: {sent} spans (trace {record['trace_id']})"))
 
 
 @cli.command()
@@ -235,16 +288,54 @@ def export(obj: _Context, run: str, fmt: str) -> None:
 @click.option("--force", is_flag=True, help="Unwind a run still marked running (its process is gone).")
 @click.pass_obj
 def compensate(obj: _Context, run: str, app: str, force: bool) -> None:
-    """Unwind a run whose process died before it could (safe to run twice)."""
+    """Unwind a run whose process died before it could (safe to run twice).
+
+    The run is unwound in the ledger of the runtime ``--app`` loads. A ``--db`` given on the command line
+    is put in ``$AGENT_RELAY_DATABASE_URL`` first (a runtime made by ``AgentRuntime.from_env()`` opens it);
+    a ``--db`` or ``$AGENT_RELAY_DATABASE_URL`` naming another ledger than the runtime's is refused.
+    """
+    if obj.db_source is ParameterSource.COMMANDLINE:
+        os.environ[DATABASE_URL_ENV] = obj.db
     runtime = _load_app(app)
-    run_id = resolve_run_id(runtime.ledger, run)
-    session = runtime.compensate(run_id, force=force)
-    for failure in session.compensation_errors:
-        click.echo(f"  {failure}", err=True)
-    click.echo(f"run {run_id}: {session.status}")
-    runtime.shutdown()
+    try:
+        if obj.db_source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+            _check_same_ledger(obj, app, runtime.ledger.db.url)
+        run_id = resolve_run_id(runtime.ledger, run)
+        session = runtime.compensate(run_id, force=force)
+        for failure in session.compensation_errors:
+            click.echo(f"  {printable(failure)}", err=True)
+        click.echo(f"run {printable(run_id)}: {session.status}")
+    finally:
+        runtime.shutdown()
     if session.compensation_errors:
         raise SystemExit(1)
+
+
+def _ledger_key(url: sa.URL) -> tuple[object, ...]:
+    """What names the database a URL opens, driver and credentials aside: a SQLite file by its real path,
+    a server database by backend, host, port (the backend's default when left out) and name."""
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        name = url.database or ":memory:"
+        if name != ":memory:" and not url.query.get("mode") and not name.startswith("file:"):
+            name = os.path.realpath(name)
+        return (backend, name)
+    return (backend, (url.host or "").lower(), url.port or _DEFAULT_PORTS.get(backend), url.database)
+
+
+def _check_same_ledger(obj: _Context, app: str, runtime_url: sa.URL) -> None:
+    """Fail unless ``--db`` names the ledger the ``--app`` runtime records to (both named, masked)."""
+    url = sa.make_url(obj.db)
+    if _ledger_key(url) == _ledger_key(runtime_url):
+        return
+    given = "--db" if obj.db_source is ParameterSource.COMMANDLINE else f"${DATABASE_URL_ENV}"
+    ours = url.render_as_string(hide_password=True)
+    theirs = runtime_url.render_as_string(hide_password=True)
+    _fail(
+        f"{given} names the ledger at {ours}, but the runtime of --app {app} records to {theirs}: "
+        f"refusing to unwind a run in another ledger than the one asked for. Point {given} at {theirs} "
+        f"(or leave it out), or make --app load a runtime on {ours}."
+    )
 
 
 def _load_app(spec: str) -> Any:
@@ -271,11 +362,18 @@ def db() -> None:
 @db.command()
 @click.pass_obj
 def upgrade(obj: _Context) -> None:
-    """Upgrade the ledger's schema in place (rows are kept; safe to run twice)."""
-    store = LedgerStore(obj.db)
-    start, end = store.upgrade()
-    store.dispose()
-    masked = store.database
+    """Upgrade the ledger's schema in place (rows are kept; safe to run twice).
+
+    A SQLite file that does not exist is refused and left uncreated, like the read commands do.
+    """
+    url = sa.make_url(obj.db)
+    _refuse_missing_file(url)
+    store = LedgerStore(url)
+    try:
+        start, end = store.upgrade()
+    finally:
+        store.dispose()
+    masked = printable(store.database)
     click.echo(
         f"{masked}: schema version {start} -> {end}"
         if start != end
@@ -284,23 +382,48 @@ def upgrade(obj: _Context) -> None:
 
 
 @cli.command()
-def demo() -> None:
-    """Run the demo (demo/agent.py of a source checkout) on the default SQLite ledger."""
-    import runpy
+@click.pass_obj
+def demo(obj: _Context) -> None:
+    """Run the demo (demo/agent.py of a source checkout) on the --db ledger.
 
+    The demo runs in a child process with ``$AGENT_RELAY_DATABASE_URL`` set to ``--db`` (by default
+    sqlite:///agent_relay.db in the working directory); its exit status is the command's.
+    """
     path = Path.cwd() / "demo" / "agent.py"
     if not path.exists():
         _fail("demo/agent.py not found: run this from the root of an agent-relay checkout")
-    runpy.run_path(str(path), run_name="__main__")
+    done = subprocess.run([sys.executable, str(path)], env={**os.environ, DATABASE_URL_ENV: obj.db})
+    if done.returncode:
+        raise SystemExit(done.returncode if done.returncode > 0 else 128 - done.returncode)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``agent-relay``."""
+    """Entry point of ``agent-relay``: its exit status.
+
+    A stdout closed before the output is written (``agent-relay show RUN | head -3``) is not an error:
+    the rest of the output is dropped and the status is 0, with nothing on stderr (Python docs, "Note on
+    SIGPIPE").
+    """
     try:
-        cli.main(args=argv, prog_name="agent-relay", standalone_mode=False)
-    except click.exceptions.Abort:
-        _fail("aborted", 130)
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
+        try:
+            cli.main(args=argv, prog_name="agent-relay", standalone_mode=False)
+        except click.exceptions.Abort:
+            _fail("aborted", 130)
+        except click.ClickException as exc:
+            exc.show()
+            return exc.exit_code
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's flush at exit
+    except (_StdoutClosed, BrokenPipeError):
+        _stdout_to_devnull()
     return 0
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout's file descriptor at /dev/null, so the interpreter's flush at exit writes what is left
+    of its buffer there instead of failing on the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is not a file (replaced by a test harness): nothing to redirect
+        pass

@@ -1,4 +1,8 @@
-"""Terminal output: Rich tables and trees on a terminal, plain text when piped."""
+"""Terminal output: Rich tables and trees on a terminal, plain text when piped.
+
+Every value read from the ledger goes through ``_field`` (control characters shown as escapes, Rich
+markup escaped): nothing a run recorded can style the output, move the cursor or forge a line.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from rich.tree import Tree
 
 from ..states import CallStatus, RunStatus
 from .diff import Pair
+from .text import printable
 
 T = TypeVar("T")
 
@@ -31,10 +36,18 @@ _STATUS_STYLE: dict[str, str] = {
 }
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """Stdout was closed early (``| head``): stop writing and let the command's caller end quietly
+        (Rich's own handler would exit with status 1)."""
+        self.quiet = True
+        raise BrokenPipeError
+
+
 def _console() -> Console:
-    console = Console(highlight=False, soft_wrap=False)
+    console = _Console(highlight=False, soft_wrap=False)
     if not console.is_terminal:  # piped: never squeeze columns to 80 characters
-        console = Console(highlight=False, soft_wrap=False, width=100_000)
+        console = _Console(highlight=False, soft_wrap=False, width=100_000)
     return console
 
 
@@ -42,12 +55,19 @@ def _box(console: Console) -> box.Box | None:
     return box.SIMPLE_HEAD if console.is_terminal else None
 
 
+def _field(value: Any) -> str:
+    """A ledger value as Rich markup that prints it as it is, control characters escaped."""
+    return escape(printable(value))
+
+
 def _status(value: str | None) -> str:
-    return f"[{_STATUS_STYLE.get(value or '', 'white')}]{value}[/]"
+    return f"[{_STATUS_STYLE.get(value or '', 'white')}]{_field(value)}[/]"
 
 
-def _money(value: Any) -> str:
-    return "" if value is None else f"${value:f}".rstrip("0").rstrip(".") if value else "$0"
+def _money(value: Any, unknown: bool = False) -> str:
+    """Dollars, trailing zeros cut; ``unknown`` (some usage unpriced) makes it a lower bound: ``$0.05+``."""
+    text = "" if value is None else f"${value:f}".rstrip("0").rstrip(".") if value else "$0"
+    return (text or "$0") + "+" if unknown else text
 
 
 def _duration(start: dt.datetime | None, end: dt.datetime | None) -> str:
@@ -65,7 +85,7 @@ def _short_json(value: Any, limit: int = 60) -> str:
     """Compact JSON, cut to ``limit``, escaped for Rich markup (user data must not style the output)."""
     if value is None:
         return ""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    text = printable(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str))
     return escape(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
@@ -104,12 +124,12 @@ def runs_table(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         body.append(
             (
-                r["run_id"],
-                escape(r["name"]),
+                _field(r["run_id"]),
+                _field(r["name"]),
                 _status(r["status"]),
-                r["mode"],
+                _field(r["mode"]),
                 str(r["calls"]),
-                _money(r["cost_usd"]),
+                _money(r["cost_usd"], bool(r["cost_unknown"])),
                 f"{r['input_tokens']}/{r['output_tokens']}",
                 _when(r["started_at"]),
                 _duration(r["started_at"], r["ended_at"]),
@@ -123,27 +143,28 @@ def runs_table(rows: list[dict[str, Any]]) -> None:
 def run_tree(run: dict[str, Any], calls: list[dict[str, Any]], trace_link: str | None) -> None:
     console = _console()
     title = (
-        f"run {run['run_id']}  {escape(run['name'])}  {_status(run['status'])}  mode {run['mode']}"
-        + (f" of {run['replay_of']}" if run["replay_of"] else "")
+        f"run {_field(run['run_id'])}  {_field(run['name'])}  {_status(run['status'])}"
+        f"  mode {_field(run['mode'])}"
+        + (f" of {_field(run['replay_of'])}" if run["replay_of"] else "")
         + (f" (first {run['fork_after']} replayed)" if run["fork_after"] is not None else "")
     )
     nodes: list[tuple[str, list[str]]] = []
     for call in calls:
         label = (
-            f"#{call['seq']} {escape(call['tool_name'])}  {call['phase']}  {_status(call['status'])}"
-            f"  {call['origin']}"
+            f"#{call['seq']} {_field(call['tool_name'])}  {_field(call['phase'])}  {_status(call['status'])}"
+            f"  {_field(call['origin'])}"
         )
         if call["attempts"] > 1:
             label += f"  attempts {call['attempts']}"
-        if call["cost_usd"] is not None:
-            label += f"  {_money(call['cost_usd'])}"
+        if call["cost_usd"] is not None or call["cost_unknown"]:
+            label += f"  {_money(call['cost_usd'], bool(call['cost_unknown']))}"
         label += f"  {_duration(call['started_at'], call['ended_at'])}"
         children = [f"args {_short_json(call['arguments'], 100)}"]
         if call["status"] == CallStatus.SUCCEEDED:
             children.append(f"output {_short_json(call['output'], 100)}")
         elif call["error_type"]:
             error = (call["error_message"] or "").splitlines()[0][:200] if call["error_message"] else ""
-            children.append(f"[red]error {escape(call['error_type'] + ': ' + error)}[/]")
+            children.append(f"[red]error {_field(call['error_type'] + ': ' + error)}[/]")
         nodes.append((label, children))
     if console.is_terminal:
         tree = Tree(title)
@@ -158,7 +179,9 @@ def run_tree(run: dict[str, Any], calls: list[dict[str, Any]], trace_link: str |
             lines.append("  " + _plain(label))
             lines.extend("      " + _plain(child) for child in children)
         sys.stdout.write("\n".join(lines) + "\n")
-    cost = _money(run["cost_usd"]) + (" (some usage unpriced)" if run["cost_unknown"] else "")
+    cost = _money(run["cost_usd"], bool(run["cost_unknown"])) + (
+        " (at least: some usage unpriced)" if run["cost_unknown"] else ""
+    )
     console.print(
         f"calls {len(calls)}  cost {cost}  tokens {run['input_tokens']} in / {run['output_tokens']} out"
         f"  started {_when(run['started_at'])}  took {_duration(run['started_at'], run['ended_at'])}"
@@ -167,9 +190,9 @@ def run_tree(run: dict[str, Any], calls: list[dict[str, Any]], trace_link: str |
     console.print(f"output {_short_json(run['output'], 200)}")
     if run["error_type"]:
         message = (run["error_message"] or "").splitlines()[0][:300] if run["error_message"] else ""
-        console.print(f"[red]error  {escape(run['error_type'] + ': ' + message)}[/]")
+        console.print(f"[red]error  {_field(run['error_type'] + ': ' + message)}[/]")
     if run["trace_id"]:
-        console.print(f"trace  {trace_link or run['trace_id']}")
+        console.print(f"trace  {_field(trace_link or run['trace_id'])}")
 
 
 _KIND_TEXT = {
@@ -186,11 +209,11 @@ def diff_table(run_a: str, run_b: str, pairs: list[Pair], first: int | None) -> 
     console = _console()
     body = []
     for i, p in enumerate(pairs):
-        a = escape(f"{p.a['tool_name']} #{p.a['seq']}") if p.a else ""
-        b = escape(f"{p.b['tool_name']} #{p.b['seq']}") if p.b else ""
+        a = _field(f"{p.a['tool_name']} #{p.a['seq']}") if p.a else ""
+        b = _field(f"{p.b['tool_name']} #{p.b['seq']}") if p.b else ""
         kind = "same" if p.kind == "same" else f"[yellow]{_KIND_TEXT[p.kind]}[/]"
-        body.append((str(i + 1), a, b, kind, escape(p.detail)))
-    console.print(f"A {run_a}\nB {run_b}")
+        body.append((str(i + 1), a, b, kind, _field(p.detail)))
+    console.print(f"A {_field(run_a)}\nB {_field(run_b)}")
     _table(console, ("#", "A", "B", "", "difference"), body)
     if first is None:
         console.print("the runs made the same calls with the same results")
@@ -198,7 +221,7 @@ def diff_table(run_a: str, run_b: str, pairs: list[Pair], first: int | None) -> 
         p = pairs[first]
         tool = (p.b or p.a or {}).get("tool_name")
         console.print(
-            escape(
+            _field(
                 f"first difference at call {first + 1} ({tool}): {_KIND_TEXT[p.kind]}"
                 + (f": {p.detail}" if p.detail else "")
             )
