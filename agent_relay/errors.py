@@ -240,9 +240,8 @@ class CallInDoubtError(AgentRelayError):
             f"tool call {tool_name!r} (call_id {call_id}) of run {run_id} was claimed by {owner}, which died "
             f"before recording its outcome: it may or may not have happened. Check the real outcome, then "
             f'record it with runtime.settle_call("{call_id}", "succeeded", output=...) if it happened, or '
-            f'runtime.settle_call("{call_id}", "failed") if it did not (it then runs again), and resume or '
-            f"compensate the run again; or declare the tool @tool(..., idempotent=True) if running it again "
-            f"is safe."
+            f'runtime.settle_call("{call_id}", "failed") if it did not, then resume or compensate the run '
+            f"again; or declare the tool @tool(..., idempotent=True) if running it again is safe."
         )
 
 
