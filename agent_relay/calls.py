@@ -101,6 +101,8 @@ class Invocation(ServedCall):
         if run is None:
             return None
         bound = spec.bind(args, kwargs)
+        if spec.receiver is not None:
+            del bound[spec.receiver]
         args_json = encode_arguments(spec.name, bound)
         user_key = None
         if spec.key is not None:
@@ -169,9 +171,15 @@ class Invocation(ServedCall):
         self.record = record
         writer = services.ledger.calls
         found: Found | None = None
-        if durability is Durability.OUTCOME and run.table.maybe_evicted(self.key):
-            try:  # no pending row will meet an earlier row of this key: look for it
+        # look for an earlier row of this key when no pending row will meet it (durability "outcome"), and
+        # for a caller-supplied key, whose earlier try may have failed with other arguments (Stripe's rule)
+        if self.user_key is not None or (
+            durability is Durability.OUTCOME and run.table.maybe_evicted(self.key)
+        ):
+            try:
                 found = writer.find(record)
+                if found is not None:
+                    self.check_user_key(found.arguments)
             except BaseException:
                 self.release()
                 raise

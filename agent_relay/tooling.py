@@ -99,6 +99,11 @@ def tool(
         )
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        if isinstance(func, classmethod | staticmethod):
+            raise ConfigurationError(
+                f"@tool must sit below @{type(func).__name__} (decorate the function, then make it a "
+                f"{type(func).__name__}): @{type(func).__name__} then @tool(runtime, ...), then def."
+            )
         if not callable(func):
             raise ConfigurationError(f"@tool decorates a function, not {func!r}.")
         if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
@@ -126,6 +131,7 @@ def tool(
             is_async=inspect.iscoroutinefunction(func),
             span_name=call_span_name(tool_name),
             signature=inspect.signature(func),
+            receiver=_receiver(func),
         )
         services = runtime.services
         wrapper = _async_wrapper(services, spec) if spec.is_async else _sync_wrapper(services, spec)
@@ -160,3 +166,16 @@ def _async_wrapper(services: Services, spec: ToolSpec) -> Callable[..., Awaitabl
         return await execute_async(call, func, args, kwargs)
 
     return wrapper
+
+
+def _receiver(func: Callable[..., Any]) -> str | None:
+    """The parameter a method receives its object or class in (``self``/``cls``, first): not recorded,
+    not part of the key — a call is the same call whichever object it was made on."""
+    params = list(inspect.signature(func).parameters.values())
+    if (
+        params
+        and params[0].name in ("self", "cls")
+        and params[0].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+    ):
+        return params[0].name
+    return None

@@ -241,6 +241,8 @@ def _advice(exc: BaseException) -> str:
             "Another process held the ledger's write lock longer than the busy timeout; retry, or raise "
             "LedgerOptions(busy_timeout_s=...)."
         )
+    if "deleted or replaced" in text:
+        return "Restore the ledger file (or point AGENT_RELAY_DATABASE_URL at it) and restart the process."
     if "unable to open" in text:
         return "Check that the ledger's directory exists and is writable."
     if "database" in text and "does not exist" in text:

@@ -12,6 +12,7 @@ and compares them.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -70,6 +71,9 @@ class SqliteCalls:
         self._engine = engine
         self._pooled: Any = None
         self._checkpointer = checkpointer
+        database = engine.url.database
+        self._path = database if database and database != ":memory:" and not engine.url.query else None
+        self._file: tuple[int, int] | None = None  # (device, inode) of the ledger file when first opened
         # True until a connection shows it is a plain sqlite3.Connection (no DB-API instrumentation)
         self.instrumented = True
 
@@ -90,8 +94,26 @@ class SqliteCalls:
 
     def _commit(self, conn: sqlite3.Connection) -> None:
         conn.execute("COMMIT")
+        if self._path is not None:
+            self._check_file()
         if self._checkpointer is not None:
             self._checkpointer.committed()
+
+    def _check_file(self) -> None:
+        """A commit counts only if it reached the ledger where it lives: a file deleted or replaced while
+        the connection was open takes commits that no reader will ever see."""
+        try:
+            st = os.stat(self._path)  # type: ignore[arg-type]
+            here: tuple[int, int] | None = (st.st_dev, st.st_ino)
+        except FileNotFoundError:
+            here = None
+        if self._file is None and here is not None:
+            self._file = here
+        if here is None or here != self._file:
+            raise sqlite3.OperationalError(
+                f"the ledger file {self._path} was deleted or replaced while this process was writing to it; "
+                f"the write went to the old file"
+            )
 
     def close(self) -> None:
         """Return the connection to the pool."""

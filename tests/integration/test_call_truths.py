@@ -10,7 +10,15 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from agent_relay import AgentRuntime, ConfigurationError, UnpricedUsageWarning, current_call, tool
+from agent_relay import (
+    AgentRuntime,
+    ConfigurationError,
+    IdempotencyKeyReuseError,
+    LedgerError,
+    UnpricedUsageWarning,
+    current_call,
+    tool,
+)
 from tests.support import calls_of
 
 
@@ -98,3 +106,87 @@ def test_openinference_usage_is_charged_once(database_url: str) -> None:
             assert session.cost_usd > 0
     finally:
         runtime.shutdown()
+
+
+def test_a_caller_key_reused_with_other_arguments_after_a_failure_is_refused(runtime: AgentRuntime) -> None:
+    ran: list[int] = []
+
+    @tool(runtime, key=lambda args: args["order"])
+    def charge(order: str, amount: int) -> str:
+        ran.append(amount)
+        if len(ran) == 1:
+            raise ConnectionError("card network down")
+        return "charged"
+
+    with runtime.agent_session(name="shop") as session:
+        with pytest.raises(ConnectionError):
+            charge("o-1", 10)
+        with pytest.raises(IdempotencyKeyReuseError, match="amount: 10 -> 99"):
+            charge("o-1", 99)  # the same order id, another amount: not this call's retry
+        assert charge("o-1", 10) == "charged"  # the retry of the same request runs
+    assert ran == [10, 10]
+    (row,) = calls_of(runtime, session.run_id)
+    assert (row["arguments"], row["output"], row["attempts"]) == (
+        {"order": "o-1", "amount": 10},
+        "charged",
+        2,
+    )
+
+
+def test_a_deleted_ledger_file_fails_the_next_call(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    runtime = AgentRuntime(f"sqlite:///{path}")
+    ran: list[str] = []
+    try:
+
+        @tool(runtime)
+        def send(to: str) -> str:
+            ran.append(to)
+            return "sent"
+
+        with pytest.raises(LedgerError, match="deleted or replaced"), runtime.agent_session(name="mail"):
+            send("a@example.com")
+            for leftover in tmp_path.iterdir():
+                leftover.unlink()  # the ledger is gone: a call must not report success into the void
+            send("b@example.com")
+    finally:
+        runtime.shutdown()
+    assert ran == ["a@example.com"]  # the second call's claim failed: its body never ran
+
+
+class Mailer:
+    def __init__(self, runtime: AgentRuntime, sent: list[str]) -> None:
+        self.sent = sent
+        self.connection = object()  # what a real client holds: nothing JSON can record
+
+    def deliver(self, to: str) -> str:
+        self.sent.append(to)
+        return f"sent to {to}"
+
+
+def test_methods_and_classmethods_can_be_tools(runtime: AgentRuntime) -> None:
+    sent: list[str] = []
+
+    class Client(Mailer):
+        @tool(runtime, name="client.send")
+        def send(self, to: str) -> str:
+            return self.deliver(to)
+
+        @classmethod
+        @tool(runtime, name="client.ping")
+        def ping(cls, host: str) -> str:
+            return f"{cls.__name__} pinged {host}"
+
+    a, b = Client(runtime, sent), Client(runtime, sent)
+    with runtime.agent_session(name="mail") as session:
+        assert a.send("x@example.com") == "sent to x@example.com"
+        assert b.send(to="x@example.com") == "sent to x@example.com"  # the same call: served
+        assert Client.ping("h") == "Client pinged h"
+    assert sent == ["x@example.com"]
+    rows = calls_of(runtime, session.run_id)
+    assert [(r["tool_name"], r["arguments"]) for r in rows] == [
+        ("client.send", {"to": "x@example.com"}),
+        ("client.ping", {"host": "h"}),
+    ]
+    with pytest.raises(ConfigurationError, match="below @staticmethod"):
+        tool(runtime)(staticmethod(lambda x: x))
