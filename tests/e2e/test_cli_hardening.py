@@ -71,10 +71,18 @@ HOSTILE = textwrap.dedent(
 )
 
 
+# Variables that would make Rich draw for a terminal (or not) whatever stdout is: the tests set them.
+TERMINAL_VARIABLES = ("FORCE_COLOR", "NO_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS", "TERM")
+
+
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """This environment without AgentRelay's and OpenTelemetry's variables, plus ``extra`` (a PYTHONPATH
-    in it goes before the one inherited)."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "AGENT_RELAY_"))}
+    """This environment without AgentRelay's, OpenTelemetry's and the terminal's variables, plus ``extra``
+    (a PYTHONPATH in it goes before the one inherited)."""
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OTEL_", "AGENT_RELAY_")) and k not in TERMINAL_VARIABLES
+    }
     env = {**clean, "PYTHONIOENCODING": "utf-8", **(extra or {})}
     if extra and "PYTHONPATH" in extra and os.environ.get("PYTHONPATH"):
         env["PYTHONPATH"] = os.pathsep.join([extra["PYTHONPATH"], os.environ["PYTHONPATH"]])
@@ -177,7 +185,7 @@ def test_json_output_keeps_values_exact_with_c1_controls_escaped(hostile: dict[s
 def test_on_a_terminal_only_styles_are_written(hostile: dict[str, str]) -> None:
     """Rich's tables and trees (a terminal, forced): the only escape sequences are its own colours."""
     tmp = Path(hostile["dir"])
-    terminal = {"FORCE_COLOR": "1", "TTY_COMPATIBLE": "1", "COLUMNS": "400"}
+    terminal = {"FORCE_COLOR": "1", "TTY_COMPATIBLE": "1", "TERM": "xterm-256color", "COLUMNS": "400"}
     for args in (("runs",), ("show", hostile["evil"]), ("diff", hostile["evil"], hostile["plain"])):
         out = cli("--db", hostile["db"], *args, cwd=tmp, env=terminal)
         assert out.returncode == 0, out.stderr
