@@ -49,6 +49,13 @@ class ReplaySource:
         row = self.by_key.get(key)
         return ReplayDecision(row=row) if row is not None else ReplayDecision(position=position)
 
+    @property
+    def before_fork_point(self) -> bool:
+        """Whether a fork still serves recorded calls (fewer distinct calls asked for than ``fork_after``);
+        always True for a replay."""
+        with self._lock:
+            return self.fork_after is None or len(self._requested) < self.fork_after
+
     def unrequested(self) -> list[Any]:
         """Recorded calls the replay never asked for (only meaningful once it has ended)."""
         with self._lock:

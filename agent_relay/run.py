@@ -8,6 +8,7 @@ for their fate. The run is carried by a context variable, so it follows threads 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from contextvars import ContextVar, Token
 from decimal import Decimal
@@ -55,8 +56,36 @@ class Run:
         self.open = False  # between the session's start and its end: calls may be made
         self.unwinding = False  # its saga is running: no new forward calls
         self.model_call_parents: set[int] = set()  # spans that wrap a model call recorded here
+        self._children: dict[str, list[str]] | None = None  # recorded child runs by name, not yet matched
+        self._children_lock = threading.Lock()
         self.in_doubt: list[str] = []  # ids of calls met in doubt: the run stops there, without unwinding
         self.secrets: set[str] = set()  # redacted values its calls saw: scrubbed out of the run's messages
+
+    def recorded_child(self, name: str) -> str | None:
+        """The recorded child run a session named ``name`` opened now inside this run stands for: the
+        k-th child of that name the recorded run opened, for the k-th such session opened here (a replay
+        or fork: of the replayed run; a resume: of this run). ``None``: it opened no such child."""
+        if self.mode is RunMode.RESUME:
+            source = self.run_id
+        elif self.replay is not None:
+            source = self.replay.run_id
+        else:
+            return None
+        with self._children_lock:
+            if self._children is None:
+                self._children = {}
+                for run_id, child_name in self.services.ledger.child_runs(source):
+                    self._children.setdefault(child_name, []).append(run_id)
+            recorded = self._children.get(name)
+            return recorded.pop(0) if recorded else None
+
+    @property
+    def serving_recorded(self) -> bool:
+        """Whether this run is still serving recorded calls (a replay; a fork before its point; a
+        resume), so a child session it opens covers the recorded child."""
+        if self.mode in (RunMode.REPLAY, RunMode.RESUME):
+            return True
+        return self.mode is RunMode.FORK and self.replay is not None and self.replay.before_fork_point
 
     @property
     def replay_of(self) -> str | None:

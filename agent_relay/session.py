@@ -39,6 +39,7 @@ from .errors import (
     EncodingError,
     LedgerError,
     OutputEncodingError,
+    ReplayDivergenceError,
     SessionStateError,
     UnknownRunError,
 )
@@ -93,6 +94,7 @@ class AgentSession:
         self._run: Run | None = None
         self._spend = RunSpend(self.run_id, self._limit)
         self._saga: Saga | None = None
+        self._resuming_child = False  # a child run resumed with its parent (it may have succeeded)
         self._span: trace.Span | None = None
         self._tokens: tuple[object, Token[Run | None]] | None = None
 
@@ -225,6 +227,8 @@ class AgentSession:
         parent = current_run()
         if parent is not None and self.mode is not RunMode.RECOVER:
             self.parent_run_id = parent.run_id
+            if self.mode is RunMode.LIVE and parent.serving_recorded:
+                self._cover_recorded_child(parent)
         span = services.tracer.start_span(
             spans.session_span_name(self.name),
             attributes=spans.session_attributes(
@@ -244,6 +248,28 @@ class AgentSession:
         self._run.open = True
         self._tokens = (otel_context.attach(trace.set_span_in_context(span)), self._run.enter())
         self.status = RunStatus.RUNNING
+
+    def _cover_recorded_child(self, parent: Run) -> None:
+        """A session opened inside a replay, fork or resume stands for the child run the recorded run
+        opened at that point: replayed with its parent (so no child tool runs live), resumed with it."""
+        child = parent.recorded_child(self.name)
+        if parent.mode is RunMode.RESUME:
+            if child is not None:
+                self.mode, self.run_id, self._resuming_child = RunMode.RESUME, child, True
+                self._spend = RunSpend(child, self._limit)
+            return
+        if child is None:
+            raise ReplayDivergenceError(
+                f"replay of run {parent.replay_of} diverged: the agent opened a session named {self.name!r} "
+                f"inside it, which the recorded run did not open there. No tool body ran. Replay with the "
+                f"inputs of the recorded run, or fork it (fork_after=...) to go live from the point of "
+                f"change.",
+                tool_name=self.name,
+                run_id=parent.run_id,
+                source_run_id=parent.replay_of or "",
+                position=-1,
+            )
+        self.mode, self.replay_of = RunMode.REPLAY, child
 
     def _open_run(self, ctx: trace.SpanContext) -> Run:
         """The run this session records: a new one (live, or a replay / fork of ``replay_of``, whose calls
@@ -287,7 +313,7 @@ class AgentSession:
             raise SessionStateError(
                 f"run {run_id} was compensated ({row.status}), so it cannot be resumed; start a new run."
             )
-        if row.status == RunStatus.SUCCEEDED:
+        if row.status == RunStatus.SUCCEEDED and not self._resuming_child:  # (a child: served again)
             raise SessionStateError(
                 f"run {run_id} succeeded; there is nothing to resume (replay it instead)."
             )

@@ -143,6 +143,13 @@ class LedgerStore:
         with self.reading("read a run", run_id) as conn:
             return conn.execute(sa.select(agent_runs).where(agent_runs.c.run_id == run_id)).first()
 
+    def child_runs(self, run_id: str) -> list[tuple[str, str]]:
+        """(run id, name) of the runs opened inside run ``run_id``, in the order they started."""
+        r = agent_runs.c
+        stmt = sa.select(r.run_id, r.name).where(r.parent_run_id == run_id).order_by(r.started_at, r.run_id)
+        with self.reading("read the child runs of a run", run_id) as conn:
+            return [(row.run_id, row.name) for row in conn.execute(stmt)]
+
     # --- reads of calls ------------------------------------------------------------------------------
     def list_calls(self, run_id: str) -> Sequence[Row[Any]]:
         with self.reading("read the calls of a run", run_id) as conn:
