@@ -29,6 +29,7 @@ from .errors import (
     UnknownToolError,
     UnpricedUsageError,
     UnpricedUsageWarning,
+    UnrecordedCallWarning,
 )
 from .instrument import instrument, uninstrument
 from .ledger import LedgerOptions, LedgerSpanProcessor
@@ -66,6 +67,7 @@ __all__ = [
     "UnknownToolError",
     "UnpricedUsageError",
     "UnpricedUsageWarning",
+    "UnrecordedCallWarning",
     "__version__",
     "current_call",
     "instrument",

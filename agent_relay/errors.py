@@ -26,8 +26,9 @@ input the usual way catches them too::
     ├── ReplayedError                        a recorded failure whose type cannot be rebuilt safely
     └── RuntimeClosedError                   the runtime was shut down
 
-Warnings: ``UnpricedUsageWarning`` (a ``UserWarning``): usage of a model with no known price was recorded
-as unpriced in a session without a budget.
+Warnings (``UserWarning``s): ``UnpricedUsageWarning``: usage of a model with no known price was recorded
+as unpriced in a session without a budget. ``UnrecordedCallWarning``: a tool was called outside any
+session's context while a session of its runtime was open (a thread that did not copy the context).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ __all__ = [
     "UnknownToolError",
     "UnpricedUsageError",
     "UnpricedUsageWarning",
+    "UnrecordedCallWarning",
 ]
 
 
@@ -294,3 +296,9 @@ class RuntimeClosedError(AgentRelayError):
 
 class UnpricedUsageWarning(UserWarning):
     """Usage of a model with no known price was recorded as unpriced (the run's cost is a lower bound)."""
+
+
+class UnrecordedCallWarning(UserWarning):
+    """A tool ran unrecorded — outside any session's context — while a session of its runtime was open:
+    typically a thread pool's worker, which does not inherit the caller's context. Submit the work with
+    ``contextvars.copy_context().run`` (or ``asyncio.to_thread``, which copies it) to record it."""

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import warnings
 from collections.abc import Mapping
 from typing import Protocol
 
 from opentelemetry.trace import Tracer
 
 from . import compensation
-from .errors import DuplicateToolError, RuntimeClosedError
+from .errors import DuplicateToolError, RuntimeClosedError, UnrecordedCallWarning
 from .ledger.store import LedgerStore
 from .metrics import Instruments
 from .pricing import PriceTable
@@ -33,6 +34,8 @@ class Services:
     durability: Durability
     tools: dict[str, ToolSpec] = dataclasses.field(default_factory=dict)
     closed: bool = False
+    open_sessions: int = 0  # sessions between their start and their end, in any thread
+    warned_unrecorded: set[str] = dataclasses.field(default_factory=set)  # tools warned about once
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
     def register(self, spec: ToolSpec) -> None:
@@ -46,6 +49,29 @@ class Services:
     def snapshot(self) -> Mapping[str, ToolSpec]:
         with self.lock:
             return dict(self.tools)
+
+    def session_opened(self, opened: bool) -> None:
+        """Count a session of this runtime starting (``True``) or ending."""
+        with self.lock:
+            self.open_sessions += 1 if opened else -1
+
+    def unrecorded(self, spec: ToolSpec) -> None:
+        """A tool ran outside any session: warn once per tool if a session is open elsewhere (the call
+        probably came from a thread that did not copy the session's context)."""
+        if not self.open_sessions or spec.name in self.warned_unrecorded:
+            return
+        with self.lock:
+            if spec.name in self.warned_unrecorded:
+                return
+            self.warned_unrecorded.add(spec.name)
+        warnings.warn(
+            f"agent-relay: tool {spec.name!r} ran unrecorded: it was called outside any session's context "
+            f"while a session of its runtime is open (a thread pool's worker does not inherit the caller's "
+            f"context). Submit it with contextvars.copy_context().run(...), or asyncio.to_thread, to record "
+            f"it in the session.",
+            UnrecordedCallWarning,
+            stacklevel=4,
+        )
 
     def check_open(self) -> None:
         if self.closed:

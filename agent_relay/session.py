@@ -246,6 +246,7 @@ class AgentSession:
             span.set_attribute(semconv.REPLAY_OF, self.replay_of)
         self._span = span
         self._run.open = True
+        services.session_opened(True)
         self._tokens = (otel_context.attach(trace.set_span_in_context(span)), self._run.enter())
         self.status = RunStatus.RUNNING
 
@@ -368,6 +369,7 @@ class AgentSession:
         assert self._span is not None and self._tokens is not None and self._run is not None
         span, (otel_token, run_token), run = self._span, self._tokens, self._run
         run.open = False
+        self._services.session_opened(False)
         self.status = self._final_status(exc)
         if run.replay is not None:
             self.unrequested_calls = run.replay.unrequested()

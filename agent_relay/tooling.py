@@ -148,6 +148,7 @@ def _sync_wrapper(services: Services, spec: ToolSpec) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         call = Invocation.forward(services, spec, args, kwargs)
         if call is None:
+            services.unrecorded(spec)
             with plain_call(services, spec):
                 return func(*args, **kwargs)
         return execute(call, func, args, kwargs)
@@ -161,6 +162,7 @@ def _async_wrapper(services: Services, spec: ToolSpec) -> Callable[..., Awaitabl
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         call = Invocation.forward(services, spec, args, kwargs)
         if call is None:
+            services.unrecorded(spec)
             with plain_call(services, spec):
                 return await func(*args, **kwargs)
         return await execute_async(call, func, args, kwargs)

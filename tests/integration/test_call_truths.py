@@ -16,6 +16,7 @@ from agent_relay import (
     IdempotencyKeyReuseError,
     LedgerError,
     UnpricedUsageWarning,
+    UnrecordedCallWarning,
     current_call,
     tool,
 )
@@ -190,3 +191,21 @@ def test_methods_and_classmethods_can_be_tools(runtime: AgentRuntime) -> None:
     ]
     with pytest.raises(ConfigurationError, match="below @staticmethod"):
         tool(runtime)(staticmethod(lambda x: x))
+
+
+def test_a_tool_called_from_a_thread_without_the_sessions_context_warns_once(runtime: AgentRuntime) -> None:
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    @tool(runtime)
+    def fetch(n: int) -> int:
+        return n
+
+    with runtime.agent_session(name="pool") as session, ThreadPoolExecutor(2) as pool:
+        with pytest.warns(UnrecordedCallWarning, match="copy_context") as warned:
+            assert list(pool.map(fetch, [1, 2, 3])) == [1, 2, 3]  # no context: unrecorded
+        assert len(warned) == 1  # once per tool, not once per call
+        ctx = contextvars.copy_context()
+        assert pool.submit(ctx.run, fetch, 4).result() == 4  # the session's context: recorded
+    assert [r["arguments"] for r in calls_of(runtime, session.run_id)] == [{"n": 4}]
+    fetch(5)  # no session open anywhere: a plain call, no warning (warnings are errors in this suite)

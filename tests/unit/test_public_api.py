@@ -16,8 +16,8 @@ EXPECTED = {
     "DuplicateToolError", "EncodingError", "IdempotencyKeyReuseError", "LedgerError", "LedgerOptions",
     "LedgerSpanProcessor", "ModelPrice", "OutputEncodingError", "ReplayDivergenceError", "ReplayedError",
     "RuntimeClosedError", "SchemaVersionError", "SessionStateError", "UnknownRunError", "UnknownToolError",
-    "UnpricedUsageError", "UnpricedUsageWarning", "__version__", "current_call", "instrument", "tool",
-    "uninstrument",
+    "UnpricedUsageError", "UnpricedUsageWarning", "UnrecordedCallWarning", "__version__", "current_call",
+    "instrument", "tool", "uninstrument",
 }  # fmt: skip
 
 
