@@ -21,10 +21,6 @@ ROW: Final = tuple(c.name for c in tool_calls.c)
 """Every column: a finished call's row (a served replay row, an ``outcome``-durability call)."""
 KEY: Final = ("run_id", "phase", "idempotency_key")
 """The unique key: one row per call of a run."""
-CONFLICT: Final = ("call_id",)
-"""What a claim's insert meets when the call's row exists: its primary key, derived from ``KEY`` (so one
-arbiter covers both unique indexes; on PostgreSQL, an insert racing another on the other index failed
-with a unique violation instead of meeting the row)."""
 ATTEMPT: Final = ("seq", "trace_id", "span_id", "started_at", "owner")
 """What every try of a call writes anew (a failed call run again keeps its row and ``call_id``)."""
 OUTCOME: Final = (

@@ -26,7 +26,7 @@ def _with_retry(insert: Any) -> Any:
     """A new try over a failed row of the same key: its attempt and outcome columns anew, the attempt
     counted (the row and its ``call_id`` stay); over any other row, nothing (no row returned)."""
     return insert.on_conflict_do_update(
-        index_elements=[_c[name] for name in col.CONFLICT],
+        index_elements=[_c[name] for name in col.KEY],
         set_={name: insert.excluded[name] for name in col.RETRY_SET} | {"attempts": _c.attempts + 1},
         where=_c.status == CallStatus.FAILED,
     ).returning(_c.attempts)
@@ -72,6 +72,16 @@ class SqlCalls:
         pass  # connections go back to the pool after each method
 
     def claim(self, record: CallRecord) -> Claim:
+        try:
+            with self._write.begin() as conn:
+                return self._claim_on(conn, record)
+        except sa.exc.IntegrityError as exc:
+            if not _unique_violation(exc):
+                raise
+        # Another worker inserted the row between this insert's check and its own index entries: the
+        # server arbitrates ON CONFLICT on one unique index only, and tool_calls has two (the primary key
+        # call_id, and (run_id, phase, idempotency_key), both naming the call). That row is committed now,
+        # so claiming again meets it.
         with self._write.begin() as conn:
             return self._claim_on(conn, record)
 
@@ -102,17 +112,22 @@ class SqlCalls:
         ]
         with self._write.begin() as conn:
             for write, record in writes:
-                savepoint = conn.begin_nested() if savepoints else None
-                try:
-                    results.append(write(conn, record))
-                except sa.exc.DBAPIError as exc:
-                    if savepoint is None:
-                        raise  # it aborted the transaction: the caller tries again with savepoints
-                    savepoint.rollback()
-                    results.append(exc)
+                if not savepoints:
+                    results.append(write(conn, record))  # a failure aborts: tried again with savepoints
                     continue
-                if savepoint is not None:
+                for last_try in (False, True):  # (a claim that lost a race on the other index: again)
+                    savepoint = conn.begin_nested()
+                    try:
+                        results.append(write(conn, record))
+                    except sa.exc.DBAPIError as exc:
+                        savepoint.rollback()
+                        racing = isinstance(exc, sa.exc.IntegrityError) and _unique_violation(exc)
+                        if last_try or write != self._claim_on or not racing:
+                            results.append(exc)
+                            break
+                        continue
                     savepoint.commit()
+                    break
         return results[: len(claims)], results[len(claims) :]
 
     def insert_rows(self, records: Sequence[CallRecord]) -> None:
@@ -147,3 +162,8 @@ class SqlCalls:
             return conn.execute(self._insert_outcome, self._row_values(record)).scalar() is not None
         values = self._outcome_values(record) | {"b_call_id": record.call_id}
         return conn.execute(self._finish, values).rowcount == 1
+
+
+def _unique_violation(exc: sa.exc.IntegrityError) -> bool:
+    """Whether ``exc`` is a unique violation (SQLSTATE 23505), not another integrity error."""
+    return getattr(exc.orig, "sqlstate", None) == "23505"

@@ -35,7 +35,7 @@ def _assign(names: tuple[str, ...], source: str) -> str:
 
 # a new try over a failed row of the same key: its attempt and outcome columns anew, the attempt counted
 _RETRY = (
-    f" ON CONFLICT ({', '.join(col.CONFLICT)}) DO UPDATE SET {_assign(col.RETRY_SET, 'excluded.{}')}, "
+    f" ON CONFLICT ({', '.join(col.KEY)}) DO UPDATE SET {_assign(col.RETRY_SET, 'excluded.{}')}, "
     f"attempts = tool_calls.attempts + 1 WHERE tool_calls.status = '{CallStatus.FAILED}' RETURNING attempts"
 )
 CLAIM = _insert(col.CLAIM) + _RETRY
