@@ -9,6 +9,8 @@ own report next to this file; RESULTS.md gathers them.
 
 From the repository root: ``python bench/run_all.py`` (about 15 minutes on a 2-core machine). ``--quick``
 runs every case once with tiny sizes (what the test suite's smoke test does) and writes to ``--out-dir``.
+``--no-venv`` measures agent_relay's own cases only: ``bench_compare.py`` runs in this interpreter, without
+DBOS and LangGraph, and ``bench/.venv`` is neither used nor created (nothing is installed).
 """
 
 from __future__ import annotations
@@ -27,8 +29,11 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 
 
-def _steps(quick: bool, out_dir: Path, pg_url: str | None) -> list[tuple[str, list[str], Path]]:
-    """(title, arguments, report) of each benchmark: full sizes, or ``quick`` ones that only prove it runs."""
+def _steps(
+    quick: bool, out_dir: Path, pg_url: str | None, no_venv: bool = False
+) -> list[tuple[str, list[str], Path]]:
+    """(title, arguments, report) of each benchmark: full sizes, or ``quick`` ones that only prove it runs;
+    ``no_venv``: the comparison without bench/.venv (DBOS and LangGraph not measured)."""
     overhead = ["--calls", "30", "--repeats", "1", "--durability-calls", "10"] if quick else []
     compare = (
         ["--calls", "20", "--repeats", "1", "--thread-calls", "16", "--memory-calls", "200"] if quick else []
@@ -38,7 +43,9 @@ def _steps(quick: bool, out_dir: Path, pg_url: str | None) -> list[tuple[str, li
     if pg_url:
         workers += ["--pg-url", pg_url]
     compare += ["--overhead-report", str(out_dir / "RESULTS_OVERHEAD.md")]
-    if not (BENCH_DIR / ".venv" / "bin" / "python").exists():
+    if no_venv:
+        compare.append("--no-venv")
+    elif not (BENCH_DIR / ".venv" / "bin" / "python").exists():
         compare.append("--setup")
     return [
         (
@@ -86,10 +93,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--pg-url", default=None, help="PostgreSQL for bench_workers.py (its default if unset)"
     )
+    parser.add_argument(
+        "--no-venv",
+        action="store_true",
+        help="agent_relay's cases only: no bench/.venv, so no DBOS or LangGraph (and nothing installed)",
+    )
     args = parser.parse_args(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     sections, took = [], []
-    steps = _steps(args.quick, args.out_dir, args.pg_url)
+    steps = _steps(args.quick, args.out_dir, args.pg_url, args.no_venv)
     for title, step, report in steps:
         command = [sys.executable, str(BENCH_DIR / step[0]), *step[1:], "--out", str(report)]
         print(f"== {title}: {shlex.join(command)}", file=sys.stderr, flush=True)
@@ -99,7 +111,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sections.append((title, step, report.read_text(encoding="utf-8")))
     compare = next(text for _, step, text in sections if step[0] == "bench_compare.py")
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    command = "python bench/run_all.py" + (" --quick" if args.quick else "")
+    command = (
+        "python bench/run_all.py"
+        + (" --quick" if args.quick else "")
+        + (" --no-venv" if args.no_venv else "")
+    )
     body = [
         "# agent_relay benchmarks",
         "",
