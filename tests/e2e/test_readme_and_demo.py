@@ -15,9 +15,12 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTINUES = "# continuing the basic workflow above"
-_RAW = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+README = (ROOT / "README.md").read_text()
+_RAW = re.findall(r"```python\n(.*?)```", README, flags=re.S)
 # A block that continues the basic workflow runs after it, as a reader would run it.
 BLOCKS = [_RAW[0] + block if block.startswith(CONTINUES) else block for block in _RAW]
+# What a block prints, where printing is what it shows: (a line of the block, its whole output).
+PRINTS = [('print(f"cancelling {forward_result}")', "cancelling PNR-LH400\n")]  # the forward call's result
 
 
 def _env() -> dict[str, str]:
@@ -25,8 +28,11 @@ def _env() -> dict[str, str]:
     return env
 
 
-def test_readme_has_examples() -> None:
+def test_readme_has_examples_that_check_what_they_show() -> None:
     assert len(BLOCKS) >= 2
+    assert len(BLOCKS) == README.count("```python")  # every block is run below
+    # A block without an assert passes whatever the code did (a replay that silently ran live, say).
+    assert [i for i, block in enumerate(_RAW) if not re.search(r"^\s*assert ", block, flags=re.M)] == []
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
@@ -40,6 +46,9 @@ def test_readme_example_runs(index: int, tmp_path: Path) -> None:
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
+    for line, output in PRINTS:
+        if line in BLOCKS[index]:
+            assert proc.stdout == output
 
 
 def test_seed_example_leaves_the_promised_rows(tmp_path: Path) -> None:
