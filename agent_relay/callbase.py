@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 from opentelemetry.trace import Span
 
 from . import semconv, spans
+from .calltable import Serve
 from .compensation import Step
 from .encoding import JSONValue, canonical_dumps
 from .errors import ConfigurationError, IdempotencyKeyReuseError
@@ -24,6 +25,7 @@ from .states import Origin, Phase
 
 MAX_ERROR_MESSAGE = 4000
 _NONE: frozenset[str] = frozenset()
+_ZERO = Decimal(0)
 
 
 class CallBase:
@@ -92,7 +94,7 @@ class CallBase:
         self.call_id = call_id(run.run_id, phase, self.key)  # the ledger's id of this call
         # the redacted values among the arguments: scrubbed out of every message about this call (and the
         # run's), since an error may quote them
-        self.secrets = spec.content.redactor.secrets(args_json) if spec.content.redactor else _NONE
+        self.secrets = spec.content.redactor.secrets(args_json) if spec.content.redacts else _NONE
         if self.secrets:
             run.secrets.update(self.secrets)
         self.record: CallRecord | None = None
@@ -101,7 +103,7 @@ class CallBase:
         self.batched = False  # its claim went with other calls' (the processor never saw its span)
         self.output_json: JSONValue = None
         self.deadline: float | None = None  # waiting on another worker's row: until when
-        self.usage_cost = Decimal(0)
+        self.usage_cost = _ZERO
 
     # --- the span --------------------------------------------------------------------------------------
     def start_span(self, seq: int | None = None, extra: dict[str, Any] | None = None) -> Span:
@@ -144,7 +146,7 @@ class CallBase:
     def release(self, output: Any = None, *, succeeded: bool = False) -> None:
         """Settle the reservation; a succeeded call is kept to serve again (with its arguments only when a
         caller-supplied key must be checked against them: the index grows with every call)."""
-        done = ((self.args_json if self.user_key is not None else None), output) if succeeded else None
+        done = Serve(self.args_json if self.user_key is not None else None, output) if succeeded else None
         self.run.table.release(self.phase, self.key, done)
 
     def abandon(self, exc: BaseException) -> NoReturn:
@@ -176,6 +178,8 @@ class CallBase:
         could not be priced."""
         record, spend = self.record, self.run.spend
         assert record is not None
+        if cost is None and record.input_tokens is None and not record.cost_unknown:
+            return  # (most tools cost nothing and use no model: nothing to count)
         passed = spend.charge(
             cost,
             input_tokens=record.input_tokens or 0,

@@ -117,8 +117,6 @@ class Refuse(NamedTuple):
 Fate = Serve | Wait | Live | Replay | Diverge | Refuse
 NewCall = Live | Replay | Diverge | Refuse  # what a call neither served nor in flight may become
 
-_MISSING: Any = object()
-
 
 class CallTable:
     """One run's calls in memory. Thread-safe."""
@@ -128,7 +126,7 @@ class CallTable:
         self._seq = itertools.count(first_seq)
         self._keep_all = keep_all  # a replay keeps every served call (its source is in memory anyway)
         # (phase, key) -> (arguments, output) of succeeded calls, least recently used first
-        self._done: OrderedDict[tuple[str, str], tuple[Any, Any]] = OrderedDict()
+        self._done: OrderedDict[tuple[str, str], Serve] = OrderedDict()
         self._evicted: bytearray | None = None  # which keys the index dropped (see maybe_evicted)
         self._inflight: dict[tuple[str, str], Flight] = {}
         self._occurrences: dict[str, int] = {}
@@ -145,10 +143,10 @@ class CallTable:
         ``new_call(next_seq, phase, key, tool)`` decides (it runs under the table's lock). A ``Live`` or
         ``Replay`` call is in flight until ``release``."""
         with self._lock:
-            done = self._done.get((phase, key), _MISSING)
-            if done is not _MISSING:
+            done = self._done.get((phase, key))
+            if done is not None:
                 self._done.move_to_end((phase, key))
-                return Serve(*done)
+                return done
             flight = self._inflight.get((phase, key))
             if flight is not None:
                 return Wait(flight)
@@ -160,7 +158,7 @@ class CallTable:
     def _next_seq(self) -> int:
         return next(self._seq)
 
-    def release(self, phase: str, key: str, done: tuple[Any, Any] | None = None) -> None:
+    def release(self, phase: str, key: str, done: Serve | None = None) -> None:
         """Settle a reserved call: succeeded (``done`` = its arguments and output) or not; wake waiters."""
         with self._lock:
             if done is not None:

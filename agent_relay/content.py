@@ -167,10 +167,11 @@ class ContentPolicy:
 class ToolContent:
     """A ``ContentPolicy`` as it applies to one tool (its own ``capture_content`` and ``redact`` added)."""
 
-    __slots__ = ("capture", "limit", "redact_ledger", "redactor")
+    __slots__ = ("capture", "limit", "redact_ledger", "redactor", "redacts")
 
     def __init__(self, capture: bool, redactor: Redactor, redact_ledger: bool, limit: int) -> None:
         self.capture, self.redactor, self.redact_ledger, self.limit = capture, redactor, redact_ledger, limit
+        self.redacts = bool(redactor)  # (asked on every call: kept, not recomputed)
 
     def span_text(self, value: JSONValue) -> str:
         return attribute_text(self.redactor(value), self.limit)

@@ -56,16 +56,25 @@ def _max_int_bits() -> int:
     return int(digits * 3.3219) if digits else 0  # (log2(10) bits per digit; 0: no limit)
 
 
+def _utf8(value: str, path: str) -> str:
+    """``value``, if UTF-8 can encode it (a lone surrogate cannot be stored or exported)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _Unencodable(
+            path, "str", f"it holds {value[exc.start : exc.end]!a}, which UTF-8 cannot encode"
+        ) from None
+    return value
+
+
 def _walk(value: Any, path: str, depth: int = 0) -> JSONValue:
-    if isinstance(value, str):
-        if not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise _Unencodable(
-                    path, "str", f"it holds {value[exc.start : exc.end]!a}, which UTF-8 cannot encode"
-                ) from None
+    kind = type(value)
+    if kind is str:  # (the common cases first, by exact type: this runs for every argument)
+        return value if value.isascii() else _utf8(value, path)
+    if (kind is int and value.bit_length() <= 64) or kind is bool or value is None:
         return value
+    if isinstance(value, str):  # a str subclass (an enum's member, say)
+        return _utf8(value, path)
     if isinstance(value, int) and value.bit_length() > 64 and not isinstance(value, bool):
         limit = _max_int_bits()
         if limit and value.bit_length() > limit:

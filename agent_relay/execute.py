@@ -33,7 +33,7 @@ def execute(
     has been read to its end); ``served`` shapes a served value (a recorded stream, replayed).
     """
     step = call.begin()
-    while True:
+    while type(step) is not Go and type(step) is not Done:  # (waiting is rare: straight on, usually)
         if isinstance(step, Wait):
             call.wait(step)
             step = call.begin()
@@ -90,7 +90,7 @@ async def _execute_async(
     batcher: LoopBatcher | None,
 ) -> Any:
     step = call.begin(batch=batcher is not None and batcher.shared)
-    while True:
+    while type(step) is not Go and type(step) is not Done:
         if isinstance(step, Wait):
             await call.wait_async(step)
             step = call.begin(batch=batcher is not None and batcher.shared)

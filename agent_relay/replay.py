@@ -11,20 +11,13 @@ import builtins
 import json
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
+from .calltable import Diverge, Live, Replay
 from .encoding import JSONValue
 from .errors import ReplayDivergenceError, ReplayedError
 
 _MAX_SHOWN = 200
-
-
-class ReplayDecision(NamedTuple):
-    """``row`` set: serve it; ``position`` set: the source has no such call there (diverged); neither:
-    run the call live (a fork past its point)."""
-
-    row: Any = None
-    position: int | None = None
 
 
 class ReplaySource:
@@ -38,16 +31,17 @@ class ReplaySource:
         self._lock = threading.Lock()
         self._requested: dict[str, int] = {}  # key -> position in the order the replay first asked
 
-    def decide(self, key: str) -> ReplayDecision:
-        """Serve the recorded row, go live (a fork past its point), or diverge, for a call with ``key``."""
+    def decide(self, key: str, next_seq: Callable[[], int]) -> Replay | Diverge | Live:
+        """The fate of a call with ``key`` (numbered by ``next_seq``): serve the recorded row, diverge (the
+        source has no such call), or run live (a fork past its point)."""
         with self._lock:
             position = self._requested.get(key)
             if position is None:
                 position = self._requested[key] = len(self._requested)
         if self.fork_after is not None and position >= self.fork_after:
-            return ReplayDecision()
+            return Live(next_seq())
         row = self.by_key.get(key)
-        return ReplayDecision(row=row) if row is not None else ReplayDecision(position=position)
+        return Replay(next_seq(), row) if row is not None else Diverge(next_seq(), position)
 
     @property
     def before_fork_point(self) -> bool:

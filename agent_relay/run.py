@@ -13,7 +13,7 @@ from collections.abc import Callable
 from contextvars import ContextVar, Token
 from decimal import Decimal
 
-from .calltable import CallTable, Diverge, Fate, Live, NewCall, Refuse, Replay
+from .calltable import CallTable, Fate, Live, NewCall, Refuse
 from .errors import SessionStateError
 from .ledger.writer import ServedRows
 from .replay import ReplaySource
@@ -52,6 +52,7 @@ class Run:
         self.spend = spend
         self.replay = replay
         self.table = CallTable(first_seq=first_seq, keep_all=replay is not None)
+        self._decide = self._new_call  # (bound once: it is passed on every call)
         self.served = ServedRows(services.ledger.calls)
         self.open = False  # between the session's start and its end: calls may be made
         self.unwinding = False  # its saga is running: no new forward calls
@@ -117,7 +118,7 @@ class Run:
                 f"the session of run {self.run_id} ({self.name!r}) is not open; tools can only be called "
                 f"inside its with-block."
             )
-        return self.table.reserve(phase, key, self._new_call, tool_name)
+        return self.table.reserve(phase, key, self._decide, tool_name)
 
     def _new_call(self, next_seq: Callable[[], int], phase: str, key: str, tool_name: str) -> NewCall:
         """The fate of a call neither served nor in flight (under the call table's lock)."""
@@ -133,9 +134,4 @@ class Run:
                 return Refuse(self.spend.budget_error(None))
         if self.replay is None:
             return Live(next_seq())
-        decision = self.replay.decide(key)
-        if decision.row is not None:
-            return Replay(next_seq(), decision.row)
-        if decision.position is not None:
-            return Diverge(next_seq(), decision.position)
-        return Live(next_seq())
+        return self.replay.decide(key, next_seq)

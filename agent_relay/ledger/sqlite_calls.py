@@ -73,7 +73,7 @@ class SqliteCalls:
         self._checkpointer = checkpointer
         database = engine.url.database
         self._path = database if database and database != ":memory:" and not engine.url.query else None
-        self._file: tuple[int, int] | None = None  # (device, inode) of the ledger file when first opened
+        self._file: int | None = None  # a descriptor of the ledger file, to see it deleted (see _check_file)
         # True until a connection shows it is a plain sqlite3.Connection (no DB-API instrumentation)
         self.instrumented = True
 
@@ -100,16 +100,11 @@ class SqliteCalls:
             self._checkpointer.committed()
 
     def _check_file(self) -> None:
-        """A commit counts only if it reached the ledger where it lives: a file deleted or replaced while
-        the connection was open takes commits that no reader will ever see."""
-        try:
-            st = os.stat(self._path)  # type: ignore[arg-type]
-            here: tuple[int, int] | None = (st.st_dev, st.st_ino)
-        except FileNotFoundError:
-            here = None
-        if self._file is None and here is not None:
-            self._file = here
-        if here is None or here != self._file:
+        """A commit counts only if it reached the ledger where it lives: a file deleted (or replaced by
+        another, which unlinks it) while the connection was open takes commits no reader will ever see."""
+        if self._file is None:
+            self._file = os.open(self._path, os.O_RDONLY)  # type: ignore[arg-type]
+        if os.fstat(self._file).st_nlink == 0:
             raise sqlite3.OperationalError(
                 f"the ledger file {self._path} was deleted or replaced while this process was writing to it; "
                 f"the write went to the old file"
@@ -117,6 +112,9 @@ class SqliteCalls:
 
     def close(self) -> None:
         """Return the connection to the pool."""
+        file, self._file = self._file, None
+        if file is not None:
+            os.close(file)
         pooled, self._pooled = self._pooled, None
         if pooled is not None:
             with contextlib.suppress(Exception):
