@@ -101,8 +101,8 @@ class Invocation(ServedCall):
         if run is None:
             return None
         bound = spec.bind(args, kwargs)
-        if spec.receiver is not None:
-            del bound[spec.receiver]
+        for name in spec.excluded:
+            del bound[name]
         args_json = encode_arguments(spec.name, bound)
         user_key = None
         if spec.key is not None:

@@ -40,7 +40,7 @@ class ToolSpec:
     is_async: bool
     span_name: str
     signature: inspect.Signature = dataclasses.field(repr=False)
-    receiver: str | None = None  # a method's ``self``/``cls``: left out of the record and the key
+    excluded: tuple[str, ...] = ()  # left out of the record and the key (``exclude=``, ``self``/``cls``)
     bind: Binder = dataclasses.field(init=False, repr=False)  # binds a call's arguments to ``signature``
     _decode: Callable[[Any], Any] | None = dataclasses.field(default=None, repr=False)
     _hints: dict[str, Any] | None = dataclasses.field(default=None, repr=False)

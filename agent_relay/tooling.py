@@ -47,6 +47,7 @@ def tool(
     redact: tuple[str, ...] = (),
     provider: str | None = None,
     durability: str | None = None,
+    exclude: tuple[str, ...] = (),
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Register the decorated function as a tool of ``runtime``.
 
@@ -67,6 +68,9 @@ def tool(
     of the runtime's. ``provider``: for ``kind="llm"``, the model provider (``openai``, ``anthropic``...)
     named on spans. ``durability``: ``"strict"`` or ``"outcome"`` for this tool's live calls (default:
     the runtime's; see ``AgentRuntime``); a resumed run's calls and compensations are always strict.
+    ``exclude``: parameters left out of the recorded arguments and the key — a context object a framework
+    passes in, a client, a callback: the call is the same call whatever they are (a method's ``self`` /
+    ``cls`` always is). Their values are passed to the tool live; a replay serves the call without them.
 
     Raises ``ConfigurationError`` (a ``ValueError``) for a bad option and ``DuplicateToolError`` when the
     name is taken, both at decoration time.
@@ -90,6 +94,8 @@ def tool(
         isinstance(t, type) and issubclass(t, BaseException) for t in raises
     ):
         raise ConfigurationError(f"@tool(raises=...) must be a tuple of exception classes, not {raises!r}.")
+    if isinstance(exclude, str) or not all(isinstance(p, str) for p in exclude):
+        raise ConfigurationError(f"@tool(exclude=...) must be a tuple of parameter names, not {exclude!r}.")
     if isinstance(redact, str) or not all(isinstance(f, str) for f in redact):
         raise ConfigurationError(f"@tool(redact=...) must be a tuple of field names, not {redact!r}.")
     checked = None if durability is None else check_durability(durability, f"@tool({name or '...'})")
@@ -131,7 +137,7 @@ def tool(
             is_async=inspect.iscoroutinefunction(func),
             span_name=call_span_name(tool_name),
             signature=inspect.signature(func),
-            receiver=_receiver(func),
+            excluded=_excluded(func, exclude),
         )
         services = runtime.services
         wrapper = _async_wrapper(services, spec) if spec.is_async else _sync_wrapper(services, spec)
@@ -170,14 +176,18 @@ def _async_wrapper(services: Services, spec: ToolSpec) -> Callable[..., Awaitabl
     return wrapper
 
 
-def _receiver(func: Callable[..., Any]) -> str | None:
-    """The parameter a method receives its object or class in (``self``/``cls``, first): not recorded,
-    not part of the key — a call is the same call whichever object it was made on."""
+def _excluded(func: Callable[..., Any], exclude: tuple[str, ...]) -> tuple[str, ...]:
+    """The parameters left out of the record and the key: ``exclude``'s, checked against the signature,
+    and a method's ``self`` / ``cls`` (first): a call is the same call whichever object it was made on."""
     params = list(inspect.signature(func).parameters.values())
-    if (
-        params
-        and params[0].name in ("self", "cls")
-        and params[0].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
-    ):
-        return params[0].name
-    return None
+    unknown = [name for name in exclude if name not in {p.name for p in params}]
+    if unknown:
+        raise ConfigurationError(
+            f"@tool(exclude=...) names {', '.join(map(repr, unknown))}, which "
+            f"{getattr(func, '__qualname__', func)!r} does not take; name its parameters."
+        )
+    excluded = list(exclude)
+    first = params[0] if params else None
+    if first is not None and first.name in ("self", "cls") and first.kind is first.POSITIONAL_OR_KEYWORD:
+        excluded.insert(0, first.name)
+    return tuple(dict.fromkeys(excluded))

@@ -209,3 +209,27 @@ def test_a_tool_called_from_a_thread_without_the_sessions_context_warns_once(run
         assert pool.submit(ctx.run, fetch, 4).result() == 4  # the session's context: recorded
     assert [r["arguments"] for r in calls_of(runtime, session.run_id)] == [{"n": 4}]
     fetch(5)  # no session open anywhere: a plain call, no warning (warnings are errors in this suite)
+
+
+def test_excluded_parameters_stay_out_of_the_record_and_the_key(runtime: AgentRuntime) -> None:
+    class RunContext:  # what a framework hands a tool: nothing JSON can record, and not part of the call
+        def __init__(self, user: str) -> None:
+            self.user = user
+
+    seen: list[str] = []
+
+    @tool(runtime, exclude=("ctx",))
+    def lookup(ctx: RunContext, city: str) -> str:
+        seen.append(ctx.user)
+        return f"sunny in {city}"
+
+    with runtime.agent_session(name="weather") as source:
+        assert lookup(RunContext("ada"), "Rome") == "sunny in Rome"
+        assert lookup(RunContext("bob"), city="Rome") == "sunny in Rome"  # the same call: served
+    with runtime.agent_session(name="weather", replay=True, replay_run_id=source.run_id):
+        assert lookup(RunContext("eve"), "Rome") == "sunny in Rome"  # replayed, no body ran
+    assert seen == ["ada"]
+    (row,) = calls_of(runtime, source.run_id)
+    assert row["arguments"] == {"city": "Rome"}
+    with pytest.raises(ConfigurationError, match="'context'"):
+        tool(runtime, name="other", exclude=("context",))(lambda ctx, city: city)
