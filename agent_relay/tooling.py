@@ -19,6 +19,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 from .calls import Invocation
 from .errors import ConfigurationError
 from .execute import execute, execute_async, plain_call
+from .injected import injected_parameters
 from .ledger.records import check_durability
 from .pricing import to_usd
 from .runtime import AgentRuntime
@@ -70,7 +71,9 @@ def tool(
     the runtime's; see ``AgentRuntime``); a resumed run's calls and compensations are always strict.
     ``exclude``: parameters left out of the recorded arguments and the key — a context object a framework
     passes in, a client, a callback: the call is the same call whatever they are (a method's ``self`` /
-    ``cls`` always is). Their values are passed to the tool live; a replay serves the call without them.
+    ``cls`` always is, and so are the context and injected parameters of the OpenAI Agents SDK,
+    pydantic-ai and LangChain/LangGraph, recognised by their annotations). Their values are passed to the
+    tool live; a replay serves the call without them.
 
     Raises ``ConfigurationError`` (a ``ValueError``) for a bad option and ``DuplicateToolError`` when the
     name is taken, both at decoration time.
@@ -178,7 +181,8 @@ def _async_wrapper(services: Services, spec: ToolSpec) -> Callable[..., Awaitabl
 
 def _excluded(func: Callable[..., Any], exclude: tuple[str, ...]) -> tuple[str, ...]:
     """The parameters left out of the record and the key: ``exclude``'s, checked against the signature,
-    and a method's ``self`` / ``cls`` (first): a call is the same call whichever object it was made on."""
+    those an agent framework injects (``agent_relay.injected``), and a method's ``self`` / ``cls``
+    (first): a call is the same call whichever object, context or tool-call id it was made with."""
     params = list(inspect.signature(func).parameters.values())
     unknown = [name for name in exclude if name not in {p.name for p in params}]
     if unknown:
@@ -186,7 +190,7 @@ def _excluded(func: Callable[..., Any], exclude: tuple[str, ...]) -> tuple[str, 
             f"@tool(exclude=...) names {', '.join(map(repr, unknown))}, which "
             f"{getattr(func, '__qualname__', func)!r} does not take; name its parameters."
         )
-    excluded = list(exclude)
+    excluded = [*exclude, *injected_parameters(func)]
     first = params[0] if params else None
     if first is not None and first.name in ("self", "cls") and first.kind is first.POSITIONAL_OR_KEYWORD:
         excluded.insert(0, first.name)
