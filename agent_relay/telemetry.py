@@ -9,9 +9,11 @@ caller's thread. AgentRelay never sets the global tracer provider.
 
 from __future__ import annotations
 
+import importlib.metadata
 import threading
+import urllib.parse
 from collections.abc import Mapping, Sequence
-from typing import Final
+from typing import Any, Final
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
@@ -35,6 +37,7 @@ from .errors import ConfigurationError
 DATABASE_URL_ENV: Final = "AGENT_RELAY_DATABASE_URL"
 DEFAULT_DATABASE_URL: Final = "sqlite:///agent_relay.db"
 OTEL_SERVICE_NAME: Final = "OTEL_SERVICE_NAME"
+OTEL_RESOURCE_ATTRIBUTES: Final = "OTEL_RESOURCE_ATTRIBUTES"
 OTEL_TRACES_EXPORTER: Final = "OTEL_TRACES_EXPORTER"
 OTEL_EXPORTER_OTLP_ENDPOINT: Final = "OTEL_EXPORTER_OTLP_ENDPOINT"
 OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: Final = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
@@ -66,11 +69,25 @@ def span_exporters_from_env(environ: Mapping[str, str]) -> list[SpanExporter]:
         elif name == "otlp":
             exporters.append(_otlp_exporter(environ))
         else:
-            raise ConfigurationError(
-                f"{OTEL_TRACES_EXPORTER}={raw!r}: unknown exporter {name!r}; use a comma-separated list of "
-                f"{', '.join(EXPORTERS)}."
-            )
+            exporters.append(_installed_exporter(TRACES_EXPORTER_GROUP, OTEL_TRACES_EXPORTER, raw, name)())
     return exporters
+
+
+TRACES_EXPORTER_GROUP: Final = "opentelemetry_traces_exporter"
+METRICS_EXPORTER_GROUP: Final = "opentelemetry_metrics_exporter"
+
+
+def _installed_exporter(group: str, variable: str, raw: str, name: str) -> Any:
+    """An exporter class another package registers under ``name`` (the entry points the SDK's own
+    configuration resolves ``OTEL_*_EXPORTER`` names through: ``otlp_proto_http``, ``zipkin_json``...)."""
+    found = importlib.metadata.entry_points(group=group, name=name)
+    for entry in found:
+        return entry.load()
+    known = sorted({*EXPORTERS, *(e.name for e in importlib.metadata.entry_points(group=group))})
+    raise ConfigurationError(
+        f"{variable}={raw!r}: unknown exporter {name!r}; use a comma-separated list of {', '.join(known)} "
+        f"(names other packages register as {group!r} entry points, once installed)."
+    )
 
 
 def _protocol(environ: Mapping[str, str], signal_var: str) -> tuple[str, str]:
@@ -121,10 +138,8 @@ def metric_readers_from_env(environ: Mapping[str, str]) -> list[MetricReader]:
             timeout = None if _timeout_set(environ) else _METRIC_EXPORT_TIMEOUT_S
             readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(timeout=timeout)))
         else:
-            raise ConfigurationError(
-                f"{OTEL_METRICS_EXPORTER}={raw!r}: unknown exporter {name!r}; use a comma-separated list of "
-                f"{', '.join(EXPORTERS)}."
-            )
+            exporter = _installed_exporter(METRICS_EXPORTER_GROUP, OTEL_METRICS_EXPORTER, raw, name)()
+            readers.append(PeriodicExportingMetricReader(exporter))
     return readers
 
 
@@ -167,13 +182,31 @@ def build_tracer_provider(
     service_name: str | None, exporters: Sequence[SpanExporter], environ: Mapping[str, str]
 ) -> TracerProvider:
     """A provider of the runtime's own, exporting through batch processors."""
-    name = service_name or environ.get(OTEL_SERVICE_NAME) or DEFAULT_SERVICE_NAME
     # The runtime shuts its provider down itself, bounded (the SDK's own atexit hook would wait for the
     # exporter's full retry schedule against a collector that is down).
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}), shutdown_on_exit=False)
+    provider = TracerProvider(resource=service_resource(service_name, environ), shutdown_on_exit=False)
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
+
+
+def service_resource(service_name: str | None, environ: Mapping[str, str]) -> Resource:
+    """The resource spans are exported under: ``OTEL_RESOURCE_ATTRIBUTES``, and the service named as the
+    SDK resolves it — ``service_name``, then ``OTEL_SERVICE_NAME``, then ``service.name`` in
+    ``OTEL_RESOURCE_ATTRIBUTES``, then ``agent-relay``."""
+    attributes = resource_attributes(environ)
+    name = service_name or environ.get(OTEL_SERVICE_NAME) or attributes.get(SERVICE_NAME)
+    return Resource.create({**attributes, SERVICE_NAME: name or DEFAULT_SERVICE_NAME})
+
+
+def resource_attributes(environ: Mapping[str, str]) -> dict[str, str]:
+    """``OTEL_RESOURCE_ATTRIBUTES`` (``key=value,key2=value2``, values percent-encoded) as a dict."""
+    attributes: dict[str, str] = {}
+    for item in environ.get(OTEL_RESOURCE_ATTRIBUTES, "").split(","):
+        key, sep, value = item.partition("=")
+        if sep and key.strip():
+            attributes[key.strip()] = urllib.parse.unquote(value.strip())
+    return attributes
 
 
 def stoppable(exporters: Sequence[SpanExporter]) -> list[StoppableExporter]:

@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
@@ -19,7 +19,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 from .. import semconv, spans
 from ..errors import ConfigurationError
 from ..states import CallStatus, Origin, RunStatus
-from ..telemetry import DEFAULT_SERVICE_NAME, OTEL_SERVICE_NAME, span_exporters_from_env
+from ..telemetry import service_resource, span_exporters_from_env
 
 _BATCH = 512
 
@@ -129,7 +129,7 @@ def export_otlp(
             "(and OTEL_TRACES_EXPORTER=otlp if you set it to something else)."
         )
     exporter = exporters[0]
-    resource = Resource.create({SERVICE_NAME: environ.get(OTEL_SERVICE_NAME) or DEFAULT_SERVICE_NAME})
+    resource = service_resource(None, environ)
     spans = list(spans_of(run, calls, resource))
     sent, batch = 0, []
     try:

@@ -7,8 +7,9 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
+from agent_relay import AgentRuntime
 from agent_relay.errors import ConfigurationError
-from agent_relay.telemetry import span_exporters_from_env
+from agent_relay.telemetry import metric_readers_from_env, span_exporters_from_env
 
 
 def kinds(env: dict[str, str]) -> list[type]:
@@ -48,7 +49,7 @@ def test_several_exporters_at_once() -> None:
 @pytest.mark.parametrize(
     ("env", "names"),
     [
-        ({"OTEL_TRACES_EXPORTER": "jaeger"}, "'jaeger'"),
+        ({"OTEL_TRACES_EXPORTER": "jaeger"}, "'jaeger'.*otlp_proto_http"),
         (
             {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},
             "OTEL_EXPORTER_OTLP_PROTOCOL",
@@ -58,3 +59,46 @@ def test_several_exporters_at_once() -> None:
 def test_unknown_settings_are_named(env: dict[str, str], names: str) -> None:
     with pytest.raises(ConfigurationError, match=names):
         span_exporters_from_env(env)
+
+
+def test_exporter_names_resolve_through_the_sdks_entry_points() -> None:
+    # the names the SDK's own configuration accepts, registered by the exporter packages
+    assert kinds({"OTEL_TRACES_EXPORTER": "otlp_proto_grpc"}) == [GrpcExporter]
+    assert kinds({"OTEL_TRACES_EXPORTER": "console,otlp_proto_http"}) == [ConsoleSpanExporter, HttpExporter]
+    readers = metric_readers_from_env({"OTEL_METRICS_EXPORTER": "otlp_proto_http"})
+    assert [type(r._exporter).__module__ for r in readers] == [
+        "opentelemetry.exporter.otlp.proto.http.metric_exporter"
+    ]
+    for reader in readers:
+        reader.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("env", "service", "extra"),
+    [
+        ({"OTEL_RESOURCE_ATTRIBUTES": "service.name=billing,deployment.environment=prod"}, "billing", "prod"),
+        (
+            {
+                "OTEL_RESOURCE_ATTRIBUTES": "service.name=billing,deployment.environment=a%2Cb",
+                "OTEL_SERVICE_NAME": "api",
+            },
+            "api",
+            "a,b",
+        ),
+        ({}, "agent-relay", None),
+    ],
+)
+def test_the_resource_is_resolved_as_the_sdk_does(
+    env: dict[str, str], service: str, extra: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {"AGENT_RELAY_DATABASE_URL": "sqlite://", **env}.items():
+        monkeypatch.setenv(name, value)
+    runtime = AgentRuntime.from_env()
+    try:
+        attributes = runtime.tracer_provider.resource.attributes
+    finally:
+        runtime.shutdown()
+    assert attributes["service.name"] == service
+    assert attributes.get("deployment.environment") == extra
