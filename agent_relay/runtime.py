@@ -46,7 +46,9 @@ from .telemetry import (
     DEFAULT_DATABASE_URL,
     build_meter_provider,
     build_tracer_provider,
+    global_sdk_provider,
     metric_readers_from_env,
+    sdk_provider,
     span_exporters_from_env,
     stoppable,
 )
@@ -60,8 +62,10 @@ class AgentRuntime:
     """Owns the ledger's database connection, the tracer provider and the registry of tools.
 
     ``database_url``: a SQLAlchemy URL (default ``sqlite:///agent_relay.db`` in the working directory).
-    ``tracer_provider``: an OpenTelemetry SDK ``TracerProvider`` to record on; AgentRuntime adds its
-    ``LedgerSpanProcessor`` to it and leaves the rest (exporters, shutdown) to its owner. Without one the
+    ``tracer_provider``: an OpenTelemetry SDK ``TracerProvider`` (or a proxy exposing one as
+    ``.provider``) to record on; AgentRuntime adds its ``LedgerSpanProcessor`` to it and leaves the rest
+    (exporters, shutdown) to its owner. Without one, the provider the application set globally is used
+    the same way (``use_global_provider=False``, or ``span_exporters``, to opt out); failing that the
     runtime builds and owns a provider exporting to ``span_exporters`` (default: none) under
     ``service_name``. The global tracer provider is never set. Metrics go to ``meter_provider``, or to a
     provider of the runtime's own reading with ``metric_readers`` (none: metrics are not recorded).
@@ -90,13 +94,18 @@ class AgentRuntime:
         prices: Mapping[str, ModelPrice] | None = None,
         wait_timeout_s: float = 60.0,
         durability: str = Durability.STRICT,
+        use_global_provider: bool = True,
     ) -> None:
         checked = check_durability(durability, "AgentRuntime(durability=...)")
-        if tracer_provider is not None and not isinstance(tracer_provider, TracerProvider):
-            raise ConfigurationError(
-                f"tracer_provider must be an opentelemetry.sdk.trace.TracerProvider (the ledger is a span "
-                f"processor on it), not {type(tracer_provider).__name__}."
-            )
+        if tracer_provider is not None:
+            given, tracer_provider = tracer_provider, sdk_provider(tracer_provider)
+            if tracer_provider is None:
+                raise ConfigurationError(
+                    f"tracer_provider must be an opentelemetry.sdk.trace.TracerProvider, or a proxy with one "
+                    f"as its .provider (the ledger is a span processor on it), not {type(given).__name__}."
+                )
+        elif use_global_provider and not span_exporters:
+            tracer_provider = global_sdk_provider()  # the application's own setup, when it made one
         if tracer_provider is not None and span_exporters:
             raise ConfigurationError(
                 "pass span_exporters only when the runtime builds its own provider; add exporters to your "
@@ -146,7 +155,8 @@ class AgentRuntime:
         """
         env = os.environ if environ is None else environ
         kwargs.setdefault("database_url", env.get(DATABASE_URL_ENV) or DEFAULT_DATABASE_URL)
-        if "tracer_provider" not in kwargs:
+        joins_global = kwargs.get("use_global_provider", True) and global_sdk_provider() is not None
+        if "tracer_provider" not in kwargs and not joins_global:  # (the application's provider exports)
             kwargs.setdefault("span_exporters", span_exporters_from_env(env))
             kwargs.setdefault("service_name", env.get("OTEL_SERVICE_NAME"))
         if "meter_provider" not in kwargs:

@@ -15,6 +15,7 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
@@ -207,6 +208,21 @@ def resource_attributes(environ: Mapping[str, str]) -> dict[str, str]:
         if sep and key.strip():
             attributes[key.strip()] = urllib.parse.unquote(value.strip())
     return attributes
+
+
+def sdk_provider(provider: object) -> TracerProvider | None:
+    """``provider`` as an SDK ``TracerProvider``: itself, or the one a proxy wraps (``.provider``, as
+    Logfire's ``ProxyTracerProvider`` exposes it); ``None`` when it has none."""
+    for candidate in (provider, getattr(provider, "provider", None)):
+        if isinstance(candidate, TracerProvider):
+            return candidate
+    return None
+
+
+def global_sdk_provider() -> TracerProvider | None:
+    """The SDK provider the application set globally (``trace.set_tracer_provider``), if it set one:
+    the runtime records on it, so its spans join the application's traces and exporters."""
+    return sdk_provider(trace.get_tracer_provider())
 
 
 def stoppable(exporters: Sequence[SpanExporter]) -> list[StoppableExporter]:
