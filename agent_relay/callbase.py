@@ -124,7 +124,9 @@ class CallBase:
         if self.spec.content.capture:  # opt-in, redacted and truncated before it reaches the span
             attributes[semconv.GEN_AI_TOOL_CALL_ARGUMENTS] = self.spec.content.span_text(self.args_json)
         name = self.spec.span_name if self.model is None else spans.call_span_name(self.spec.name, self.model)
-        return self.services.tracer.start_span(name, attributes=attributes)
+        return self.services.tracer.start_span(
+            name, kind=spans.call_span_kind(self.model), attributes=attributes
+        )
 
     def metric(self, status: str, origin: str, record: CallRecord | None = None) -> None:
         instruments = self.services.instruments

@@ -47,7 +47,7 @@ from .served import ServedCall
 from .services import Services
 from .spec import ToolSpec
 from .states import CallStatus, Durability, Origin, Phase, RunMode
-from .usage import TokenUsage, usage_from_result
+from .usage import TokenUsage, response_facts, usage_from_result
 
 _POLL_S = 0.05  # how often a call waits on a row another live worker holds
 
@@ -403,6 +403,8 @@ class Invocation(ServedCall):
                     self.add_usage(TokenUsage(self.model, spec.provider, 0, 0), None)  # cost unknown, not 0
                 elif usage is not None:
                     self.add_usage(usage, self.services.prices.cost(usage))
+                if self.model is not None and self.span is not None:
+                    self.span.set_attributes(spans.response_attributes(response_facts(result)))
         except Exception as exc:
             self.failed(exc)
             raise

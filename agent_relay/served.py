@@ -15,6 +15,7 @@ from .calltable import Diverge, Replay
 from .ledger.records import CallRecord
 from .replay import rebuild_error
 from .states import CallStatus, Origin
+from .usage import response_facts
 
 
 class ServedCall(CallBase):
@@ -105,6 +106,8 @@ class ServedCall(CallBase):
         )
         if row.status == CallStatus.PENDING:
             record.error_type, record.error_message = "in-doubt", "the call's outcome was never recorded"
+        if self.model is not None:  # an inference span: what the recorded response said
+            span.set_attributes(spans.response_attributes(response_facts(row.output)))
         outcome = spans.outcome_attributes(
             cost_usd=record.cost_usd, input_tokens=record.input_tokens, output_tokens=record.output_tokens
         )

@@ -8,12 +8,13 @@ import traceback
 from collections.abc import Collection
 from typing import Any
 
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from . import semconv
 from .content import scrub
 from .encoding import safe_text
 from .states import Origin
+from .usage import ResponseFacts
 
 
 def error_type_name(exc: BaseException) -> str:
@@ -103,14 +104,32 @@ def outcome_attributes(
 ) -> dict[str, Any]:
     """A call's (or run's) cost and usage as span attributes."""
     attributes: dict[str, Any] = {}
-    if cost_usd is not None:
-        attributes[semconv.COST_USD] = float(cost_usd)
+    if cost_usd is not None:  # (ours, and the name Logfire's and OpenLIT's dashboards read)
+        attributes[semconv.COST_USD] = attributes[semconv.GEN_AI_USAGE_COST] = float(cost_usd)
     if input_tokens is not None:
         attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] = input_tokens
         attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] = output_tokens or 0
     if model:
         attributes[semconv.GEN_AI_REQUEST_MODEL] = model
     return attributes
+
+
+def response_attributes(facts: ResponseFacts) -> dict[str, Any]:
+    """An inference span's ``gen_ai.response.*`` attributes."""
+    attributes: dict[str, Any] = {}
+    if facts.model:
+        attributes[semconv.GEN_AI_RESPONSE_MODEL] = facts.model
+    if facts.id:
+        attributes[semconv.GEN_AI_RESPONSE_ID] = facts.id
+    if facts.finish_reasons:
+        attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = list(facts.finish_reasons)
+    return attributes
+
+
+def call_span_kind(model: str | None) -> SpanKind:
+    """A model call's span is a ``CLIENT`` span (a request to the model's service), as the GenAI
+    conventions say; a tool's is ``INTERNAL``."""
+    return SpanKind.CLIENT if model else SpanKind.INTERNAL
 
 
 def session_attributes(

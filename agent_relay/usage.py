@@ -76,6 +76,43 @@ def usage_from_result(result: Any) -> TokenUsage | None:
     )
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ResponseFacts:
+    """What a model's response says about itself (the GenAI ``gen_ai.response.*`` attributes)."""
+
+    model: str | None = None
+    id: str | None = None
+    finish_reasons: tuple[str, ...] = ()
+
+
+def response_facts(result: Any) -> ResponseFacts:
+    """The response's model, id and finish reasons, as far as its shape tells (OpenAI chat completions
+    and responses, Anthropic messages, and recorded streams of either); empty for other shapes."""
+    if isinstance(result, list):  # a recorded stream: facts spread over its chunks / events
+        events = [m for m in map(_as_mapping, result) if m is not None]
+        model = id_ = None
+        reasons: list[str] = []
+        for event in events:
+            message = _as_mapping(event.get("message")) or event  # (Anthropic's message_start)
+            model = model or _str(message.get("model"))
+            id_ = id_ or _str(message.get("id"))
+            delta = _as_mapping(event.get("delta")) or {}
+            reasons += [r for r in (_str(delta.get("stop_reason")),) if r]
+            for choice in event.get("choices") or ():
+                reasons += [r for r in (_str((_as_mapping(choice) or {}).get("finish_reason")),) if r]
+        return ResponseFacts(model, id_, tuple(reasons))
+    data = _as_mapping(result)
+    if data is None:
+        return ResponseFacts()
+    found = [_str((_as_mapping(c) or {}).get("finish_reason")) for c in data.get("choices") or ()]
+    found.append(_str(data.get("stop_reason")))  # Anthropic
+    return ResponseFacts(_str(data.get("model")), _str(data.get("id")), tuple(r for r in found if r))
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 def _usage_from_stream(chunks: list[Any]) -> TokenUsage | None:
     events = [m for m in map(_as_mapping, chunks) if m is not None]
     start = next((e for e in events if e.get("type") == "message_start"), None)

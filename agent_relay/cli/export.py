@@ -20,6 +20,7 @@ from .. import semconv, spans
 from ..errors import ConfigurationError
 from ..states import CallStatus, Origin, RunStatus
 from ..telemetry import service_resource, span_exporters_from_env
+from ..usage import response_facts
 
 _BATCH = 512
 
@@ -88,6 +89,8 @@ def spans_of(
             seq=call["seq"],
         )
         attrs[semconv.CALL_ATTEMPT] = call["attempts"]
+        if model:
+            attrs |= spans.response_attributes(response_facts(call["output"]))
         if call["origin"] == Origin.REPLAYED:
             attrs |= spans.served_attributes(Origin.REPLAYED)
         attrs |= spans.outcome_attributes(
@@ -104,7 +107,7 @@ def spans_of(
             parent=root,
             resource=resource,
             attributes=attrs,
-            kind=SpanKind.INTERNAL,
+            kind=spans.call_span_kind(model),
             start_time=_ns(call["started_at"]),
             end_time=_ns(call["ended_at"] or call["started_at"]),
             status=spans.error_status(call["error_type"], call["error_message"])

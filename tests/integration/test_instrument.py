@@ -253,3 +253,24 @@ def test_uninstrument_restores_the_clients_exactly(runtime: AgentRuntime) -> Non
     )
     agent_relay.uninstrument()
     assert all(cls.__dict__["create"] is original for cls, original in zip(classes, originals, strict=True))
+
+
+def test_inference_spans_follow_the_conventions_live_and_replayed(
+    instrumented: AgentRuntime, spans: SpanCapture, llm: FakeLLMServer
+) -> None:
+    from opentelemetry.trace import SpanKind
+
+    client = openai.OpenAI(base_url=llm.openai_url, api_key="test")
+    with instrumented.agent_session(name="chat") as session:
+        reply = client.chat.completions.create(model="gpt-4o-mini", messages=ASK, tools=TOOLS)
+    with instrumented.agent_session(name="chat", replay=True, replay_run_id=session.run_id):
+        client.chat.completions.create(model="gpt-4o-mini", messages=ASK, tools=TOOLS)
+    live, replayed = [s for s in spans.spans() if s.name == "chat gpt-4o-mini"]
+    for span in (live, replayed):
+        attrs = span.attributes or {}
+        assert span.kind is SpanKind.CLIENT  # a request to the model's service, as openai-v2 marks it
+        assert attrs[sc.GEN_AI_RESPONSE_ID] == reply.id and attrs[sc.GEN_AI_RESPONSE_MODEL] == reply.model
+        assert list(attrs[sc.GEN_AI_RESPONSE_FINISH_REASONS]) == [reply.choices[0].finish_reason]
+        assert attrs[sc.GEN_AI_USAGE_COST] == attrs[sc.COST_USD] > 0  # the name dashboards read, too
+    tool_spans = [s for s in spans.spans() if s.name.startswith("execute_tool")]
+    assert all(s.kind is SpanKind.INTERNAL for s in tool_spans)
