@@ -42,6 +42,7 @@ class CallBase:
         "deadline",
         "key",
         "model",
+        "model_call_id",
         "output_json",
         "phase",
         "record",
@@ -92,6 +93,7 @@ class CallBase:
             arguments_text=self.args_text,
         )
         self.call_id = call_id(run.run_id, phase, self.key)  # the ledger's id of this call
+        self.model_call_id: str | None = None  # the model's own id for it, when a framework passed it in
         # the redacted values among the arguments: scrubbed out of every message about this call (and the
         # run's), since an error may quote them
         self.secrets = spec.content.redactor.secrets(args_json) if spec.content.redacts else _NONE
@@ -119,6 +121,9 @@ class CallBase:
             seq=seq,
             forward=None if step is None else (step.call_id, step.seq, step.forward.name),
         )
+        if self.model_call_id is not None:  # the model's id names the call on its span; ours stays beside
+            attributes[semconv.GEN_AI_TOOL_CALL_ID] = self.model_call_id
+            attributes[semconv.CALL_ID] = self.call_id
         if extra:
             attributes.update(extra)
         if self.spec.content.capture:  # opt-in, redacted and truncated before it reaches the span

@@ -38,6 +38,7 @@ from .errors import (
     LedgerError,
     OutputEncodingError,
 )
+from .injected import model_tool_call_id
 from .keys import encode_arguments, idempotency_key
 from .ledger.connection import owner_is_gone
 from .ledger.processor import BoundCall
@@ -101,8 +102,10 @@ class Invocation(ServedCall):
         if run is None:
             return None
         bound = spec.bind(args, kwargs)
-        for name in spec.excluded:
-            del bound[name]
+        model_call_id = None
+        if spec.excluded:
+            left_out = {name: bound.pop(name) for name in spec.excluded}
+            model_call_id = model_tool_call_id(left_out, spec.call_id_parameters)
         args_json = encode_arguments(spec.name, bound)
         user_key = None
         if spec.key is not None:
@@ -116,9 +119,11 @@ class Invocation(ServedCall):
         if not spec.deduplicate:
             base = idempotency_key(spec.name, Phase.FORWARD, args_json, user_key=user_key)
             occurrence = run.table.occurrence(base)
-        return Invocation(
+        call = Invocation(
             services, run, spec, Phase.FORWARD, args_json, user_key=user_key, occurrence=occurrence
         )
+        call.model_call_id = model_call_id
+        return call
 
     @staticmethod
     def compensating(services: Services, run: Run, step: Step) -> Invocation:

@@ -59,3 +59,34 @@ def injected_parameters(func: Callable[..., Any]) -> list[str]:
         for name in inspect.signature(func).parameters
         if name in hints and name != "return" and _is_injected(hints[name])
     ]
+
+
+TOOL_CALL_ID_MARKERS = frozenset({"langchain_core.tools.base.InjectedToolCallId"})
+
+
+def tool_call_id_parameters(func: Callable[..., Any]) -> list[str]:
+    """The parameters a framework fills with the model's own tool-call id (LangChain's
+    ``Annotated[str, InjectedToolCallId]``)."""
+    try:
+        hints = typing.get_type_hints(func, include_extras=True)
+    except Exception:
+        return []
+    found = []
+    for name, annotation in hints.items():
+        if name != "return" and typing.get_origin(annotation) is Annotated:
+            markers = typing.get_args(annotation)[1:]
+            if any(_names(m if isinstance(m, type) else type(m)) & TOOL_CALL_ID_MARKERS for m in markers):
+                found.append(name)
+    return found
+
+
+def model_tool_call_id(excluded: dict[str, Any], id_parameters: tuple[str, ...]) -> str | None:
+    """The model's own id for this tool call, when a framework handed it in: a tool-call-id parameter's
+    value, or a context object's ``tool_call_id`` (the OpenAI Agents SDK's ``ToolContext``)."""
+    for name, value in excluded.items():
+        if name in id_parameters and isinstance(value, str) and value:
+            return value
+        found = getattr(value, "tool_call_id", None)
+        if isinstance(found, str) and found:
+            return found
+    return None

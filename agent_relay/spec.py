@@ -41,6 +41,7 @@ class ToolSpec:
     span_name: str
     signature: inspect.Signature = dataclasses.field(repr=False)
     excluded: tuple[str, ...] = ()  # left out of the record and the key (``exclude=``, ``self``/``cls``)
+    call_id_parameters: tuple[str, ...] = ()  # excluded ones a framework fills with the model's call id
     bind: Binder = dataclasses.field(init=False, repr=False)  # binds a call's arguments to ``signature``
     _decode: Callable[[Any], Any] | None = dataclasses.field(default=None, repr=False)
     _hints: dict[str, Any] | None = dataclasses.field(default=None, repr=False)

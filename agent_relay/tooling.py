@@ -19,7 +19,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 from .calls import Invocation
 from .errors import ConfigurationError
 from .execute import execute, execute_async, plain_call
-from .injected import injected_parameters
+from .injected import injected_parameters, tool_call_id_parameters
 from .ledger.records import check_durability
 from .pricing import to_usd
 from .runtime import AgentRuntime
@@ -141,6 +141,7 @@ def tool(
             span_name=call_span_name(tool_name),
             signature=inspect.signature(func),
             excluded=_excluded(func, exclude),
+            call_id_parameters=tuple(tool_call_id_parameters(func)),
         )
         services = runtime.services
         wrapper = _async_wrapper(services, spec) if spec.is_async else _sync_wrapper(services, spec)

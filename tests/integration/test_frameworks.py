@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import pytest
 
 from agent_relay import AgentRuntime, tool
+from agent_relay.testing import SpanCapture
 from tests.support import calls_of
 
 # (imported here, not inside the tests: the frameworks resolve the tools' annotations in this module)
@@ -35,7 +36,7 @@ _EXTRA = "not installed: it is in agent-relay[frameworks], which .ci/run install
 
 
 @pytest.mark.skipif(agents is None, reason=f"the OpenAI Agents SDK is {_EXTRA}")
-def test_openai_agents_sdk_context_parameters(runtime: AgentRuntime) -> None:
+def test_openai_agents_sdk_context_parameters(runtime: AgentRuntime, spans: SpanCapture) -> None:
     ran: list[str] = []
 
     @agents.function_tool
@@ -58,7 +59,11 @@ def test_openai_agents_sdk_context_parameters(runtime: AgentRuntime) -> None:
     with runtime.agent_session(name="agents", replay=True, replay_run_id=source.run_id):
         assert invoke("call_3") == "sunny in Rome"
     assert ran == ["Rome"]
-    assert [r["arguments"] for r in calls_of(runtime, source.run_id)] == [{"city": "Rome"}]
+    (row,) = calls_of(runtime, source.run_id)
+    assert row["arguments"] == {"city": "Rome"}
+    # the model's own tool-call id names each call on its span; the ledger's id stays beside it
+    assert [s.attributes["gen_ai.tool.call.id"] for s in spans.tool_spans()] == ["call_1", "call_2", "call_3"]
+    assert spans.tool_spans()[0].attributes["agent_relay.call.id"] == row["call_id"]
 
 
 @pytest.mark.skipif(pydantic_ai is None, reason=f"pydantic-ai is {_EXTRA}")
@@ -84,7 +89,7 @@ def test_pydantic_ai_run_context(runtime: AgentRuntime) -> None:
 
 
 @pytest.mark.skipif(lc_tools is None, reason=f"langchain-core is {_EXTRA}")
-def test_langchain_injected_parameters(runtime: AgentRuntime) -> None:
+def test_langchain_injected_parameters(runtime: AgentRuntime, spans: SpanCapture) -> None:
     ran: list[str] = []
 
     @lc_tools.tool
@@ -109,3 +114,4 @@ def test_langchain_injected_parameters(runtime: AgentRuntime) -> None:
     assert first.content == again.content == "sunny in Rome (call_1)"
     assert ran == ["Rome"]
     assert [r["arguments"] for r in calls_of(runtime, source.run_id)] == [{"city": "Rome"}]
+    assert [s.attributes["gen_ai.tool.call.id"] for s in spans.tool_spans()] == ["call_1", "call_2"]
