@@ -128,10 +128,19 @@ class CallBase:
             attributes.update(extra)
         if self.spec.content.capture:  # opt-in, redacted and truncated before it reaches the span
             attributes[semconv.GEN_AI_TOOL_CALL_ARGUMENTS] = self.spec.content.span_text(self.args_json)
-        name = self.spec.span_name if self.model is None else spans.call_span_name(self.spec.name, self.model)
-        return self.services.tracer.start_span(
-            name, kind=spans.call_span_kind(self.model), attributes=attributes
+        if self.model is None:
+            return self.services.tracer.start_span(
+                self.spec.span_name, kind=spans.call_span_kind(None), attributes=attributes
+            )
+        span = self.services.tracer.start_span(
+            spans.call_span_name(self.spec.name, self.model),
+            kind=spans.call_span_kind(self.model),
+            attributes=attributes,
         )
+        parent = getattr(span, "parent", None)
+        if parent is not None:  # another instrumentation's span around a model call recorded or served here:
+            self.run.model_call_parents.add(parent.span_id)  # its usage is this call's, never charged again
+        return span
 
     def metric(self, status: str, origin: str, record: CallRecord | None = None) -> None:
         instruments = self.services.instruments

@@ -206,9 +206,6 @@ class Invocation(ServedCall):
         except BaseException:
             self.release()
             raise
-        parent = getattr(span, "parent", None)
-        if self.model is not None and parent is not None:
-            run.model_call_parents.add(parent.span_id)  # another instrumentation's span around it
         try:
             claim = self.bound.claimed(span.get_span_context())
         except LedgerError as err:

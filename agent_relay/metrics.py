@@ -99,9 +99,14 @@ class Instruments:
             self._calls.add(1, {**attrs, semconv.CALL_ORIGIN: origin})
             if duration_s is not None:
                 self._duration.record(duration_s, attrs)
-            if cost:
+            if cost:  # (by origin: a replay's recorded cost is not new spend, and dashboards filter it out)
                 self._cost.add(
-                    float(cost), {semconv.GEN_AI_TOOL_NAME: tool, semconv.GEN_AI_REQUEST_MODEL: model or ""}
+                    float(cost),
+                    {
+                        semconv.GEN_AI_TOOL_NAME: tool,
+                        semconv.GEN_AI_REQUEST_MODEL: model or "",
+                        semconv.CALL_ORIGIN: origin,
+                    },
                 )
             if phase == Phase.COMPENSATION and origin == Origin.LIVE:
                 self._compensations.add(1, {semconv.GEN_AI_TOOL_NAME: tool, semconv.CALL_STATUS: status})
@@ -128,7 +133,12 @@ class Instruments:
             self._tokens.record(output_tokens, {**attrs, semconv.GEN_AI_TOKEN_TYPE: "output"})
             if cost and tool is None:
                 self._cost.add(
-                    float(cost), {semconv.GEN_AI_TOOL_NAME: "", semconv.GEN_AI_REQUEST_MODEL: model or ""}
+                    float(cost),
+                    {
+                        semconv.GEN_AI_TOOL_NAME: "",
+                        semconv.GEN_AI_REQUEST_MODEL: model or "",
+                        semconv.CALL_ORIGIN: Origin.LIVE,
+                    },
                 )
         except Exception:
             _log.debug("agent-relay: recording usage metrics failed", exc_info=True)

@@ -274,3 +274,26 @@ def test_inference_spans_follow_the_conventions_live_and_replayed(
         assert attrs[sc.GEN_AI_USAGE_COST] == attrs[sc.COST_USD] > 0  # the name dashboards read, too
     tool_spans = [s for s in spans.spans() if s.name.startswith("execute_tool")]
     assert all(s.kind is SpanKind.INTERNAL for s in tool_spans)
+
+
+def test_a_replay_wrapped_by_another_instrumentation_is_not_charged_twice(
+    instrumented: AgentRuntime, llm: FakeLLMServer
+) -> None:
+    other = instrumented.tracer_provider.get_tracer("opentelemetry.instrumentation.openai_v2")
+    client = openai.OpenAI(base_url=llm.openai_url, api_key="test")
+
+    def ask() -> None:
+        with other.start_as_current_span("chat gpt-4o") as outer:  # as openai-v2 or pydantic-ai wrap it
+            reply = client.chat.completions.create(model="gpt-4o", messages=ASK)
+            outer.set_attributes(
+                {sc.GEN_AI_REQUEST_MODEL: "gpt-4o", sc.GEN_AI_USAGE_INPUT_TOKENS: reply.usage.prompt_tokens,
+                 sc.GEN_AI_USAGE_OUTPUT_TOKENS: 20}
+            )  # fmt: skip
+
+    with instrumented.agent_session(name="ask", budget_limit=1) as live:
+        ask()
+    with instrumented.agent_session(name="ask", replay=True, replay_run_id=live.run_id) as replay:
+        ask()
+    assert replay.cost_usd == live.cost_usd > 0  # the recorded cost, once: not again for the wrapping span
+    assert (replay.input_tokens, replay.output_tokens) == (live.input_tokens, live.output_tokens)
+    assert len(llm.requests) == 1
