@@ -110,16 +110,17 @@ class CallBase:
     # --- the span --------------------------------------------------------------------------------------
     def start_span(self, seq: int | None = None, extra: dict[str, Any] | None = None) -> Span:
         step = self.compensates
+        spec = self.spec
         attributes = spans.call_attributes(
-            self.spec.name,
+            spec.name,
             self.phase,
             self.key,
             self.run.run_id,
             self.call_id,
-            model=self.model,
-            provider=self.spec.provider,
-            seq=seq,
-            forward=None if step is None else (step.call_id, step.seq, step.forward.name),
+            self.model,
+            spec.provider,
+            seq,
+            None if step is None else (step.call_id, step.seq, step.forward.name),
         )
         if self.model_call_id is not None:  # the model's id names the call on its span; ours stays beside
             attributes[semconv.GEN_AI_TOOL_CALL_ID] = self.model_call_id

@@ -141,8 +141,9 @@ class Invocation(ServedCall):
         if isinstance(fate, Live):
             return self._start_live(fate.seq, batch)
         if isinstance(fate, Serve):
-            self.check_user_key(fate.arguments)
-            span = self.start_span(extra=spans.served_attributes(Origin.LIVE))
+            if self.user_key is not None:
+                self.check_user_key(fate.arguments)
+            span = self.start_span(None, spans.DEDUPLICATED_ATTRIBUTES)
             return Done(self.served(span, fate.output, semconv.EVENT_DEDUPLICATED, "deduplicated"))
         if isinstance(fate, Replay):
             return Done(self.replayed(fate))

@@ -33,7 +33,9 @@ def execute(
     has been read to its end); ``served`` shapes a served value (a recorded stream, replayed).
     """
     step = call.begin()
-    while type(step) is not Go and type(step) is not Done:  # (waiting is rare: straight on, usually)
+    while type(step) is not Go:  # (waiting is rare: straight on, usually)
+        if type(step) is Done:
+            return served(step.value) if served else step.value
         if isinstance(step, Wait):
             call.wait(step)
             step = call.begin()
@@ -43,10 +45,6 @@ def execute(
             except BaseException as exc:  # interrupted: the span ends and the key is free again
                 call.abandon(exc)
             step = call.poll()
-        else:
-            break
-    if isinstance(step, Done):
-        return served(step.value) if served else step.value
     tokens = call.enter()
     try:
         result = func(*args, **kwargs)
@@ -90,7 +88,9 @@ async def _execute_async(
     batcher: LoopBatcher | None,
 ) -> Any:
     step = call.begin(batch=batcher is not None and batcher.shared)
-    while type(step) is not Go and type(step) is not Done:
+    while type(step) is not Go:
+        if type(step) is Done:
+            return served(step.value) if served else step.value
         if isinstance(step, Wait):
             await call.wait_async(step)
             step = call.begin(batch=batcher is not None and batcher.shared)
@@ -112,10 +112,6 @@ async def _execute_async(
                 elif isinstance(after, Poll):
                     call.abandon(cancelled)
                 raise
-        else:
-            break
-    if isinstance(step, Done):
-        return served(step.value) if served else step.value
     tokens = call.enter()
     try:
         result = await func(*args, **kwargs)

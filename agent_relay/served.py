@@ -27,7 +27,8 @@ class ServedCall(CallBase):
         """The one ending of a call served from a recorded success: event, span, metric, release."""
         span.add_event(event)
         span.end()
-        self.metric(CallStatus.SUCCEEDED, origin)
+        if self.services.instruments.recording:
+            self.metric(CallStatus.SUCCEEDED, origin)
         if self.record is not None:  # it was reserved
             self.release(output, succeeded=True)
         return self.spec.decode(output)

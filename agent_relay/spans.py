@@ -36,7 +36,6 @@ def call_attributes(
     idempotency_key: str,
     run_id: str,
     call_id: str,
-    *,
     model: str | None = None,
     provider: str | None = None,
     seq: int | None = None,
@@ -84,7 +83,7 @@ def plain_tool_attributes(tool_name: str) -> dict[str, Any]:
 
 _REPLAYED: dict[str, Any] = {semconv.REPLAYED: True}
 _RESUMED: dict[str, Any] = {semconv.RESUMED: True}
-_DEDUPLICATED: dict[str, Any] = {semconv.DEDUPLICATED: True}
+DEDUPLICATED_ATTRIBUTES: dict[str, Any] = {semconv.DEDUPLICATED: True}
 
 
 def served_attributes(origin: str, *, resumed: bool = False) -> dict[str, Any]:
@@ -92,7 +91,7 @@ def served_attributes(origin: str, *, resumed: bool = False) -> dict[str, Any]:
     (Shared constants: read them, never change them.)"""
     if origin == Origin.REPLAYED:
         return _REPLAYED
-    return _RESUMED if resumed else _DEDUPLICATED
+    return _RESUMED if resumed else DEDUPLICATED_ATTRIBUTES
 
 
 def outcome_attributes(
