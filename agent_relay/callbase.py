@@ -130,9 +130,7 @@ class CallBase:
         if self.spec.content.capture:  # opt-in, redacted and truncated before it reaches the span
             attributes[semconv.GEN_AI_TOOL_CALL_ARGUMENTS] = self.spec.content.span_text(self.args_json)
         if self.model is None:
-            return self.services.tracer.start_span(
-                self.spec.span_name, kind=spans.call_span_kind(None), attributes=attributes
-            )
+            return self.services.tracer.start_span(self.spec.span_name, attributes=attributes)  # (INTERNAL)
         span = self.services.tracer.start_span(
             spans.call_span_name(self.spec.name, self.model),
             kind=spans.call_span_kind(self.model),

@@ -150,13 +150,10 @@ class CallTable:
             flight = self._inflight.get((phase, key))
             if flight is not None:
                 return Wait(flight)
-            fate = new_call(self._next_seq, phase, key, tool)
+            fate = new_call(self._seq.__next__, phase, key, tool)
             if isinstance(fate, (Live, Replay)):
                 self._inflight[(phase, key)] = Flight()
             return fate
-
-    def _next_seq(self) -> int:
-        return next(self._seq)
 
     def release(self, phase: str, key: str, done: Serve | None = None) -> None:
         """Settle a reserved call: succeeded (``done`` = its arguments and output) or not; wake waiters."""

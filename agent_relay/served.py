@@ -88,7 +88,7 @@ class ServedCall(CallBase):
         """Serve a call from the replayed run: record it (origin ``replayed``), count its recorded cost,
         and return its output — or raise its recorded failure. No tool body runs."""
         run, spec, row = self.run, self.spec, fate.row
-        span = self.start_span(fate.seq, spans.served_attributes(Origin.REPLAYED))
+        span = self.start_span(fate.seq, spans.REPLAYED_ATTRIBUTES)
         span.add_event(semconv.EVENT_REPLAYED, {semconv.REPLAY_OF: run.replay_of or ""})
         status = CallStatus.SUCCEEDED if row.status == CallStatus.SUCCEEDED else CallStatus.FAILED
         record = self.record = self.served_record(
@@ -109,17 +109,21 @@ class ServedCall(CallBase):
             record.error_type, record.error_message = "in-doubt", "the call's outcome was never recorded"
         if self.model is not None:  # an inference span: what the recorded response said
             span.set_attributes(spans.response_attributes(response_facts(row.output)))
-        outcome = spans.outcome_attributes(
-            cost_usd=record.cost_usd, input_tokens=record.input_tokens, output_tokens=record.output_tokens
-        )
-        if outcome:
-            span.set_attributes(outcome)
+        if record.cost_usd is not None or record.input_tokens is not None:
+            span.set_attributes(
+                spans.outcome_attributes(
+                    cost_usd=record.cost_usd,
+                    input_tokens=record.input_tokens,
+                    output_tokens=record.output_tokens,
+                )
+            )
         try:
             run.served.add(record)
         except Exception as exc:
             self.span = span
             self.abandon(exc)
-        self.metric(record.status, Origin.REPLAYED, record)
+        if self.services.instruments.recording:
+            self.metric(record.status, Origin.REPLAYED, record)
         if record.status == CallStatus.SUCCEEDED:
             span.end()
             self.release(row.output, succeeded=True)

@@ -81,7 +81,7 @@ def plain_tool_attributes(tool_name: str) -> dict[str, Any]:
     }
 
 
-_REPLAYED: dict[str, Any] = {semconv.REPLAYED: True}
+REPLAYED_ATTRIBUTES: dict[str, Any] = {semconv.REPLAYED: True}
 _RESUMED: dict[str, Any] = {semconv.RESUMED: True}
 DEDUPLICATED_ATTRIBUTES: dict[str, Any] = {semconv.DEDUPLICATED: True}
 
@@ -90,7 +90,7 @@ def served_attributes(origin: str, *, resumed: bool = False) -> dict[str, Any]:
     """What marks a call served without running: replayed from another run, or deduplicated (resumed).
     (Shared constants: read them, never change them.)"""
     if origin == Origin.REPLAYED:
-        return _REPLAYED
+        return REPLAYED_ATTRIBUTES
     return _RESUMED if resumed else DEDUPLICATED_ATTRIBUTES
 
 
