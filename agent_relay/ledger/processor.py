@@ -59,9 +59,10 @@ class BoundCall:
     def note(self, ctx: SpanContext, start_ns: int | None) -> None:
         """Where and when the call's span started."""
         record = self.record
-        record.trace_id = format_trace_id(ctx.trace_id) if ctx.is_valid else None
-        # a span nobody samples is never exported: the row names no span a backend could show
-        record.span_id = format_span_id(ctx.span_id) if ctx.is_valid and ctx.trace_flags.sampled else None
+        if ctx.is_valid:
+            record.trace_id = format_trace_id(ctx.trace_id)
+            # a span nobody samples is never exported: the row names no span a backend could show
+            record.span_id = format_span_id(ctx.span_id) if ctx.trace_flags.sampled else None
         record.started_ns = start_ns or time.time_ns()
 
     def started(self, ctx: SpanContext, start_ns: int | None) -> None:
@@ -90,7 +91,8 @@ class BoundCall:
     def claimed(self, ctx: SpanContext) -> Claim:
         """The claim the span's start made (made here if no processor saw the span); raises its
         ``LedgerError``."""
-        self.started(ctx, None)
+        if not self._started:  # (no processor saw the span)
+            self.started(ctx, None)
         if self._error is not None:
             raise self._error
         assert self._claim is not None
@@ -106,7 +108,8 @@ class BoundCall:
     def finished(self) -> None:
         """After the span ended: the outcome's write (made here if no processor saw the span); raises its
         ``LedgerError``."""
-        self.ended(None)
+        if not self._ended:  # (no processor saw the span end, or the call is not held: ended decides)
+            self.ended(None)
         if self._error is not None:
             raise self._error
 

@@ -94,8 +94,8 @@ class SqliteCalls:
 
     def _commit(self, conn: sqlite3.Connection) -> None:
         conn.execute("COMMIT")
-        if self._path is not None:
-            self._check_file()
+        if self._path is not None and (self._file is None or not os.fstat(self._file).st_nlink):
+            self._check_file()  # (opens the file's descriptor once, then raises if it was unlinked)
         if self._checkpointer is not None:
             self._checkpointer.committed()
 

@@ -95,7 +95,7 @@ class CallWriter:
         strict call), or ``Found``: another row already holds its key and did not fail."""
         if record.durability is Durability.OUTCOME:
             return Held(record.attempts)  # its row is written when it ends, with its outcome
-        return self.claim(record)
+        return self._write(_CLAIM, record, self._backend.claim)
 
     def claim(self, record: CallRecord) -> Claim:
         """Insert the call's pending row (or re-open a failed one) and commit, whatever its durability."""
