@@ -45,6 +45,8 @@ def execute(
             except BaseException as exc:  # interrupted: the span ends and the key is free again
                 call.abandon(exc)
             step = call.poll()
+        else:  # (a sync call never asks for a shared claim: nothing else can come)
+            raise AssertionError(f"unexpected step {step!r}")
     tokens = call.enter()
     try:
         result = func(*args, **kwargs)
@@ -112,6 +114,8 @@ async def _execute_async(
                 elif isinstance(after, Poll):
                     call.abandon(cancelled)
                 raise
+        else:
+            raise AssertionError(f"unexpected step {step!r}")
     tokens = call.enter()
     try:
         result = await func(*args, **kwargs)
