@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any
 
 import anthropic
 import openai
@@ -297,3 +298,34 @@ def test_a_replay_wrapped_by_another_instrumentation_is_not_charged_twice(
     assert replay.cost_usd == live.cost_usd > 0  # the recorded cost, once: not again for the wrapping span
     assert (replay.input_tokens, replay.output_tokens) == (live.input_tokens, live.output_tokens)
     assert len(llm.requests) == 1
+
+
+def test_with_raw_response_is_recorded_as_its_parsed_response_and_replays(
+    instrumented: AgentRuntime, llm: FakeLLMServer
+) -> None:
+    client = openai.OpenAI(base_url=llm.openai_url, api_key="test")
+    aclient = openai.AsyncOpenAI(base_url=llm.openai_url, api_key="test")
+
+    def ask() -> Any:  # what LangChain's ChatOpenAI does
+        raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=ASK)
+        return raw.headers, raw.parse()
+
+    async def ask_async() -> Any:
+        raw = await aclient.chat.completions.with_raw_response.create(model="gpt-4o", messages=ASK)
+        return raw.parse()
+
+    with instrumented.agent_session(name="raw") as live:
+        headers, reply = ask()
+        async_reply = asyncio.run(ask_async())
+    assert "content-type" in {k.lower() for k in headers}  # the real HTTP response, live
+    rows = calls_of(instrumented, live.run_id)
+    assert [(r["status"], r["output"]["id"]) for r in rows] == [
+        ("succeeded", reply.id),
+        ("succeeded", async_reply.id),
+    ]
+    assert live.cost_usd > 0
+    with instrumented.agent_session(name="raw", replay=True, replay_run_id=live.run_id) as replay:
+        _, replayed = ask()
+        replayed_async = asyncio.run(ask_async())
+    assert replayed == reply and replayed_async == async_reply and len(llm.requests) == 2
+    assert replay.cost_usd == live.cost_usd
