@@ -123,6 +123,8 @@ class FakeLLMServer:
                 ],
             }
             finish = "tool_calls"
+        elif (schema := _schema(body)) is not None:  # structured outputs: an object of that schema
+            message, finish = {"role": "assistant", "content": json.dumps(_example(schema, n))}, "stop"
         else:
             message, finish = (
                 {"role": "assistant", "content": f"Done after {len(messages)} messages."},
@@ -265,3 +267,28 @@ class FakeLLMServer:
                 "cache_creation_input_tokens": 0,
             },
         }
+
+
+def _schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON schema a chat request asks its answer to follow (``response_format`` json_schema)."""
+    response_format = body.get("response_format") or {}
+    if response_format.get("type") != "json_schema":
+        return None
+    schema = (response_format.get("json_schema") or {}).get("schema")
+    return schema if isinstance(schema, dict) else None
+
+
+def _example(schema: dict[str, Any], n: int) -> dict[str, Any]:
+    """A deterministic object of ``schema``'s top-level properties (``n`` tells calls apart)."""
+    example: dict[str, Any] = {}
+    for name, prop in (schema.get("properties") or {}).items():
+        kind = prop.get("type") if isinstance(prop, dict) else None
+        if kind == "string":
+            example[name] = f"{name}-{n}"
+        elif kind == "integer":
+            example[name] = n
+        elif kind == "number":
+            example[name] = n + 0.5
+        else:
+            example[name] = True if kind == "boolean" else None
+    return example

@@ -48,11 +48,18 @@ class _Target:
     response_module: str
     response_type: str
     stream_type: str | None = None  # the type of a stream's chunks, in response_module
+    method: str = "create"  # the method patched (``parse``: structured outputs)
 
     @property
     def stream_name(self) -> str:
         return f"{self.name}[stream]"
 
+
+_PARSE_TARGETS = tuple(
+    _Target("openai.chat.completions.parse", "openai", "openai.resources.chat.completions.completions", cls,
+            "openai.types.chat", "ParsedChatCompletion", method="parse")
+    for cls in ("Completions", "AsyncCompletions")
+)  # fmt: skip
 
 _TARGETS = (
     _Target(
@@ -113,7 +120,7 @@ _TARGETS = (
 _TRANSPORT_OPTIONS = frozenset({"extra_headers", "extra_query", "timeout"})
 
 _lock = threading.Lock()
-_patched: dict[tuple[str, str], Any] = {}  # (module, class) -> the original ``create``
+_patched: dict[tuple[str, str, str], Any] = {}  # (module, class, method) -> the SDK's own method
 _runtime: AgentRuntime | None = None
 
 
@@ -128,27 +135,29 @@ def instrument(runtime: AgentRuntime) -> list[str]:
                 "the LLM clients are instrumented for another runtime; call agent_relay.uninstrument() first."
             )
         _runtime = runtime
-        for target in _TARGETS:
+        for target in (*_TARGETS, *_PARSE_TARGETS):
             _register_spec(runtime, target)
-            if (target.module, target.cls) in _patched:
+            if (target.module, target.cls, target.method) in _patched:
                 continue
             try:
                 cls = getattr(importlib.import_module(target.module), target.cls)
             except (ImportError, AttributeError):
                 continue  # that SDK (or that API of it) is not installed
-            original = cls.__dict__["create"]
-            _patched[(target.module, target.cls)] = original
-            cls.create = _wrap(original, target)
-        return [f"{module}.{cls}.create" for module, cls in _patched]
+            original = cls.__dict__.get(target.method)
+            if original is None:
+                continue  # an SDK version without that method
+            _patched[(target.module, target.cls, target.method)] = original
+            setattr(cls, target.method, _wrap(original, target))
+        return [f"{module}.{cls}.{method}" for module, cls, method in _patched]
 
 
 def uninstrument() -> None:
     """Restore every patched client method to the SDK's own."""
     global _runtime
     with _lock:
-        for (module, cls_name), original in _patched.items():
+        for (module, cls_name, method), original in _patched.items():
             cls = getattr(importlib.import_module(module), cls_name)
-            cls.create = original
+            setattr(cls, method, original)
         _patched.clear()
         _runtime = None
 
@@ -229,6 +238,10 @@ def _wrap(original: Callable[..., Any], target: _Target) -> Callable[..., Any]:
                     served=ReplayedStream,
                     live=lambda stream: RecordingAsyncStream(stream, call),
                 )
+            if target.method == "parse":  # served: the recorded response, its parsed content rebuilt
+                return await execute_async(
+                    call, original, (self, *args), kwargs, served=_reparsed(kwargs.get("response_format"))
+                )
             if _raw_response(kwargs):
                 return await execute_async(
                     call, original, (self, *args), kwargs, served=ReplayedRawResponse,
@@ -252,6 +265,10 @@ def _wrap(original: Callable[..., Any], target: _Target) -> Callable[..., Any]:
                 served=ReplayedStream,
                 live=lambda stream: RecordingStream(stream, call),
             )
+        if target.method == "parse":
+            return execute(
+                call, original, (self, *args), kwargs, served=_reparsed(kwargs.get("response_format"))
+            )
         if _raw_response(kwargs):
             return execute(
                 call, original, (self, *args), kwargs, served=ReplayedRawResponse,
@@ -270,6 +287,19 @@ _RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"
 def _raw_response(kwargs: dict[str, Any]) -> bool:
     headers = kwargs.get("extra_headers")
     return isinstance(headers, dict) and headers.get(_RAW_RESPONSE_HEADER) == "true"
+
+
+def _reparsed(response_format: Any) -> Callable[[Any], Any]:
+    """A served ``parse`` call's response as ``parse`` returns it: ``ParsedChatCompletion`` of the
+    requested Pydantic model, its ``message.parsed`` rebuilt from the recorded JSON."""
+
+    def rebuild(served: Any) -> Any:
+        if not isinstance(response_format, type) or not hasattr(response_format, "model_validate"):
+            return served
+        typed = type(served)[response_format]  # ParsedChatCompletion[YourModel]
+        return typed.model_validate(served.model_dump())
+
+    return rebuild
 
 
 def _recorded_raw(call: Invocation, raw: Any) -> Any:

@@ -141,8 +141,13 @@ def _as_mapping(value: Any) -> Mapping[str, Any] | None:
         return value
     dump = getattr(value, "model_dump", None)  # the openai and anthropic SDKs' Pydantic models
     if callable(dump):
-        try:
-            dumped = dump()
+        try:  # (no serializer warnings: ParsedChatCompletion's generic ``parsed`` field always warns)
+            dumped = dump(warnings=False)
+        except TypeError:  # a model_dump without that option
+            try:
+                dumped = dump()
+            except Exception:
+                return None
         except Exception:
             return None
         return dumped if isinstance(dumped, Mapping) else None

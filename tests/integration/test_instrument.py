@@ -245,15 +245,21 @@ def test_responses_streams_are_refused_clearly(instrumented: AgentRuntime, llm: 
 
 
 def test_uninstrument_restores_the_clients_exactly(runtime: AgentRuntime) -> None:
-    classes = (Completions, AsyncCompletions, Responses, AsyncResponses, Messages, AsyncMessages)
-    originals = [cls.__dict__["create"] for cls in classes]
-    patched = agent_relay.instrument(runtime)
-    assert len(patched) == 6
+    methods = [(cls, "create") for cls in (Completions, AsyncCompletions, Responses, AsyncResponses, Messages,
+               AsyncMessages)] + [(Completions, "parse"), (AsyncCompletions, "parse")]  # fmt: skip
+    originals = [cls.__dict__[name] for cls, name in methods]
+    try:
+        patched = agent_relay.instrument(runtime)
+        assert len(patched) == len(methods)
+        assert all(
+            cls.__dict__[name] is not original
+            for (cls, name), original in zip(methods, originals, strict=True)
+        )
+    finally:
+        agent_relay.uninstrument()
     assert all(
-        cls.__dict__["create"] is not original for cls, original in zip(classes, originals, strict=True)
+        cls.__dict__[name] is original for (cls, name), original in zip(methods, originals, strict=True)
     )
-    agent_relay.uninstrument()
-    assert all(cls.__dict__["create"] is original for cls, original in zip(classes, originals, strict=True))
 
 
 def test_inference_spans_follow_the_conventions_live_and_replayed(
@@ -329,3 +335,36 @@ def test_with_raw_response_is_recorded_as_its_parsed_response_and_replays(
         replayed_async = asyncio.run(ask_async())
     assert replayed == reply and replayed_async == async_reply and len(llm.requests) == 2
     assert replay.cost_usd == live.cost_usd
+
+
+def test_structured_outputs_parse_is_recorded_and_replays_as_the_model(
+    instrumented: AgentRuntime, llm: FakeLLMServer
+) -> None:
+    from pydantic import BaseModel
+
+    class Weather(BaseModel):
+        city: str
+        degrees: int
+
+    client = openai.OpenAI(base_url=llm.openai_url, api_key="test")
+    aclient = openai.AsyncOpenAI(base_url=llm.openai_url, api_key="test")
+
+    def ask() -> Any:
+        sync = client.chat.completions.parse(model="gpt-4o-mini", messages=ASK, response_format=Weather)
+        async_ = asyncio.run(
+            aclient.chat.completions.parse(model="gpt-4o", messages=ASK, response_format=Weather)
+        )
+        return sync.choices[0].message.parsed, async_.choices[0].message.parsed
+
+    with instrumented.agent_session(name="parse") as live:
+        recorded = ask()
+    assert all(isinstance(p, Weather) for p in recorded)
+    rows = calls_of(instrumented, live.run_id)
+    assert [(r["tool_name"], r["status"]) for r in rows] == [
+        ("openai.chat.completions.parse", "succeeded")
+    ] * 2
+    assert rows[0]["arguments"]["response_format"].endswith("Weather")  # the class, by name, in the key
+    with instrumented.agent_session(name="parse", replay=True, replay_run_id=live.run_id):
+        replayed = ask()
+    assert replayed == recorded and all(isinstance(p, Weather) for p in replayed)
+    assert len(llm.requests) == 2  # the replay sent none
