@@ -24,7 +24,7 @@ import functools
 import importlib
 import inspect
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .calls import Invocation
@@ -124,11 +124,17 @@ _patched: dict[tuple[str, str, str], Any] = {}  # (module, class, method) -> the
 _runtime: AgentRuntime | None = None
 
 
-def instrument(runtime: AgentRuntime) -> list[str]:
+APIS = tuple(dict.fromkeys(t.name for t in (*_TARGETS, *_PARSE_TARGETS)))
+"""The calls ``instrument`` can record, by their ledger names."""
+
+
+def instrument(runtime: AgentRuntime, apis: Iterable[str] | None = None) -> list[str]:
     """Patch the installed ``openai`` / ``anthropic`` clients to record calls made in ``runtime``'s
-    sessions; returns the patched methods. Idempotent for one runtime; a second runtime is an error
-    (``uninstrument()`` first). Clients that are not installed are skipped."""
+    sessions; returns the patched methods. ``apis``: only these (``APIS`` names, or prefixes of them such
+    as ``"anthropic"`` or ``"openai.chat"``; default: all). Idempotent for one runtime; a second runtime is
+    an error (``uninstrument()`` first). Clients that are not installed are skipped."""
     global _runtime
+    chosen = _chosen(apis)
     with _lock:
         if _runtime is not None and _runtime is not runtime:
             raise ConfigurationError(
@@ -136,6 +142,8 @@ def instrument(runtime: AgentRuntime) -> list[str]:
             )
         _runtime = runtime
         for target in (*_TARGETS, *_PARSE_TARGETS):
+            if target.name not in chosen:
+                continue
             _register_spec(runtime, target)
             if (target.module, target.cls, target.method) in _patched:
                 continue
@@ -149,6 +157,24 @@ def instrument(runtime: AgentRuntime) -> list[str]:
             _patched[(target.module, target.cls, target.method)] = original
             setattr(cls, target.method, _wrap(original, target))
         return [f"{module}.{cls}.{method}" for module, cls, method in _patched]
+
+
+def _chosen(apis: Iterable[str] | None) -> set[str]:
+    """The ``APIS`` names ``apis`` selects; a name that selects none is an error naming the choices."""
+    if apis is None:
+        return set(APIS)
+    if isinstance(apis, str):
+        apis = (apis,)
+    chosen: set[str] = set()
+    for wanted in apis:
+        matched = {name for name in APIS if name == wanted or name.startswith(f"{wanted}.")}
+        if not matched:
+            raise ConfigurationError(
+                f"instrument(apis=...): {wanted!r} names none of the calls it can record: {', '.join(APIS)} "
+                f"(or a prefix of them, such as 'openai' or 'anthropic.messages')."
+            )
+        chosen |= matched
+    return chosen
 
 
 def uninstrument() -> None:

@@ -368,3 +368,21 @@ def test_structured_outputs_parse_is_recorded_and_replays_as_the_model(
         replayed = ask()
     assert replayed == recorded and all(isinstance(p, Weather) for p in replayed)
     assert len(llm.requests) == 2  # the replay sent none
+
+
+def test_instrument_can_be_limited_to_some_apis(runtime: AgentRuntime, llm: FakeLLMServer) -> None:
+    original = Completions.__dict__["create"]
+    with pytest.raises(
+        ConfigurationError, match=r"'openai\.chat\.completion'.*openai\.chat\.completions\.create"
+    ):
+        agent_relay.instrument(runtime, apis=["openai.chat.completion"])  # (a typo: no such call)
+    try:
+        patched = agent_relay.instrument(runtime, apis=["anthropic", "openai.responses"])
+        assert all(".messages." in p or ".responses." in p for p in patched) and len(patched) == 4
+        assert Completions.__dict__["create"] is original  # chat completions left alone
+        client = openai.OpenAI(base_url=llm.openai_url, api_key="test")
+        with runtime.agent_session(name="partial") as session:
+            client.chat.completions.create(model="gpt-4o-mini", messages=ASK)
+        assert calls_of(runtime, session.run_id) == []  # not instrumented: not recorded
+    finally:
+        agent_relay.uninstrument()
