@@ -6,12 +6,12 @@ from __future__ import annotations
 import time
 from typing import Any, NoReturn
 
-from opentelemetry import trace
 from opentelemetry.trace import Span
 
 from . import semconv, spans
 from .callbase import MAX_ERROR_MESSAGE, CallBase
 from .calltable import Diverge, Replay
+from .ledger.processor import span_ids
 from .ledger.records import CallRecord
 from .replay import rebuild_error
 from .states import CallStatus, Origin
@@ -27,15 +27,15 @@ class ServedCall(CallBase):
         """The one ending of a call served from a recorded success: event, span, metric, release."""
         span.add_event(event)
         span.end()
-        if self.services.instruments.recording:
-            self.metric(CallStatus.SUCCEEDED, origin)
+        self.metric(CallStatus.SUCCEEDED, origin)
         if self.record is not None:  # it was reserved
             self.release(output, succeeded=True)
         return self.spec.decode(output)
 
     def served_record(self, span: Span, seq: int, origin: Origin, **outcome: Any) -> CallRecord:
         """The complete row of a call a replay served (or refused) without running a body."""
-        ctx, now = span.get_span_context(), time.time_ns()
+        trace_id, span_id = span_ids(span.get_span_context())
+        now = time.time_ns()
         record = CallRecord(
             run_id=self.run.run_id,
             call_id=self.call_id,
@@ -45,8 +45,8 @@ class ServedCall(CallBase):
             idempotency_key=self.key,
             arguments=self.spec.content.for_ledger(self.args_json),
             owner=self.services.owner,
-            trace_id=trace.format_trace_id(ctx.trace_id) if ctx.is_valid else None,
-            span_id=trace.format_span_id(ctx.span_id) if ctx.is_valid else None,
+            trace_id=trace_id,
+            span_id=span_id,
             started_ns=now,
             ended_ns=now,
             origin=origin,
@@ -122,8 +122,7 @@ class ServedCall(CallBase):
         except Exception as exc:
             self.span = span
             self.abandon(exc)
-        if self.services.instruments.recording:
-            self.metric(record.status, Origin.REPLAYED, record)
+        self.metric(record.status, Origin.REPLAYED, record)
         if record.status == CallStatus.SUCCEEDED:
             span.end()
             self.release(row.output, succeeded=True)

@@ -32,6 +32,14 @@ _log = logging.getLogger(__name__)
 _binding: ContextVar[BoundCall | None] = ContextVar("agent_relay_span_binding", default=None)
 
 
+def span_ids(ctx: SpanContext) -> tuple[str | None, str | None]:
+    """The (trace id, span id) a row stores for its span, as OTLP backends show them. A span nobody
+    samples is never exported: the row then names no span a backend could show (its trace id stays)."""
+    if not ctx.is_valid:
+        return None, None
+    return format_trace_id(ctx.trace_id), format_span_id(ctx.span_id) if ctx.trace_flags.sampled else None
+
+
 class BoundCall:
     """A live call's ledger writes, tied to the span that records it. Each write happens once, made by
     whichever sees the span's moment first: the processor, or the wrapper (for a span no processor saw).
@@ -59,10 +67,7 @@ class BoundCall:
     def note(self, ctx: SpanContext, start_ns: int | None) -> None:
         """Where and when the call's span started."""
         record = self.record
-        if ctx.is_valid:
-            record.trace_id = format_trace_id(ctx.trace_id)
-            # a span nobody samples is never exported: the row names no span a backend could show
-            record.span_id = format_span_id(ctx.span_id) if ctx.trace_flags.sampled else None
+        record.trace_id, record.span_id = span_ids(ctx)
         record.started_ns = start_ns or time.time_ns()
 
     def started(self, ctx: SpanContext, start_ns: int | None) -> None:
