@@ -232,7 +232,11 @@ class AgentSession:
         span = services.tracer.start_span(
             spans.session_span_name(self.name),
             attributes=spans.session_attributes(
-                self.name, self.run_id, parent_run_id=self.parent_run_id, budget_limit=self._limit
+                self.name,
+                self.run_id,
+                parent_run_id=self.parent_run_id,
+                budget_limit=self._limit,
+                replay_of=self.replay_of,
             ),
         )
         try:
@@ -241,9 +245,6 @@ class AgentSession:
             spans.end_span(span, exc)
             self.status = RunStatus.FAILED
             raise
-        span.set_attribute(semconv.RUN_ID, self.run_id)
-        if self.replay_of:
-            span.set_attribute(semconv.REPLAY_OF, self.replay_of)
         self._span = span
         self._run.open = True
         services.session_opened(True)
