@@ -121,7 +121,9 @@ class AgentRuntime:
         self._owns_provider = tracer_provider is None
         self._exporters = stoppable(span_exporters)
         self._provider = tracer_provider or build_tracer_provider(service_name, self._exporters, os.environ)
-        self._processor = LedgerSpanProcessor(self.ledger.calls, usage_sink=self._count_foreign_usage)
+        self._processor = LedgerSpanProcessor(
+            self.ledger.calls, usage_sink=self._count_foreign_usage, own_scope=_TRACER_NAME
+        )
         self._provider.add_span_processor(self._processor)
         tracer: Tracer = self._provider.get_tracer(_TRACER_NAME, __version__)
         self._owns_meter_provider = meter_provider is None and bool(metric_readers)
@@ -363,9 +365,6 @@ class AgentRuntime:
         """Charge the open run for a span of another GenAI instrumentation (OpenLLMetry, OpenInference,
         the official OTel openai instrumentation) that reports token usage — unless the model call is one
         AgentRelay recorded itself (the span ended inside it, or wraps it)."""
-        scope = span.instrumentation_scope
-        if scope is not None and scope.name == _TRACER_NAME:
-            return
         attrs = span.attributes or {}
         inp = _first(
             attrs,

@@ -123,9 +123,16 @@ class LedgerSpanProcessor(SpanProcessor):
     """Persists tool-call spans as ledger rows through ``writer``. Thread-safe; never raises into the
     SDK."""
 
-    def __init__(self, writer: CallWriter, usage_sink: Callable[[ReadableSpan], None] | None = None) -> None:
+    def __init__(
+        self,
+        writer: CallWriter,
+        usage_sink: Callable[[ReadableSpan], None] | None = None,
+        *,
+        own_scope: str | None = None,
+    ) -> None:
         self._writer = writer
-        self._usage_sink = usage_sink
+        self._usage_sink = usage_sink  # given the spans of other instrumentations (not ``own_scope``'s)
+        self._own_scope = own_scope
         self._open: dict[int, BoundCall] = {}
         self._lock = threading.Lock()
 
@@ -142,11 +149,15 @@ class LedgerSpanProcessor(SpanProcessor):
         ctx = span.context
         if ctx is None:
             return
-        with self._lock:
-            bound = self._open.pop(ctx.span_id, None)
+        bound = None
+        if self._open:  # (served calls' spans were never bound: no lock for them)
+            with self._lock:
+                bound = self._open.pop(ctx.span_id, None)
         if bound is not None:
             bound.ended(span.end_time)
-        elif self._usage_sink is not None:
+            return
+        scope = span.instrumentation_scope
+        if self._usage_sink is not None and (scope is None or scope.name != self._own_scope):
             try:
                 self._usage_sink(span)
             except Exception:  # another instrumentation's span must never break the host
