@@ -59,3 +59,13 @@ class Durability(StrEnum):
 
     STRICT = "strict"  # the pending row before the body runs, the outcome before the call returns
     OUTCOME = "outcome"  # only the outcome, before the call returns (a crash mid-body: it runs again)
+
+
+class AttemptStatus(StrEnum):
+    """How an attempt of a call ended (``call_attempts.status``): a call's status, or ``IN_DOUBT`` for an
+    attempt another worker took over while it was still pending (its process gone, its outcome unknown)."""
+
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    IN_DOUBT = "in_doubt"

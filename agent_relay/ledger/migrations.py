@@ -12,7 +12,13 @@ Version 1: the core ledger (runs, calls, idempotency keys). Version 2: sagas, bu
 columns keep their text: on SQLite ``JSON_TEXT`` (TEXT affinity) instead of ``JSON`` (NUMERIC affinity),
 on PostgreSQL ``json`` instead of ``jsonb`` (which rewrote numbers); money on SQLite is decimal text
 (``DECIMAL_TEXT``) instead of REAL. (Values already rewritten keep what they became: a ``1.0`` SQLite
-stored as ``1`` stays ``1``.)
+stored as ``1`` stays ``1``.) Version 4: attempt history and retention — the ``tool_call_attempts`` table,
+and ``ON DELETE CASCADE`` on the foreign keys to runs (on SQLite, which cannot alter a constraint,
+``tool_calls`` is rebuilt with every row), so deleting a run deletes its calls and their attempts.
+
+The trigger and views (``derived``) are not steps: every upgrade drops them before its steps change the
+tables, and its last step makes the current ones. To add a version: bump ``SCHEMA_VERSION``, write the
+step, and add it to ``STEPS``.
 """
 
 from __future__ import annotations
@@ -22,10 +28,12 @@ from collections.abc import Callable
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .schema import agent_runs, tool_calls
+from ..errors import LedgerError
+from .schema import agent_runs, tool_call_attempts, tool_calls
 
 # Columns each version added, by table: the DDL of a step, and what a test drops to build the old schema.
 ADDED_COLUMNS: dict[int, list[tuple[sa.Table, str]]] = {
+    4: [],
     3: [],
     2: [
         (agent_runs, "cost_unknown"),
@@ -103,5 +111,64 @@ def _exact_values(conn: Connection) -> None:
         retype_sqlite_column(conn, table, name, declared)
 
 
-STEPS: dict[int, Callable[[Connection], None]] = {2: _add_columns(2), 3: _exact_values}
+# Tables each version added, and foreign keys it gave ON DELETE CASCADE (table, constraint name).
+ADDED_TABLES: dict[int, list[sa.Table]] = {4: [tool_call_attempts]}
+CASCADED: dict[int, list[tuple[sa.Table, str]]] = {4: [(tool_calls, "fk_tool_calls_run")]}
+
+
+def rebuild_sqlite_table(conn: Connection, table: sa.Table, ddl: str | None = None) -> None:
+    """Make a SQLite table again as ``ddl`` declares it (by default, as the schema does), keeping every
+    row: SQLite cannot alter a constraint, so a new table is filled from the old one, which is dropped,
+    and the new one renamed; then its indexes are made."""
+    temporary = f"{table.name}__rebuilt"
+    ddl = ddl or str(sa.schema.CreateTable(table).compile(dialect=conn.dialect))
+    head = f"CREATE TABLE {table.name} ("
+    assert ddl.strip().startswith(head), ddl
+    conn.exec_driver_sql(ddl.strip().replace(head, f"CREATE TABLE {temporary} (", 1))
+    names = ", ".join(c.name for c in table.c)
+    conn.exec_driver_sql(f"INSERT INTO {temporary} ({names}) SELECT {names} FROM {table.name}")
+    conn.exec_driver_sql(f"DROP TABLE {table.name}")
+    conn.exec_driver_sql(f"ALTER TABLE {temporary} RENAME TO {table.name}")
+    for index in table.indexes:
+        conn.execute(sa.schema.CreateIndex(index))
+
+
+def _orphans(conn: Connection) -> None:
+    """Refuse, before changing anything, calls whose run is gone (deleted by user SQL while SQLite's
+    foreign keys were off): the cascading key cannot hold them, and an upgrade drops no row."""
+    c = tool_calls.c
+    orphans = conn.execute(
+        sa.select(sa.func.count()).where(c.run_id.not_in(sa.select(agent_runs.c.run_id)))
+    ).scalar_one()
+    if orphans:
+        database = conn.engine.url.render_as_string(hide_password=True)
+        raise LedgerError(
+            f"cannot upgrade the ledger at {database}: {orphans} tool_calls rows belong to no agent_runs "
+            f"row (their runs were deleted); delete them (DELETE FROM tool_calls WHERE run_id NOT IN "
+            f"(SELECT run_id FROM agent_runs)) and upgrade again.",
+            database=database,
+        )
+
+
+def _attempts_and_cascade(conn: Connection) -> None:
+    _orphans(conn)
+    for table, name in CASCADED[4]:
+        if conn.dialect.name == "sqlite":
+            rebuild_sqlite_table(conn, table)
+            continue
+        [key] = [k for k in table.foreign_keys if k.constraint is not None and k.constraint.name == name]
+        parent = key.column
+        conn.exec_driver_sql(
+            f"ALTER TABLE {table.name} DROP CONSTRAINT {name}, ADD CONSTRAINT {name} FOREIGN KEY "
+            f"({key.parent.name}) REFERENCES {parent.table.name} ({parent.name}) ON DELETE CASCADE"
+        )
+    for table in ADDED_TABLES[4]:
+        table.create(conn)
+
+
+STEPS: dict[int, Callable[[Connection], None]] = {
+    2: _add_columns(2),
+    3: _exact_values,
+    4: _attempts_and_cascade,
+}
 """``STEPS[v]`` upgrades a ledger from version ``v - 1`` to ``v``."""

@@ -18,7 +18,7 @@ from sqlalchemy.ext.compiler import compiles
 
 from ..states import Origin, RunMode
 
-SCHEMA_VERSION = 3  # see migrations.py for what each version added
+SCHEMA_VERSION = 4  # see migrations.py for what each version added
 
 metadata = sa.MetaData()
 
@@ -126,7 +126,10 @@ tool_calls = sa.Table(
     metadata,
     sa.Column("call_id", sa.String(32), primary_key=True),
     sa.Column(
-        "run_id", sa.String(36), sa.ForeignKey("agent_runs.run_id", name="fk_tool_calls_run"), nullable=False
+        "run_id",
+        sa.String(36),
+        sa.ForeignKey("agent_runs.run_id", name="fk_tool_calls_run", ondelete="CASCADE"),
+        nullable=False,
     ),
     sa.Column("seq", sa.Integer, nullable=False),
     sa.Column("tool_name", sa.String(200), nullable=False),
@@ -155,4 +158,43 @@ tool_calls = sa.Table(
     sa.Index("ix_tool_calls_run_seq", "run_id", "seq"),
     sa.Index("ix_tool_calls_tool_started_at", "tool_name", "started_at"),
     sa.Index("ix_tool_calls_status", "status"),
+)
+
+# Every attempt of a call but its latest, which is the ``tool_calls`` row itself. Written by the database,
+# not by the library: a trigger copies a row's attempt here when a new attempt takes the row over (a
+# failed call run again, a pending call taken over from a worker that is gone), in that same statement,
+# so a call that succeeds on its first attempt costs nothing more. The ``call_attempts`` view is both.
+tool_call_attempts = sa.Table(
+    "tool_call_attempts",
+    metadata,
+    sa.Column(
+        "call_id",
+        sa.String(32),
+        sa.ForeignKey("tool_calls.call_id", name="fk_tool_call_attempts_call", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column(
+        "run_id",
+        sa.String(36),
+        sa.ForeignKey("agent_runs.run_id", name="fk_tool_call_attempts_run", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("seq", sa.Integer, nullable=False),
+    # failed, or in_doubt: still pending when another worker took the call over (its outcome unknown)
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("error_type", sa.String(200), nullable=True),
+    sa.Column("error_message", sa.Text, nullable=True),
+    sa.Column("cost_usd", Money, nullable=True),
+    sa.Column("cost_unknown", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("input_tokens", sa.BigInteger, nullable=True),
+    sa.Column("output_tokens", sa.BigInteger, nullable=True),
+    sa.Column("model", sa.String(200), nullable=True),
+    sa.Column("trace_id", sa.String(32), nullable=True),
+    sa.Column("span_id", sa.String(16), nullable=True),
+    sa.Column("owner", sa.String(200), nullable=True),
+    sa.Column("started_at", _TS, nullable=False),
+    sa.Column("ended_at", _TS, nullable=True),
+    sa.PrimaryKeyConstraint("call_id", "attempt", name="pk_tool_call_attempts"),
+    sa.Index("ix_tool_call_attempts_run", "run_id"),
 )

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine, Row
 
 from ..errors import LedgerError, SchemaVersionError
 from ..states import CallStatus, Origin, Phase
-from . import migrations
+from . import derived, migrations
 from .checkpoint import Checkpointer
 from .connection import Database, LedgerOptions
 from .schema import SCHEMA_VERSION, agent_runs, metadata, schema_info, tool_calls
@@ -74,6 +74,7 @@ class LedgerStore:
             if found is None:
                 with self.db.write_engine.begin() as conn:
                     metadata.create_all(conn)
+                    derived.create(conn)
                     if conn.execute(sa.select(schema_info.c.version)).first() is None:
                         conn.execute(
                             schema_info.insert().values(
@@ -110,7 +111,10 @@ class LedgerStore:
                         locked = locked.with_for_update()
                     if conn.execute(locked).scalar_one() >= version:
                         continue  # another upgrader got there first
+                    derived.drop(conn)  # (views and triggers name the columns a step may change)
                     migrations.STEPS[version](conn)
+                    if version == SCHEMA_VERSION:
+                        derived.create(conn)
                     conn.execute(schema_info.update().where(schema_info.c.id == 1).values(version=version))
         return start, SCHEMA_VERSION
 

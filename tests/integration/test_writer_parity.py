@@ -1,7 +1,8 @@
 """The two writer backends write the same rows: ``SqliteCalls`` (plain ``sqlite3``) and ``SqlCalls``
 (SQLAlchemy) each write one scenario of calls -- strict and outcome calls, failures and retries, a batch,
 served rows, a look-up and a take-over -- into its own run of one SQLite ledger, and the two runs' rows are
-compared column by column, as SQLAlchemy reads them and as SQLite stores them. ``SqlCalls`` on PostgreSQL
+compared column by column, as SQLAlchemy reads them and as SQLite stores them, with the earlier attempts the
+database kept. ``SqlCalls`` on PostgreSQL
 writes the same scenario, and its rows hold the same values."""
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from agent_relay.encoding import canonical_dumps
 from agent_relay.errors import LedgerError
 from agent_relay.keys import call_id, idempotency_key
 from agent_relay.ledger.records import CallRecord, Found, Held
+from agent_relay.ledger.schema import tool_call_attempts
 from agent_relay.ledger.sql_calls import SqlCalls
 from agent_relay.ledger.sqlite_calls import SqliteCalls
 from agent_relay.ledger.store import LedgerStore
@@ -237,6 +240,27 @@ def _rows(store: LedgerStore, run_id: str) -> list[dict[str, Any]]:
     return [{k: v for k, v in row.items() if k not in RUN_SPECIFIC} for row in rows]
 
 
+def _attempts(store: LedgerStore, run_id: str) -> list[dict[str, Any]]:
+    """The run's earlier attempts (``tool_call_attempts``, kept by the database when a new attempt took a
+    row over), in seq order, without the columns that name the run."""
+    a = tool_call_attempts.c
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(tool_call_attempts).where(a.run_id == run_id).order_by(a.seq))
+        return [{k: v for k, v in row.items() if k not in RUN_SPECIFIC} for row in rows.mappings()]
+
+
+def _check_attempts(attempts: list[dict[str, Any]]) -> None:
+    """The earlier attempts of the scenario: two failures a retry made good, one taken over in doubt."""
+    assert [(a["seq"], a["attempt"], a["status"], a["error_type"], a["owner"]) for a in attempts] == [
+        (2, 1, "failed", "TimeoutError", OWNER),
+        (5, 1, "failed", "ConnectionError", OWNER),
+        (13, 1, "in_doubt", None, GONE),
+    ]
+    assert attempts[0]["error_message"] == "gateway timed out after 30 s"
+    assert attempts[0]["trace_id"] == f"{2:032x}" and attempts[0]["ended_at"] is not None
+    assert attempts[2]["ended_at"] is None  # its worker died: when it ended is unknown
+
+
 def _differences(a: list[dict[str, Any]], b: list[dict[str, Any]], show: Callable[[Any], Any]) -> list[str]:
     """Every column where two runs' rows (matched by position, in seq order) differ."""
     if [r["seq"] for r in a] != [r["seq"] for r in b]:
@@ -247,7 +271,7 @@ def _differences(a: list[dict[str, Any]], b: list[dict[str, Any]], show: Callabl
         for column in left:
             x, y = show(left[column]), show(right[column])
             if x != y or type(x) is not type(y):
-                found.append(f"seq {left['seq']} ({left['tool_name']}) {column}: {x!r} != {y!r}")
+                found.append(f"seq {left['seq']} ({left.get('tool_name')}) {column}: {x!r} != {y!r}")
     return found
 
 
@@ -299,6 +323,9 @@ def test_sqlite_and_sqlalchemy_backends_write_the_same_rows(sqlite_store: Ledger
         assert len(found) == 11, name
     differences = _differences(rows["SqliteCalls"], rows["SqlCalls"], show=lambda v: v)
     assert not differences, "SqliteCalls (left) and SqlCalls (right) rows differ:\n" + "\n".join(differences)
+    attempts = {name: _attempts(sqlite_store, run.run_id) for name, run in written.items()}
+    _check_attempts(attempts["SqliteCalls"])
+    assert attempts["SqliteCalls"] == attempts["SqlCalls"]
 
 
 def _stored(path: str, run_id: str) -> list[dict[str, Any]]:
@@ -354,6 +381,7 @@ def test_sqlalchemy_backend_on_postgresql_writes_the_same_values(
         postgres.open()
         on_postgres = write_with(postgres, "SqlCalls")
         pg_rows = _rows(postgres, on_postgres.run_id)
+        pg_attempts = _attempts(postgres, on_postgres.run_id)
     finally:
         postgres.dispose()
     assert on_postgres.returned == _expected_returns()
@@ -362,5 +390,10 @@ def test_sqlalchemy_backend_on_postgresql_writes_the_same_values(
     assert pg_rows[0]["started_at"].tzinfo is not None  # timestamptz: the normalisation is needed
     differences = _differences(_rows(sqlite_store, on_sqlite.run_id), pg_rows, show=_comparable)
     assert not differences, "SqlCalls rows on SQLite (left) and PostgreSQL (right) differ:\n" + "\n".join(
+        differences
+    )
+    _check_attempts(pg_attempts)
+    differences = _differences(_attempts(sqlite_store, on_sqlite.run_id), pg_attempts, show=_comparable)
+    assert not differences, "earlier attempts on SQLite (left) and PostgreSQL (right) differ:\n" + "\n".join(
         differences
     )
