@@ -224,6 +224,8 @@ class AgentRuntime:
         replay_run_id: str | None = None,
         fork_after: int | None = None,
         resume_run_id: str | None = None,
+        parent_run_id: str | None = None,
+        child_key: str | None = None,
     ) -> AgentSession:
         """A session recording one run; use it as ``with`` or ``async with``.
 
@@ -236,6 +238,12 @@ class AgentRuntime:
         ``replay_run_id=X, fork_after=K``: serve X's first K calls, then go live (mode ``fork``).
         ``resume_run_id=X``: continue run X — succeeded calls are served, failed ones run again, and a
         call left pending by a dead process runs again only if its tool is ``idempotent=True``.
+
+        ``parent_run_id=P``: a child of run P recorded elsewhere (another process, another ledger: the
+        caller whose request this session serves), instead of the run open here. With ``child_key=K``
+        the run's id is derived from (P, ``name``, K), so a session opened again with the same three (a
+        retried request) continues that run, even once it succeeded: succeeded calls are served, failed
+        ones run again, as in a resume.
 
         Bad arguments raise here; an unknown run id raises when the session starts, before the agent
         runs.
@@ -250,6 +258,8 @@ class AgentRuntime:
             replay_run_id=replay_run_id,
             fork_after=fork_after,
             resume_run_id=resume_run_id,
+            parent_run_id=parent_run_id,
+            child_key=child_key,
         )
 
     def settle_call(

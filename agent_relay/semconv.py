@@ -43,6 +43,14 @@ EXCEPTION_MESSAGE: Final = _exception.EXCEPTION_MESSAGE
 EXCEPTION_STACKTRACE: Final = _exception.EXCEPTION_STACKTRACE
 EVENT_EXCEPTION: Final = "exception"  # the event OpenTelemetry's record_exception adds
 
+# MCP (Model Context Protocol) conventions, on the spans of MCP tool calls (spelled here: the package's
+# mcp_attributes module is newer than the lowest semantic-conventions release agent_relay supports)
+MCP_METHOD_NAME: Final = "mcp.method.name"
+MCP_SESSION_ID: Final = "mcp.session.id"
+MCP_PROTOCOL_VERSION: Final = "mcp.protocol.version"
+JSONRPC_REQUEST_ID: Final = "jsonrpc.request.id"
+MCP_METHOD_TOOLS_CALL: Final = "tools/call"
+
 OPERATION_INVOKE_AGENT: Final = _gen_ai.GenAiOperationNameValues.INVOKE_AGENT.value
 OPERATION_EXECUTE_TOOL: Final = _gen_ai.GenAiOperationNameValues.EXECUTE_TOOL.value
 OPERATION_CHAT: Final = _gen_ai.GenAiOperationNameValues.CHAT.value

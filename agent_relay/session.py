@@ -7,7 +7,9 @@ one idempotency key run the tool once (the second waits and is served).
 
 Nesting: a session opened inside another records its own run, linked to the outer run by
 ``parent_run_id``, with its span a child of the outer session's span; tools called inside belong to the
-inner run until it exits.
+inner run until it exits. A session given ``parent_run_id`` is the child of a run recorded in another
+process (an MCP server's, serving that run's request); with ``child_key`` it is opened again, not anew,
+when the same request comes again.
 
 Saga: when the block raises an ``Exception`` (``BudgetExceededError`` included), every succeeded forward
 call whose tool names a compensation is compensated, latest first, before the exception propagates —
@@ -72,10 +74,13 @@ class AgentSession:
         replay_run_id: str | None = None,
         fork_after: int | None = None,
         resume_run_id: str | None = None,
+        parent_run_id: str | None = None,
+        child_key: str | None = None,
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise SessionStateError(f"agent_session(name=...) must be a non-empty string, not {name!r}.")
         self.mode = _mode(replay, replay_run_id, fork_after, resume_run_id)
+        _check_remote_parent(parent_run_id, child_key, self.mode)
         self.replay_of = replay_run_id
         self.fork_after = fork_after
         self.unrequested_calls: list[Any] = []
@@ -86,7 +91,11 @@ class AgentSession:
         self._limit = parse_limit(budget_limit)
         self._input = encode(input_payload, root="input_payload", what="agent_session:", error=EncodingError)
         self.run_id = resume_run_id or str(uuid.uuid4())
-        self.parent_run_id: str | None = None
+        if parent_run_id is not None and child_key is not None:  # the same request again: the same run
+            child = f"agent-relay:{parent_run_id}:{name}:{child_key}"
+            self.run_id = str(uuid.uuid5(uuid.NAMESPACE_URL, child))
+        self._remote_parent, self._child_key = parent_run_id, child_key
+        self.parent_run_id: str | None = parent_run_id
         self.trace_id: str | None = None
         self.status = RunStatus.NEW
         self.compensation_errors: list[CompensationFailure] = []  # (the saga's, once it ran)
@@ -225,7 +234,9 @@ class AgentSession:
         services.check_open()
         services.check_compensations()
         parent = current_run()
-        if parent is not None and self.mode is not RunMode.RECOVER:
+        if self._child_key is not None and services.ledger.get_run(self.run_id) is not None:
+            self.mode, self._resuming_child = RunMode.RESUME, True  # served calls; failed ones run again
+        elif parent is not None and self._remote_parent is None and self.mode is not RunMode.RECOVER:
             self.parent_run_id = parent.run_id
             if self.mode is RunMode.LIVE and parent.serving_recorded:
                 self._cover_recorded_child(parent)
@@ -431,6 +442,20 @@ class AgentSession:
             if exc is None:
                 raise ledger_error
             exc.add_note(f"agent-relay: the end of run {self.run_id} was not recorded: {ledger_error}")
+
+
+def _check_remote_parent(parent_run_id: str | None, child_key: str | None, mode: RunMode) -> None:
+    """``parent_run_id`` / ``child_key``: a child of a run recorded elsewhere, alone or continued."""
+    for label, value in (("parent_run_id", parent_run_id), ("child_key", child_key)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise SessionStateError(f"agent_session({label}=...) must be a non-empty string, not {value!r}.")
+    if child_key is not None and parent_run_id is None:
+        raise SessionStateError("agent_session(child_key=...) needs parent_run_id=..., the parent run.")
+    if parent_run_id is not None and mode is not RunMode.LIVE:
+        raise SessionStateError(
+            "parent_run_id cannot be combined with replay, fork or resume: a replay of the parent run serves "
+            "its calls without asking this process."
+        )
 
 
 def _mode(

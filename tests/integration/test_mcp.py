@@ -1,0 +1,192 @@
+"""MCP tool calls with the real ``mcp`` package, against a real MCP server process over stdio
+(``mcp_server_app.py``), whose side effects are counted in files: the client's calls are recorded,
+deduplicated and replayed without a request; a server tool recorded with AgentRelay lands in a child run of
+the caller's run, a retried ``tools/call`` with the caller's key does not run it again, and its spans
+continue the caller's trace. ``mcp`` is in the ``frameworks`` extra (installed by ``.ci/run``)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("mcp", reason="mcp is in agent-relay[frameworks], which .ci/run installs")
+
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from mcp.types import CallToolResult, TextContent
+
+from agent_relay import AgentRuntime, ArgumentEncodingError, ConfigurationError, tool
+from agent_relay.integrations.mcp import META_KEY, durable_mcp_tool, durable_session
+from agent_relay.testing import SpanCapture
+from tests.support import calls_of, run_row
+
+SERVER = Path(__file__).with_name("mcp_server_app.py")
+
+
+@contextlib.asynccontextmanager
+async def mcp_server(state: Path) -> AsyncIterator[ClientSession]:
+    """A fresh server process (its own SQLite ledger in ``state``), connected and initialised."""
+    env = {**os.environ, "MCP_TEST_STATE": str(state), "MCP_TEST_LEDGER": server_ledger(state)}
+    params = StdioServerParameters(command=sys.executable, args=[str(SERVER)], env=env)
+    with (state / "server.log").open("w") as errlog:
+        async with (
+            stdio_client(params, errlog=errlog) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            yield session
+
+
+def server_ledger(state: Path) -> str:
+    return f"sqlite:///{state / 'server.db'}"
+
+
+def counted(state: Path, name: str) -> int:
+    """How often the server ran a side effect."""
+    path = state / name
+    return int(path.read_text()) if path.exists() else 0
+
+
+def text(result: CallToolResult) -> str:
+    [block] = result.content
+    assert isinstance(block, TextContent)
+    return block.text
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Path:
+    path = tmp_path / "server"
+    path.mkdir()
+    return path
+
+
+@pytest.mark.asyncio
+async def test_client_calls_recorded_deduplicated_and_replayed(
+    runtime: AgentRuntime, spans: SpanCapture, state: Path
+) -> None:
+    async with mcp_server(state) as raw:
+        session = durable_session(runtime, raw, session_id="session-1")
+        with runtime.agent_session(name="mcp_client") as source:
+            first = await session.call_tool("bump", {"label": "a"})
+            again = await session.call_tool("bump", arguments={"label": "a"}, read_timeout_seconds=30)
+        assert text(first) == "a #1" and again == first
+        assert counted(state, "a") == 1  # the repeat was served: the server ran it once
+
+        [row] = calls_of(runtime, source.run_id)
+        assert (row["tool_name"], row["status"], row["arguments"]) == (
+            "mcp.bump",
+            "succeeded",
+            {"label": "a"},
+        )
+        assert row["output"]["isError"] is False  # the result as it went over the wire
+        assert row["output"]["content"] == [{"type": "text", "text": "a #1"}]
+        live = next(s for s in spans.tool_spans() if s.name == "execute_tool mcp.bump")
+        assert live.attributes is not None
+        assert live.attributes["mcp.method.name"] == "tools/call"
+        assert live.attributes["mcp.session.id"] == "session-1"
+
+        with runtime.agent_session(name="mcp_client", replay=True, replay_run_id=source.run_id) as replay:
+            replayed = await session.call_tool("bump", {"label": "a"})
+        assert isinstance(replayed, CallToolResult) and replayed == first
+        assert counted(state, "a") == 1  # no request reached the server
+        assert [r["origin"] for r in calls_of(runtime, replay.run_id)] == ["replayed"]
+
+        outside = await session.call_tool("bump", {"label": "a"})  # no session: straight to the server
+        assert text(outside) == "a #2"
+
+
+@pytest.mark.asyncio
+async def test_a_tool_error_result_is_a_failed_call(runtime: AgentRuntime, state: Path) -> None:
+    async with mcp_server(state) as raw:
+        session = durable_session(runtime, raw)
+        with runtime.agent_session(name="mcp_errors") as source:
+            result = await session.call_tool("refuse", {"reason": "closed"})
+            assert result.is_error and "refused: closed" in text(result)  # handed back as it came
+            await session.call_tool("refuse", {"reason": "closed"})  # a failed call runs again
+        assert counted(state, "refusals") == 2
+        [row] = calls_of(runtime, source.run_id)
+        assert (row["status"], row["error_type"]) == ("failed", "agent_relay.integrations.mcp.McpToolError")
+        assert row["attempts"] == 2 and "refused: closed" in row["error_message"]
+
+        with runtime.agent_session(name="mcp_errors", replay=True, replay_run_id=source.run_id):
+            replayed = await session.call_tool("refuse", {"reason": "closed"})
+        assert replayed.is_error and text(replayed) == text(result)
+        assert counted(state, "refusals") == 2
+
+
+@pytest.mark.asyncio
+async def test_bad_calls_are_refused_before_a_request(runtime: AgentRuntime, state: Path) -> None:
+    async with mcp_server(state) as raw:
+        session = durable_session(runtime, raw)
+        with runtime.agent_session(name="mcp_bad"):
+            with pytest.raises(ArgumentEncodingError, match=r"mcp\.bump: argument 'arguments\.label'"):
+                await session.call_tool("bump", {"label": object()})
+            with pytest.raises(ConfigurationError, match="must be a dict of the tool's arguments"):
+                await session.call_tool("bump", ["a"])  # type: ignore[arg-type]
+        assert counted(state, "a") == 0
+
+        @tool(runtime, name="mcp.taken")
+        def taken() -> None: ...
+
+        with runtime.agent_session(name="mcp_bad"), pytest.raises(ConfigurationError, match="server="):
+            await session.call_tool("taken", {})
+    with pytest.raises(ConfigurationError, match="ClientSession"):
+        durable_session(runtime, object())  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="MCPServer"):
+        durable_mcp_tool(runtime, object())  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_server_tool_records_under_the_callers_run_once_per_key(
+    runtime: AgentRuntime, state: Path
+) -> None:
+    arguments: dict[str, Any] = {"order": "A-1", "amount": 5}
+    async with mcp_server(state) as raw:
+        session = durable_session(runtime, raw, server="shop")
+        with runtime.agent_session(name="checkout") as caller:
+            result = await session.call_tool("charge", arguments)
+        assert text(result) == "charged A-1: 5" and counted(state, "charges") == 1
+        [sent] = [json.loads(line) for line in (state / "requests.jsonl").read_text().splitlines()]
+        assert sent[META_KEY]["run_id"] == caller.run_id and "traceparent" in sent
+
+        # the same tools/call again, with the caller's _meta (a retry after a lost response): served
+        retried = await raw.call_tool("charge", arguments, meta=sent)
+        assert text(retried) == text(result) and counted(state, "charges") == 1
+
+        with runtime.agent_session(name="checkout", replay=True, replay_run_id=caller.run_id):
+            assert await session.call_tool("charge", arguments) == result
+        assert counted(state, "charges") == 1  # the client's replay sent nothing
+
+        with runtime.agent_session(name="checkout"):  # another run of the caller: another call
+            await session.call_tool("charge", arguments)
+        assert counted(state, "charges") == 2
+
+    [client_row] = calls_of(runtime, caller.run_id)
+    assert client_row["tool_name"] == "mcp.shop.charge"
+    server = AgentRuntime(server_ledger(state), use_global_provider=False)
+    try:
+        [(child_id, _)] = server.ledger.child_runs(caller.run_id)  # the retry opened no other run
+        child = run_row(server, child_id)
+        assert (child["name"], child["status"]) == ("charge", "succeeded")
+        [server_row] = calls_of(server, child["run_id"])
+        assert (server_row["tool_name"], server_row["status"]) == ("charge", "succeeded")
+        assert server_row["attempts"] == 1
+        assert server_row["arguments"] == arguments  # MCP's Context left out
+        assert child["trace_id"] == client_row["trace_id"]  # one trace, across the processes
+    finally:
+        server.shutdown()
+
+    server_spans = [json.loads(line) for line in (state / "spans.jsonl").read_text().splitlines()]
+    first = next(s for s in server_spans if s["name"] == "invoke_agent charge")
+    assert first["trace_id"] == client_row["trace_id"]
+    assert first["parent_span_id"] == client_row["span_id"]  # under the client's execute_tool span
+    assert first["attributes"]["mcp.method.name"] == "tools/call"
+    assert first["attributes"]["jsonrpc.request.id"]
+    assert first["attributes"]["agent_relay.run.parent_id"] == caller.run_id
