@@ -42,11 +42,12 @@ class FakeLLMServer:
                     return
                 reply = route(body, n)
                 if body.get("stream"):
-                    events = (
-                        server._chat_chunks(reply, body)
-                        if self.path.startswith("/v1/chat")
-                        else server._message_events(reply)
-                    )
+                    if self.path.startswith("/v1/chat"):
+                        events = server._chat_chunks(reply, body)
+                    elif self.path.startswith("/v1/responses"):
+                        events = server._response_events(reply)
+                    else:
+                        events = server._message_events(reply)
                     payload = "".join(
                         f"{'event: ' + e['type'] + chr(10) if 'type' in e else ''}data: {json.dumps(e)}\n\n"
                         for e in events
@@ -209,8 +210,68 @@ class FakeLLMServer:
         ]
         return events
 
+    def _response_events(self, reply: dict[str, Any]) -> list[dict[str, Any]]:
+        """The reply as Responses API stream events, the text in two deltas (``sequence_number`` in order)."""
+        start = {**reply, "status": "in_progress", "output": [], "usage": None}
+        events: list[dict[str, Any]] = [
+            {"type": "response.created", "response": start},
+            {"type": "response.in_progress", "response": start},
+        ]
+        for index, item in enumerate(reply["output"]):
+            where = {"output_index": index, "item_id": item["id"]}
+            if item["type"] == "function_call":
+                arguments = item["arguments"]
+                events += [
+                    {"type": "response.output_item.added", "output_index": index,
+                     "item": {**item, "arguments": "", "status": "in_progress"}},
+                    {"type": "response.function_call_arguments.delta", **where, "delta": arguments},
+                    {"type": "response.function_call_arguments.done", **where, "arguments": arguments},
+                ]  # fmt: skip
+            else:
+                text = item["content"][0]["text"]
+                part, at = (
+                    {"type": "output_text", "text": "", "annotations": []},
+                    {**where, "content_index": 0},
+                )
+                events += [
+                    {"type": "response.output_item.added", "output_index": index,
+                     "item": {**item, "status": "in_progress", "content": []}},
+                    {"type": "response.content_part.added", **at, "part": part},
+                    *({"type": "response.output_text.delta", **at, "delta": d, "logprobs": []}
+                      for d in (text[: len(text) // 2], text[len(text) // 2 :])),
+                    {"type": "response.output_text.done", **at, "text": text, "logprobs": []},
+                    {"type": "response.content_part.done", **at, "part": item["content"][0]},
+                ]  # fmt: skip
+            events.append({"type": "response.output_item.done", "output_index": index, "item": item})
+        events.append({"type": "response.completed", "response": reply})
+        return [{**event, "sequence_number": n} for n, event in enumerate(events)]
+
     def _responses(self, body: dict[str, Any], n: int) -> dict[str, Any]:
         prompt = self._prompt_tokens(body)
+        tools = [t for t in body.get("tools") or [] if t.get("type") == "function"]
+        given = body.get("input")
+        items: list[Any] = given if isinstance(given, list) else []
+        answered = any(isinstance(i, dict) and i.get("type") == "function_call_output" for i in items)
+        output: list[dict[str, Any]] = [
+            {
+                "id": f"msg_{n}",
+                "type": "message",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": f"Answer {n}.", "annotations": []}],
+            }
+        ]
+        if tools and not answered:  # a tool-using model: call the first tool until a result comes back
+            output = [
+                {
+                    "id": f"fc_{n}",
+                    "type": "function_call",
+                    "call_id": f"call_{n}",
+                    "name": tools[0]["name"],
+                    "arguments": json.dumps(self.tool_arguments),
+                    "status": "completed",
+                }
+            ]
         return {
             "id": f"resp_{n}",
             "object": "response",
@@ -220,15 +281,7 @@ class FakeLLMServer:
             "parallel_tool_calls": True,
             "tool_choice": "auto",
             "tools": [],
-            "output": [
-                {
-                    "id": f"msg_{n}",
-                    "type": "message",
-                    "role": "assistant",
-                    "status": "completed",
-                    "content": [{"type": "output_text", "text": f"Answer {n}.", "annotations": []}],
-                }
-            ],
+            "output": output,
             "usage": {
                 "input_tokens": prompt,
                 "output_tokens": self.output_tokens,
