@@ -1,0 +1,433 @@
+"""The framework adapters (``agent_relay.integrations``) over tool objects the real frameworks built, driven
+as a user drives them: the Agents SDK's ``Runner`` against the fake LLM server, pydantic-ai agents on its
+own test models, LangChain tools invoked with the tool calls a model makes. Each wrapped tool keeps its
+schema; its calls are recorded without the framework's context, a repeat in the run is served, and a
+replay runs no body. The frameworks are an optional extra (``agent-relay[frameworks]``, installed by
+``.ci/run``); each test skips without its framework.
+
+(No ``from __future__ import annotations`` here: the frameworks read the annotations of the tools these
+tests define inside their bodies.)
+"""
+
+import asyncio
+import json
+from typing import Annotated, Any
+
+import pytest
+
+from agent_relay import AgentRuntime, BudgetExceededError, ConfigurationError, tool
+from agent_relay.testing import FakeLLMServer, SpanCapture
+from tests.support import calls_of
+
+CALL_ID = "agent_relay.call.id"  # on AgentRelay's execute_tool spans (a framework's own have none)
+
+
+def ours(spans: SpanCapture) -> list[Any]:
+    return [s for s in spans.tool_spans() if CALL_ID in (s.attributes or {})]
+
+
+# --- OpenAI Agents SDK ------------------------------------------------------------------------------------
+
+
+def test_openai_agents_function_tools_are_durable_in_an_agent_loop(
+    runtime: AgentRuntime, spans: SpanCapture
+) -> None:
+    agents = pytest.importorskip("agents")
+    openai = pytest.importorskip("openai")
+    from agent_relay.integrations.openai_agents import durable_tools
+
+    ran: list[str] = []
+
+    @agents.function_tool
+    async def get_weather(ctx: agents.RunContextWrapper[Any], city: str) -> str:
+        """The weather in a city."""
+        ran.append(city)
+        return f"sunny in {city}"
+
+    (weather,) = durable_tools(runtime, [get_weather])
+    assert (weather.name, weather.description, weather.strict_json_schema) == (
+        get_weather.name,
+        get_weather.description,
+        get_weather.strict_json_schema,
+    )
+    assert weather.params_json_schema == get_weather.params_json_schema
+    assert list(weather.params_json_schema["properties"]) == ["city"]
+
+    with FakeLLMServer(tool_arguments={"city": "Rome"}) as llm:
+        client = openai.AsyncOpenAI(base_url=llm.openai_url, api_key="local")
+        model = agents.OpenAIChatCompletionsModel(model="gpt-4o-mini", openai_client=client)
+        agent = agents.Agent(name="weather", model=model, tools=[weather])
+        config = agents.RunConfig(tracing_disabled=True)
+
+        async def main() -> tuple[str, str]:
+            async with runtime.agent_session(name="agents") as source:
+                first = await agents.Runner.run(agent, "weather in Rome?", run_config=config)
+                await agents.Runner.run(agent, "weather in Rome?", run_config=config)  # the same call again
+            assert ran == ["Rome"]  # the repeat was served
+            async with runtime.agent_session(
+                name="agents", replay=True, replay_run_id=source.run_id
+            ) as replay:
+                again = await agents.Runner.run(agent, "weather in Rome?", run_config=config)
+            assert first.final_output == again.final_output
+            return source.run_id, replay.run_id
+
+        source_id, replay_id = asyncio.run(main())
+        model_call_ids = [
+            call["id"]
+            for _, body in llm.requests
+            for message in body["messages"]
+            for call in message.get("tool_calls") or []
+        ]
+    assert ran == ["Rome"]  # the replay ran no body
+    (row,) = calls_of(runtime, source_id)
+    assert (row["tool_name"], row["arguments"], row["output"], row["status"]) == (
+        "get_weather",
+        {"city": "Rome"},
+        "sunny in Rome",
+        "succeeded",
+    )
+    (replayed,) = calls_of(runtime, replay_id)
+    assert (replayed["origin"], replayed["output"]) == ("replayed", "sunny in Rome")
+    # each span names the model's own tool-call id (the ToolContext's), the ledger's id beside it
+    assert [s.attributes["gen_ai.tool.call.id"] for s in ours(spans)] == list(dict.fromkeys(model_call_ids))
+    assert ours(spans)[0].attributes[CALL_ID] == row["call_id"]
+
+
+def test_openai_agents_failures_are_recorded_not_served_and_worded_for_the_model(
+    runtime: AgentRuntime,
+) -> None:
+    agents = pytest.importorskip("agents")
+    from agents.tool_context import ToolContext
+
+    from agent_relay.integrations.openai_agents import durable_tool
+
+    tries: list[str] = []
+
+    @agents.function_tool
+    def flaky(city: str) -> str:
+        """Fails the first time."""
+        tries.append(city)
+        if len(tries) == 1:
+            raise RuntimeError("upstream timeout")
+        return f"ok {city}"
+
+    durable = durable_tool(runtime, flaky)
+    arguments = json.dumps({"city": "Rome"})
+
+    def invoke(call_id: str) -> Any:
+        context = ToolContext(context=None, tool_name="flaky", tool_call_id=call_id, tool_arguments=arguments)
+        return asyncio.run(durable.on_invoke_tool(context, arguments))
+
+    with runtime.agent_session(name="flaky") as session:
+        failed = invoke("call_1")
+        assert failed.startswith("An error occurred while running the tool")  # the SDK's own words
+        assert invoke("call_2") == "ok Rome"  # a failed call is not served: it runs again
+    (row,) = calls_of(runtime, session.run_id)
+    assert (row["status"], row["attempts"], row["output"]) == ("succeeded", 2, "ok Rome")
+    assert tries == ["Rome", "Rome"]
+
+
+def test_openai_agents_budget_and_compensation(runtime: AgentRuntime) -> None:
+    agents = pytest.importorskip("agents")
+    from agents.tool_context import ToolContext
+
+    from agent_relay.integrations.openai_agents import durable_tool
+
+    cancelled: list[tuple[str, str]] = []
+
+    @agents.function_tool
+    def book_hotel(city: str) -> str:
+        """Book a hotel."""
+        return f"H-{city}"
+
+    @tool(runtime)
+    def cancel_hotel(city: str, forward_result: str) -> None:
+        cancelled.append((city, forward_result))
+
+    booking = durable_tool(runtime, book_hotel, compensation="cancel_hotel", cost=2)
+
+    def invoke(city: str) -> Any:
+        arguments = json.dumps({"city": city})
+        context = ToolContext(
+            context=None, tool_name="book_hotel", tool_call_id=city, tool_arguments=arguments
+        )
+        return asyncio.run(booking.on_invoke_tool(context, arguments))
+
+    # a budget passed stops the run (not words for the model), and the saga undoes the booking
+    with pytest.raises(BudgetExceededError), runtime.agent_session(name="trip", budget_limit=3) as session:
+        assert invoke("Rome") == "H-Rome"
+        invoke("Oslo")
+    assert session.status == "compensated"
+    assert cancelled == [("Oslo", "H-Oslo"), ("Rome", "H-Rome")]
+
+
+def test_openai_agents_bad_input_is_refused_before_anything_runs(runtime: AgentRuntime) -> None:
+    agents = pytest.importorskip("agents")
+    from agent_relay.integrations.openai_agents import durable_tool, durable_tools
+
+    @agents.function_tool
+    def lookup(q: str) -> str:
+        """Look up."""
+        return q
+
+    with pytest.raises(ConfigurationError, match="FunctionTool"):
+        durable_tool(runtime, lambda q: q)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="'name'"):
+        durable_tool(runtime, lookup, name="other")
+    with pytest.raises(ConfigurationError, match="'nope'"):
+        durable_tool(runtime, lookup, exclude=("nope",))
+    # wrapping the same tool again (an agent built per request) reuses its registration
+    first, second = durable_tools(runtime, [lookup]) + durable_tools(runtime, [lookup])
+    assert runtime.tools["lookup"] is not None and first is not second
+
+
+# --- LangChain --------------------------------------------------------------------------------------------
+
+
+def test_langchain_tools_keep_their_schema_and_leave_injected_args_out(
+    runtime: AgentRuntime, spans: SpanCapture
+) -> None:
+    lc_tools = pytest.importorskip("langchain_core.tools")
+    from langchain_core.runnables import RunnableConfig
+
+    from agent_relay.integrations.langchain import durable_tools
+
+    ran: list[str] = []
+    configs: list[Any] = []
+
+    @lc_tools.tool
+    def weather(
+        city: str, config: RunnableConfig, tool_call_id: Annotated[str, lc_tools.InjectedToolCallId]
+    ) -> str:
+        """The weather in a city."""
+        ran.append(city)
+        configs.append(config.get("metadata", {}).get("user"))
+        return f"sunny in {city} ({tool_call_id})"
+
+    (durable,) = durable_tools(runtime, [weather])
+    assert (durable.name, durable.description, durable.args_schema) == (
+        weather.name,
+        weather.description,
+        weather.args_schema,
+    )
+    assert durable.tool_call_schema.model_json_schema() == weather.tool_call_schema.model_json_schema()
+    assert list(durable.args) == ["city"]
+
+    def call(call_id: str) -> dict[str, Any]:
+        return {"type": "tool_call", "name": "weather", "args": {"city": "Rome"}, "id": call_id}
+
+    config = {"metadata": {"user": "ada"}}
+    with runtime.agent_session(name="langchain") as source:
+        first = durable.invoke(call("call_1"), config)
+        again = durable.invoke(call("call_2"), config)  # a fresh model-side id: the same call, served
+        from_async = asyncio.run(durable.ainvoke(call("call_3"), config))
+    assert (first.tool_call_id, again.tool_call_id, from_async.tool_call_id) == ("call_1", "call_2", "call_3")
+    assert first.content == again.content == from_async.content == "sunny in Rome (call_1)"
+    assert ran == ["Rome"] and configs == ["ada"]  # the original got the injected config and id
+    with runtime.agent_session(name="langchain", replay=True, replay_run_id=source.run_id) as replay:
+        served = durable.invoke(call("call_4"))
+    assert served.content == "sunny in Rome (call_1)" and ran == ["Rome"]
+    (row,) = calls_of(runtime, source.run_id)
+    assert (row["tool_name"], row["arguments"], row["status"]) == ("weather", {"city": "Rome"}, "succeeded")
+    assert [r["origin"] for r in calls_of(runtime, replay.run_id)] == ["replayed"]
+    assert [s.attributes["gen_ai.tool.call.id"] for s in ours(spans)] == [
+        "call_1",
+        "call_2",
+        "call_3",
+        "call_4",
+    ]
+
+
+def test_langchain_custom_and_async_only_tools(runtime: AgentRuntime) -> None:
+    lc_tools = pytest.importorskip("langchain_core.tools")
+    from pydantic import BaseModel
+
+    from agent_relay.integrations.langchain import durable_tools
+
+    ran: list[str] = []
+
+    class SearchInput(BaseModel):
+        query: str
+        limit: int = 3
+
+    class Search(lc_tools.BaseTool):  # a toolkit-style tool: its own class, sync and async paths
+        name: str = "search"
+        description: str = "Search the docs."
+        args_schema: type[BaseModel] = SearchInput
+
+        def _run(self, query: str, limit: int = 3) -> list[str]:
+            ran.append(f"sync {query}")
+            return [f"{query}-{i}" for i in range(limit)]
+
+        async def _arun(self, query: str, limit: int = 3) -> list[str]:
+            ran.append(f"async {query}")
+            return [f"{query}-{i}" for i in range(limit)]
+
+    async def translate(text: str) -> str:
+        ran.append(f"translate {text}")
+        return text.upper()
+
+    only_async = lc_tools.StructuredTool.from_function(
+        coroutine=translate, name="translate", description="Translate."
+    )
+    search, durable_translate = durable_tools(runtime, [Search(), only_async])
+    assert search.tool_call_schema.model_json_schema() == Search().tool_call_schema.model_json_schema()
+
+    async def main() -> None:
+        assert await search.ainvoke({"query": "otel"}) == ["otel-0", "otel-1", "otel-2"]
+        assert await durable_translate.ainvoke({"text": "hi"}) == "HI"
+
+    with runtime.agent_session(name="custom") as source:
+        assert search.invoke({"query": "otel", "limit": 3}) == ["otel-0", "otel-1", "otel-2"]
+        asyncio.run(main())  # the async path of a call already made: served
+        with pytest.raises(NotImplementedError):  # async-only, as the original is
+            durable_translate.invoke({"text": "hi"})
+    assert ran == ["sync otel", "translate hi"]
+    rows = calls_of(runtime, source.run_id)
+    assert [(r["tool_name"], r["arguments"]) for r in rows] == [
+        ("search", {"query": "otel", "limit": 3}),
+        ("translate", {"text": "hi"}),
+    ]
+    with runtime.agent_session(name="custom", replay=True, replay_run_id=source.run_id):
+        asyncio.run(main())
+    assert ran == ["sync otel", "translate hi"]
+
+
+def test_langchain_tool_errors_are_recorded_then_handled_as_configured(runtime: AgentRuntime) -> None:
+    lc_tools = pytest.importorskip("langchain_core.tools")
+    from agent_relay.integrations.langchain import durable_tool
+
+    tries: list[str] = []
+
+    def pay(amount: int) -> str:
+        tries.append("pay")
+        if len(tries) == 1:
+            raise lc_tools.ToolException("card declined")
+        return f"paid {amount}"
+
+    original = lc_tools.StructuredTool.from_function(
+        pay, name="pay", description="Pay.", handle_tool_error=True
+    )
+    durable = durable_tool(runtime, original)
+    with runtime.agent_session(name="pay") as session:
+        assert durable.invoke({"amount": 5}) == "card declined"  # handled for the model, as before
+        assert durable.invoke({"amount": 5}) == "paid 5"  # not served: the failed call runs again
+    (row,) = calls_of(runtime, session.run_id)
+    assert (row["status"], row["attempts"]) == ("succeeded", 2)
+
+
+# --- pydantic-ai ------------------------------------------------------------------------------------------
+
+
+def test_pydantic_ai_toolsets_are_durable_and_keep_their_definitions(runtime: AgentRuntime) -> None:
+    pydantic_ai = pytest.importorskip("pydantic_ai")
+    from pydantic_ai.messages import ModelResponse, ToolCallPart
+    from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+    from agent_relay.integrations.pydantic_ai import durable_tools
+
+    ran: list[str] = []
+
+    def weather(ctx: pydantic_ai.RunContext[None], city: str) -> str:
+        """The weather in a city."""
+        ran.append(city)
+        return f"sunny in {city}"
+
+    async def forecast(city: str, days: int = 3) -> str:
+        """A forecast."""
+        ran.append(f"forecast {city}")
+        return f"{days} days of sun in {city}"
+
+    seen: list[list[Any]] = []
+
+    def model(messages: list[Any], info: AgentInfo) -> ModelResponse:
+        seen.append(info.function_tools)
+        if len(messages) == 1:  # the prompt: call both tools, then answer with what came back
+            return ModelResponse(
+                parts=[
+                    ToolCallPart("weather", {"city": "Rome"}, tool_call_id="call_1"),
+                    ToolCallPart("forecast", {"city": "Rome"}, tool_call_id="call_2"),
+                ]
+            )
+        returns = [p.content for p in messages[-1].parts]
+        return ModelResponse(parts=[pydantic_ai.messages.TextPart(" / ".join(returns))])
+
+    plain = pydantic_ai.Agent(
+        FunctionModel(model), toolsets=[pydantic_ai.FunctionToolset([weather, forecast])]
+    )
+    durable = pydantic_ai.Agent(FunctionModel(model), toolsets=[durable_tools(runtime, [weather, forecast])])
+    asyncio.run(plain.run("weather?"))
+    ran.clear()
+
+    async def main() -> tuple[str, str]:
+        async with runtime.agent_session(name="pydantic-ai") as source:
+            first = await durable.run("weather?")
+            await durable.run("weather?")  # the same calls again in the run: served
+        assert sorted(ran) == ["Rome", "forecast Rome"]
+        async with runtime.agent_session(
+            name="pydantic-ai", replay=True, replay_run_id=source.run_id
+        ) as replay:
+            again = await durable.run("weather?")
+        assert first.output == again.output == "sunny in Rome / 3 days of sun in Rome"
+        return source.run_id, replay.run_id
+
+    source_id, replay_id = asyncio.run(main())
+    assert sorted(ran) == ["Rome", "forecast Rome"]  # the replay ran no body
+    assert seen[0] == seen[1]  # the model saw the same tool definitions (names, schemas) as without us
+    rows = sorted(calls_of(runtime, source_id), key=lambda r: r["tool_name"])
+    assert [(r["tool_name"], r["arguments"]) for r in rows] == [
+        ("forecast", {"city": "Rome", "days": 3}),
+        ("weather", {"city": "Rome"}),  # no RunContext
+    ]
+    assert {r["origin"] for r in calls_of(runtime, replay_id)} == {"replayed"}
+
+
+def test_pydantic_ai_tool_span_is_the_parent_of_ours(runtime: AgentRuntime, spans: SpanCapture) -> None:
+    pydantic_ai = pytest.importorskip("pydantic_ai")
+    from pydantic_ai.models.instrumented import InstrumentationSettings
+    from pydantic_ai.models.test import TestModel
+
+    from agent_relay.integrations.pydantic_ai import durable_toolset
+
+    toolset = pydantic_ai.FunctionToolset()
+
+    @toolset.tool_plain
+    def weather(city: str) -> str:
+        return f"sunny in {city}"
+
+    agent = pydantic_ai.Agent(TestModel(), toolsets=[durable_toolset(runtime, toolset)])
+    agent.instrument = InstrumentationSettings(tracer_provider=runtime.tracer_provider)
+    with runtime.agent_session(name="traced"):
+        asyncio.run(agent.run("weather?"))
+    (span,) = ours(spans)
+    by_id = {s.context.span_id: s for s in spans.spans()}
+    parent = by_id[span.parent.span_id]
+    assert CALL_ID not in parent.attributes  # pydantic-ai's own tool span, not ours
+    assert (parent.attributes["gen_ai.tool.name"], parent.attributes["gen_ai.tool.call.id"]) == (
+        "weather",
+        span.attributes["gen_ai.tool.call.id"],
+    )
+    assert parent.context.trace_id == span.context.trace_id
+
+
+def test_pydantic_ai_model_retry_is_recorded_and_runs_again(runtime: AgentRuntime) -> None:
+    pydantic_ai = pytest.importorskip("pydantic_ai")
+    from pydantic_ai.models.test import TestModel
+
+    from agent_relay.integrations.pydantic_ai import durable_tools
+
+    tries: list[str] = []
+
+    def lookup(ctx: pydantic_ai.RunContext[None], order: str) -> str:
+        tries.append(order)
+        if len(tries) == 1:
+            raise pydantic_ai.ModelRetry("order not found yet, try again")
+        return f"order {order}: shipped"
+
+    agent = pydantic_ai.Agent(TestModel(), toolsets=[durable_tools(runtime, [lookup])])
+    with runtime.agent_session(name="retry") as session:
+        asyncio.run(agent.run("status?"))
+    assert len(tries) == 2
+    (row,) = calls_of(runtime, session.run_id)
+    assert (row["tool_name"], row["status"], row["attempts"]) == ("lookup", "succeeded", 2)
+    assert list(row["arguments"]) == ["order"]
