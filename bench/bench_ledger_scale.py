@@ -39,7 +39,7 @@ from agent_relay import AgentRuntime
 from agent_relay.cli import main as cli_main
 from agent_relay.cli import render
 from agent_relay.ledger import LedgerStore
-from agent_relay.ledger.queries import get_run, list_runs, resolve_run_id, run_calls
+from agent_relay.query import Call, LedgerReader, Run
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS_SCALE.md"
 CLI = Path(sys.executable).with_name("agent-relay")
@@ -58,6 +58,23 @@ _RUN_SQL = """INSERT INTO agent_runs (run_id, name, status, mode, input_payload,
 _CALL_SQL = """INSERT INTO tool_calls (call_id, run_id, seq, tool_name, phase, idempotency_key, arguments,
     output, status, cost_unknown, trace_id, span_id, started_at, ended_at, attempts, owner, origin)
     VALUES (?, ?, ?, ?, 'forward', ?, ?, ?, 'succeeded', 0, ?, ?, ?, ?, 1, 'bench:1', 'live')"""
+
+
+# What the command reads, through the public read API (``agent_relay.query``), on the bench's store.
+def resolve_run_id(store: LedgerStore, prefix: str) -> str:
+    return LedgerReader(store).resolve(prefix)
+
+
+def get_run(store: LedgerStore, run_id: str) -> Run:
+    return LedgerReader(store).run(run_id)
+
+
+def run_calls(store: LedgerStore, run_id: str) -> list[Call]:
+    return LedgerReader(store).calls(run_id)
+
+
+def list_runs(store: LedgerStore, *, limit: int) -> list[Run]:
+    return LedgerReader(store).runs(limit=limit)
 
 
 class BenchError(RuntimeError):

@@ -9,6 +9,7 @@ are. A stdout closed early (``agent-relay runs | head -3``) ends the command qui
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -25,10 +26,9 @@ import sqlalchemy as sa
 from click.core import ParameterSource
 
 from .._version import __version__
-from ..errors import AgentRelayError, LedgerError, SchemaVersionError
-from ..ledger.queries import get_run, list_runs, resolve_run_id, run_calls
-from ..ledger.schema import SCHEMA_VERSION
+from ..errors import AgentRelayError
 from ..ledger.store import LedgerStore
+from ..query import LedgerReader, refuse_missing_file
 from ..telemetry import DATABASE_URL_ENV, DEFAULT_DATABASE_URL
 from . import render
 from .diff import align
@@ -38,6 +38,7 @@ TRACE_URL_ENV = "AGENT_RELAY_TRACE_URL"
 TRACE_URL_PLACEHOLDERS = ("trace_id", "run_id")
 _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433, "oracle": 1521}
 F = TypeVar("F", bound=Callable[..., Any])
+_WHERE_DB = f"set --db or {DATABASE_URL_ENV}"
 
 
 class _Context:
@@ -45,44 +46,15 @@ class _Context:
         self.db = db
         self.db_source = db_source  # COMMANDLINE, ENVIRONMENT or DEFAULT: where --db came from
         self.debug = debug
-        self._store: LedgerStore | None = None
+        self._reader: LedgerReader | None = None
 
-    def store(self) -> LedgerStore:
-        """The ledger, opened read-only in spirit: refused if missing or of another schema version."""
-        if self._store is None:
+    def reader(self) -> LedgerReader:
+        """The ledger, read-only: refused if missing or of another schema version."""
+        if self._reader is None:
             url = sa.make_url(self.db)
-            masked = url.render_as_string(hide_password=True)
-            _refuse_missing_file(url)
-            store = LedgerStore(url)
-            with store.db.guard("read the schema version"):
-                found = store.read_version()
-            if found is None:
-                store.dispose()
-                raise LedgerError(
-                    f"no AgentRelay ledger at {masked}: its tables are missing.", database=masked
-                )
-            if found != SCHEMA_VERSION:
-                store.dispose()
-                raise SchemaVersionError(database=masked, found=found, expected=SCHEMA_VERSION)
-            self._store = store
-        return self._store
-
-
-def _refuse_missing_file(url: sa.URL) -> None:
-    """Refuse a SQLite ledger file that does not exist, before anything opens it (SQLite would create an
-    empty file): the commands work on ledgers an AgentRuntime made, they never make one."""
-    if (
-        url.get_backend_name() == "sqlite"
-        and url.database
-        and url.database != ":memory:"
-        and not url.query.get("mode")
-        and not Path(url.database).exists()
-    ):
-        masked = url.render_as_string(hide_password=True)
-        raise LedgerError(
-            f"no ledger at {masked}: the file does not exist (set --db or {DATABASE_URL_ENV}).",
-            database=masked,
-        )
+            refuse_missing_file(url, _WHERE_DB)
+            self._reader = LedgerReader(url)
+        return self._reader
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -174,7 +146,8 @@ def runs(
     obj: _Context, status: str | None, name: str | None, since: str | None, limit: int, as_json: bool
 ) -> None:
     """Recorded runs, newest first."""
-    rows = list_runs(obj.store(), status=status, name=name, since=_since(since), limit=limit)
+    found = obj.reader().runs(status=status, name=name, since=_since(since), limit=limit)
+    rows = [dataclasses.asdict(run) for run in found]
     if as_json:
         _json_out(rows)
     else:
@@ -195,9 +168,8 @@ def show(obj: _Context, run: str, trace_url: str | None, as_json: bool) -> None:
     """One run as a tree of its calls, with totals, input, output and a trace link."""
     if trace_url:
         _check_trace_url(trace_url)
-    store = obj.store()
-    run_id = resolve_run_id(store, run)
-    record, calls = get_run(store, run_id), run_calls(store, run_id)
+    record, calls = _run_and_calls(obj.reader(), run)
+    run_id = record["run_id"]
     link = (
         trace_url.format(trace_id=record["trace_id"], run_id=run_id)
         if trace_url and record["trace_id"]
@@ -207,6 +179,12 @@ def show(obj: _Context, run: str, trace_url: str | None, as_json: bool) -> None:
         _json_out({"run": record, "calls": calls, "trace_url": link})
     else:
         render.run_tree(record, calls, link)
+
+
+def _run_and_calls(reader: LedgerReader, prefix: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The run a unique id prefix names, and its calls (each with its ``history`` of attempts)."""
+    run_id = reader.resolve(prefix)
+    return dataclasses.asdict(reader.run(run_id)), [dataclasses.asdict(c) for c in reader.calls(run_id)]
 
 
 def _check_trace_url(template: str) -> None:
@@ -234,9 +212,9 @@ def _check_trace_url(template: str) -> None:
 @click.pass_obj
 def diff(obj: _Context, run_a: str, run_b: str, as_json: bool) -> None:
     """Two runs' calls side by side: same, different arguments or output, only in one."""
-    store = obj.store()
-    a, b = resolve_run_id(store, run_a), resolve_run_id(store, run_b)
-    pairs = align(run_calls(store, a), run_calls(store, b))
+    (first_run, calls_a), (second_run, calls_b) = (_run_and_calls(obj.reader(), r) for r in (run_a, run_b))
+    a, b = first_run["run_id"], second_run["run_id"]
+    pairs = align(calls_a, calls_b)
     first = next((i for i, p in enumerate(pairs) if p.kind != "same"), None)
     if as_json:
         _json_out(
@@ -265,9 +243,8 @@ def diff(obj: _Context, run_a: str, run_b: str, as_json: bool) -> None:
 @click.pass_obj
 def export(obj: _Context, run: str, fmt: str) -> None:
     """Re-emit a recorded run (for runs recorded while no collector was up), or print it as JSON."""
-    store = obj.store()
-    run_id = resolve_run_id(store, run)
-    record, calls = get_run(store, run_id), run_calls(store, run_id)
+    record, calls = _run_and_calls(obj.reader(), run)
+    run_id = record["run_id"]
     if fmt == "json":
         _json_out({"run": record, "calls": calls})
         return
@@ -300,7 +277,8 @@ def compensate(obj: _Context, run: str, app: str, force: bool) -> None:
     try:
         if obj.db_source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
             _check_same_ledger(obj, app, runtime.ledger.db.url)
-        run_id = resolve_run_id(runtime.ledger, run)
+        with LedgerReader(runtime.ledger) as reader:
+            run_id = reader.resolve(run)
         session = runtime.compensate(run_id, force=force)
         for failure in session.compensation_errors:
             click.echo(f"  {printable(failure)}", err=True)
@@ -367,7 +345,7 @@ def upgrade(obj: _Context) -> None:
     A SQLite file that does not exist is refused and left uncreated, like the read commands do.
     """
     url = sa.make_url(obj.db)
-    _refuse_missing_file(url)
+    refuse_missing_file(url, _WHERE_DB)
     store = LedgerStore(url)
     try:
         start, end = store.upgrade()
