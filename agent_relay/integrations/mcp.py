@@ -1,12 +1,12 @@
 """MCP (Model Context Protocol) tool calls, durable on both sides of the wire (needs ``mcp>=2.3``).
 
-Client: ``durable_session(runtime, session)`` wraps an ``mcp.ClientSession``. Inside a session of
-``runtime`` each ``call_tool(name, arguments)`` is a ledger row named ``mcp.<name>`` (``mcp.<server>.<name>``
-with ``server=...``), keyed by that name and the arguments: a repeat in the run is served, and a replay
-returns the recorded ``CallToolResult`` without sending a request. A result with ``is_error`` set is
-recorded as a failed call (``McpToolError``, its text as the message) and handed back as it came; like any
-failed call it runs again when called again, and a replay hands back a ``CallToolResult`` with ``is_error``
-and the recorded text. A protocol error (``MCPError``) is a failed call raised as usual.
+Client: ``durable_session(runtime, session)`` wraps an ``mcp.ClientSession`` (or an ``mcp.Client``).
+Inside a session of ``runtime`` each ``call_tool(name, arguments)`` is a ledger row named ``mcp.<name>``
+(``mcp.<server>.<name>`` with ``server=...``), keyed by that name and the arguments: a repeat in the run is
+served, and a replay returns the recorded ``CallToolResult`` without sending a request. A result with
+``is_error`` set is recorded as a failed call (``McpToolError``, its text as the message) and handed back as
+it came; like any failed call it runs again when called again, and a replay hands back a ``CallToolResult``
+with ``is_error`` and the recorded text. A protocol error (``MCPError``) is a failed call, raised as usual.
 
 Across processes: the request carries the caller's call in its ``_meta`` (``agent-relay/call``: run id, call
 id, and the call's run-scoped key), next to the W3C ``traceparent`` of the call's span. A server tool
@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import anyio.to_thread
-from mcp import ClientSession
+from mcp import Client, ClientSession
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.utilities.context_injection import find_context_parameter
 from mcp.types import CallToolResult, TextContent
@@ -66,13 +66,14 @@ class McpToolError(Exception):
 # --- client --------------------------------------------------------------------------------------------
 def durable_session(
     runtime: AgentRuntime,
-    session: ClientSession,
+    session: ClientSession | Client,
     *,
     server: str | None = None,
     session_id: str | None = None,
     idempotent: bool = False,
 ) -> DurableSession:
-    """``session`` with its ``call_tool`` recorded in ``runtime``'s sessions (other methods pass through).
+    """``session`` (an ``mcp.ClientSession``, or an ``mcp.Client``) with its ``call_tool`` recorded in
+    ``runtime``'s sessions; its other methods pass through.
 
     ``server``: put in the ledger name (``mcp.<server>.<tool>``), so tools of two servers with one name
     stay apart. ``session_id``: the MCP session's id, for ``mcp.session.id`` on spans. ``idempotent``:
@@ -83,7 +84,7 @@ def durable_session(
     if not isinstance(runtime, AgentRuntime):
         raise ConfigurationError(f"durable_session needs the runtime as its first argument, not {runtime!r}.")
     if not hasattr(session, "call_tool"):
-        raise ConfigurationError(f"durable_session wraps an mcp.ClientSession, not {session!r}.")
+        raise ConfigurationError(f"durable_session wraps an mcp.ClientSession or Client, not {session!r}.")
     for label, value in (("server", server), ("session_id", session_id)):
         if value is not None and (not isinstance(value, str) or not value.strip()):
             raise ConfigurationError(
@@ -97,9 +98,13 @@ class DurableSession:
     ``durable_session``. Everything but ``call_tool`` is the wrapped session's own."""
 
     def __init__(
-        self, runtime: AgentRuntime, session: ClientSession, server: str | None, session_id: str | None,
+        self,
+        runtime: AgentRuntime,
+        session: ClientSession | Client,
+        server: str | None,
+        session_id: str | None,
         idempotent: bool,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.runtime = runtime
         self.session = session
         self.server = server

@@ -21,6 +21,8 @@ _RAW = re.findall(r"```python\n(.*?)```", README, flags=re.S)
 BLOCKS = [_RAW[0] + block if block.startswith(CONTINUES) else block for block in _RAW]
 # What a block prints, where printing is what it shows: (a line of the block, its whole output).
 PRINTS = [('print(f"cancelling {forward_result}")', "cancelling PNR-LH400\n")]  # the forward call's result
+# A block showing an optional extra's package (the frameworks) runs where it is installed, as its tests do.
+OPTIONAL = ("mcp", "agents", "pydantic_ai", "langchain_core", "langgraph")
 
 
 def _env() -> dict[str, str]:
@@ -37,6 +39,9 @@ def test_readme_has_examples_that_check_what_they_show() -> None:
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_example_runs(index: int, tmp_path: Path) -> None:
+    for module in OPTIONAL:
+        if re.search(rf"^(from|import) {module}\b", BLOCKS[index], flags=re.M):
+            pytest.importorskip(module, reason="an optional extra's package (agent-relay[frameworks])")
     proc = subprocess.run(
         [sys.executable, "-c", BLOCKS[index]],
         cwd=tmp_path,

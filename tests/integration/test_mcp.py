@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,6 +29,7 @@ from agent_relay.testing import SpanCapture
 from tests.support import calls_of, run_row
 
 SERVER = Path(__file__).with_name("mcp_server_app.py")
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "frameworks" / "mcp_example.py"
 
 
 @contextlib.asynccontextmanager
@@ -190,3 +192,13 @@ async def test_server_tool_records_under_the_callers_run_once_per_key(
     assert first["attributes"]["mcp.method.name"] == "tools/call"
     assert first["attributes"]["jsonrpc.request.id"]
     assert first["attributes"]["agent_relay.run.parent_id"] == caller.run_id
+
+
+def test_the_example_runs_a_client_and_a_server_process(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLE)], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "mcp.shop.charge succeeded, 'charged A-1: 5'" in proc.stdout
+    assert "the card was charged 1 time(s)" in proc.stdout
+    assert "(charge, succeeded): a child of the client run, in its trace" in proc.stdout
