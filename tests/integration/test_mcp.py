@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 pytest.importorskip("mcp", reason="mcp is in agent-relay[frameworks], which .ci/run installs")
 
@@ -25,8 +26,9 @@ from mcp.types import CallToolResult, TextContent
 
 from agent_relay import AgentRuntime, ArgumentEncodingError, ConfigurationError, tool
 from agent_relay.integrations.mcp import META_KEY, durable_mcp_tool, durable_session
+from agent_relay.ledger import agent_runs, tool_calls
 from agent_relay.testing import SpanCapture
-from tests.support import calls_of, run_row
+from tests.support import calls_of, dead_owner, run_row
 
 SERVER = Path(__file__).with_name("mcp_server_app.py")
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "frameworks" / "mcp_example.py"
@@ -202,3 +204,31 @@ def test_the_example_runs_a_client_and_a_server_process(tmp_path: Path) -> None:
     assert "mcp.shop.charge succeeded, 'charged A-1: 5'" in proc.stdout
     assert "the card was charged 1 time(s)" in proc.stdout
     assert "(charge, succeeded): a child of the client run, in its trace" in proc.stdout
+
+
+@pytest.mark.asyncio
+async def test_a_call_left_in_doubt_is_sent_again_on_resume_and_served_by_the_server(
+    runtime: AgentRuntime, state: Path
+) -> None:
+    arguments: dict[str, Any] = {"order": "B-2", "amount": 7}
+    async with mcp_server(state) as raw:
+        session = durable_session(runtime, raw, server="shop", idempotent=True)
+        with runtime.agent_session(name="checkout") as caller:
+            await session.call_tool("charge", arguments)
+        # the client's process died after the server charged, before it recorded the answer
+        with runtime.ledger.engine.begin() as conn:
+            conn.execute(
+                sa.update(tool_calls)
+                .where(tool_calls.c.run_id == caller.run_id)
+                .values(status="pending", output=None, owner=dead_owner(), ended_at=None)
+            )
+            conn.execute(
+                sa.update(agent_runs).where(agent_runs.c.run_id == caller.run_id).values(status="running")
+            )
+        with runtime.agent_session(name="checkout", resume_run_id=caller.run_id):
+            result = await session.call_tool("charge", arguments)  # in doubt, idempotent: sent again
+        assert text(result) == "charged B-2: 7"
+        assert counted(state, "charges") == 1  # the server served the repeated key from its ledger
+        assert len((state / "requests.jsonl").read_text().splitlines()) == 1  # its body ran once
+    [row] = calls_of(runtime, caller.run_id)
+    assert (row["status"], row["attempts"]) == ("succeeded", 2)
