@@ -259,8 +259,9 @@ def durable_mcp_tool(
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         own_context = find_context_parameter(func)
-        excluded = tuple(options.pop("exclude", ())) + ((own_context,) if own_context else ())
-        recorded = tool(runtime, name=name, exclude=excluded, **options)(func)
+        given = options.get("exclude", ())  # (anything but a tuple: @tool says what is wrong with it)
+        excluded = (*given, own_context) if own_context and isinstance(given, tuple) else given
+        recorded = tool(runtime, name=name, **(options | {"exclude": excluded}))(func)
         tool_name = name or func.__name__
         server.add_tool(
             _handler(runtime, func, recorded, tool_name, own_context),

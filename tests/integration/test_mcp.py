@@ -22,6 +22,7 @@ pytest.importorskip("mcp", reason="mcp is in agent-relay[frameworks], which .ci/
 
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import CallToolResult, TextContent
 
 from agent_relay import AgentRuntime, ArgumentEncodingError, ConfigurationError, tool
@@ -145,6 +146,14 @@ async def test_bad_calls_are_refused_before_a_request(runtime: AgentRuntime, sta
         durable_session(runtime, object())  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="MCPServer"):
         durable_mcp_tool(runtime, object())  # type: ignore[arg-type]
+    server = MCPServer("shop")
+    with pytest.raises(ConfigurationError, match="must be a tuple of parameter names"):
+
+        @durable_mcp_tool(runtime, server, exclude="ctx")
+        def refund(order: str, ctx: Context) -> str:
+            return order
+
+    assert await server.list_tools() == [] and "refund" not in runtime.tools  # refused before registering
 
 
 @pytest.mark.asyncio
