@@ -1,6 +1,7 @@
 """An MCP server over stdio (the real ``mcp`` package's ``MCPServer``), started as a subprocess by
 ``tests/integration/test_mcp.py``. Its side effects are counted in files of ``MCP_TEST_STATE``, so the test
-sees how often a tool body really ran; its spans go, one JSON line each, to ``spans.jsonl`` there.
+sees how often a tool body really ran; its spans go, one JSON line each, to ``spans.jsonl`` there (with
+``MCP_TEST_GLOBAL_PROVIDER`` set, through a global SDK provider, so the MCP SDK's own spans are there too).
 
 - ``charge``: an AgentRelay tool (``durable_mcp_tool``), recorded in the server's own ledger
   (``MCP_TEST_LEDGER``); it also writes the ``_meta`` each request brought, so the test can send it again.
@@ -17,7 +18,8 @@ from pathlib import Path
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import format_span_id, format_trace_id
 
@@ -39,6 +41,7 @@ class JsonLinesExporter(SpanExporter):
                     "trace_id": format_trace_id(context.trace_id),
                     "span_id": format_span_id(context.span_id),
                     "parent_span_id": format_span_id(parent.span_id) if parent is not None else None,
+                    "kind": span.kind.name,
                     "attributes": dict(span.attributes or {}),
                 }
                 out.write(json.dumps(line, default=str) + "\n")
@@ -52,8 +55,14 @@ def bump_counter(name: str) -> int:
     return count
 
 
-runtime = AgentRuntime(os.environ["MCP_TEST_LEDGER"], use_global_provider=False)
-runtime.tracer_provider.add_span_processor(SimpleSpanProcessor(JsonLinesExporter()))
+if os.environ.get("MCP_TEST_GLOBAL_PROVIDER"):  # the application's own OTel setup: the MCP SDK's spans too
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(JsonLinesExporter()))
+    trace.set_tracer_provider(provider)
+    runtime = AgentRuntime(os.environ["MCP_TEST_LEDGER"])  # records on that provider
+else:
+    runtime = AgentRuntime(os.environ["MCP_TEST_LEDGER"], use_global_provider=False)
+    runtime.tracer_provider.add_span_processor(SimpleSpanProcessor(JsonLinesExporter()))
 server = MCPServer("shop")
 
 

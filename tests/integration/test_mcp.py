@@ -36,9 +36,11 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "frameworks" / "mcp_exa
 
 
 @contextlib.asynccontextmanager
-async def mcp_server(state: Path) -> AsyncIterator[ClientSession]:
+async def mcp_server(state: Path, *, global_provider: bool = False) -> AsyncIterator[ClientSession]:
     """A fresh server process (its own SQLite ledger in ``state``), connected and initialised."""
     env = {**os.environ, "MCP_TEST_STATE": str(state), "MCP_TEST_LEDGER": server_ledger(state)}
+    if global_provider:
+        env["MCP_TEST_GLOBAL_PROVIDER"] = "1"
     params = StdioServerParameters(command=sys.executable, args=[str(SERVER)], env=env)
     with (state / "server.log").open("w") as errlog:
         async with (
@@ -241,3 +243,17 @@ async def test_a_call_left_in_doubt_is_sent_again_on_resume_and_served_by_the_se
         assert len((state / "requests.jsonl").read_text().splitlines()) == 1  # its body ran once
     [row] = calls_of(runtime, caller.run_id)
     assert (row["status"], row["attempts"]) == ("succeeded", 2)
+
+
+@pytest.mark.asyncio
+async def test_the_mcp_sdks_server_span_and_ours_are_one_story(runtime: AgentRuntime, state: Path) -> None:
+    async with mcp_server(state, global_provider=True) as raw:  # the server application set up OTel itself
+        with runtime.agent_session(name="checkout") as caller:
+            await durable_session(runtime, raw).call_tool("charge", {"order": "C-3", "amount": 1})
+    [client_row] = calls_of(runtime, caller.run_id)
+    spans = {s["name"]: s for s in map(json.loads, (state / "spans.jsonl").read_text().splitlines())}
+    sdk, ours = spans["tools/call charge"], spans["invoke_agent charge"]
+    assert sdk["kind"] == "SERVER" and sdk["parent_span_id"] == client_row["span_id"]  # the client's call
+    assert ours["parent_span_id"] == sdk["span_id"]  # our run inside the SDK's server span
+    assert {sdk["trace_id"], ours["trace_id"]} == {client_row["trace_id"]}
+    assert spans["execute_tool charge"]["parent_span_id"] == ours["span_id"]
