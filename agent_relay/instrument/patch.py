@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import importlib
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -23,7 +24,10 @@ from .targets import APIS, TARGETS, Streams, Target, recorded_request, register_
 
 _lock = threading.Lock()
 _patched: dict[tuple[str, str, str], Any] = {}  # (module, class, method) -> the SDK's own method
-_runtime: AgentRuntime | None = None
+_runtime: AgentRuntime | None = None  # instrument(runtime)
+_adopted: weakref.WeakValueDictionary[int, AgentRuntime] = (
+    weakref.WeakValueDictionary()
+)  # adopt(): by services
 
 
 def instrument(runtime: AgentRuntime, apis: Iterable[str] | None = None) -> list[str]:
@@ -32,33 +36,48 @@ def instrument(runtime: AgentRuntime, apis: Iterable[str] | None = None) -> list
     as ``"anthropic"`` or ``"openai.chat"``; default: all). Idempotent for one runtime; a second runtime is
     an error (``uninstrument()`` first). Clients that are not installed are skipped."""
     global _runtime
-    chosen = _chosen(apis)
+    chosen = selected(apis)
     with _lock:
         if _runtime is not None and _runtime is not runtime:
             raise ConfigurationError(
                 "the LLM clients are instrumented for another runtime; call agent_relay.uninstrument() first."
             )
         _runtime = runtime
-        for target in TARGETS:
-            if target.name not in chosen:
-                continue
-            register_specs(runtime, target)
-            if (target.module, target.cls, target.method) in _patched:
-                continue
-            try:
-                cls = getattr(importlib.import_module(target.module), target.cls)
-            except (ImportError, AttributeError):
-                continue  # that SDK (or that API of it) is not installed
-            original = cls.__dict__.get(target.method)
-            if original is None:
-                continue  # an SDK version without that method
-            _patched[(target.module, target.cls, target.method)] = original
-            setattr(cls, target.method, _wrap(original, target))
-        return [f"{module}.{cls}.{method}" for module, cls, method in _patched]
+        return _patch(runtime, chosen)
 
 
-def _chosen(apis: Iterable[str] | None) -> set[str]:
-    """The ``APIS`` names ``apis`` selects; a name that selects none is an error naming the choices."""
+def adopt(runtime: AgentRuntime, apis: Iterable[str] | None = None) -> list[str]:
+    """``instrument`` for one runtime among many: calls in a session of any adopted runtime are recorded
+    in that runtime's ledger (what ``AgentRelayInstrumentor`` does for every runtime the application
+    creates). The runtime is held weakly; ``uninstrument()`` forgets them all."""
+    chosen = selected(apis)
+    with _lock:
+        _adopted[id(runtime.services)] = runtime
+        return _patch(runtime, chosen)
+
+
+def _patch(runtime: AgentRuntime, chosen: set[str]) -> list[str]:
+    for target in TARGETS:
+        if target.name not in chosen:
+            continue
+        register_specs(runtime, target)
+        if (target.module, target.cls, target.method) in _patched:
+            continue
+        try:
+            cls = getattr(importlib.import_module(target.module), target.cls)
+        except (ImportError, AttributeError):
+            continue  # that SDK (or that API of it) is not installed
+        original = cls.__dict__.get(target.method)
+        if original is None:
+            continue  # an SDK version without that method
+        _patched[(target.module, target.cls, target.method)] = original
+        setattr(cls, target.method, _wrap(original, target))
+    return [f"{module}.{cls}.{method}" for module, cls, method in _patched]
+
+
+def selected(apis: Iterable[str] | None) -> set[str]:
+    """The ``APIS`` names ``apis`` selects (all for ``None``); a name that selects none is a
+    ``ConfigurationError`` naming the choices."""
     if apis is None:
         return set(APIS)
     if isinstance(apis, str):
@@ -84,12 +103,18 @@ def uninstrument() -> None:
             setattr(cls, method, original)
         _patched.clear()
         _runtime = None
+        _adopted.clear()
 
 
 def _invocation(target: Target, kwargs: dict[str, Any]) -> Invocation | None:
+    """The call to record, or ``None``: outside a session of an instrumented runtime (the client's own
+    behaviour)."""
     run = current_run()
-    runtime = _runtime
-    if run is None or runtime is None or run.services is not runtime.services:
+    if run is None:
+        return None
+    runtime = _runtime if _runtime is not None and _runtime.services is run.services else None
+    runtime = runtime or _adopted.get(id(run.services))
+    if runtime is None or runtime.services is not run.services:
         return None
     streaming = kwargs.get("stream") is True
     if streaming and target.streams is Streams.NONE:
@@ -97,7 +122,9 @@ def _invocation(target: Target, kwargs: dict[str, Any]) -> Invocation | None:
             f"{target.name}(stream=True) inside an AgentRelay session is not recorded; call it without "
             f"stream=True, or outside the session."
         )
-    spec = runtime.tools[target.stream_name if streaming else target.name]
+    spec = runtime.tools.get(target.stream_name if streaming else target.name)
+    if spec is None:  # (a runtime that did not choose this API: its client behaves as before)
+        return None
     return Invocation(runtime.services, run, spec, Phase.FORWARD, recorded_request(target, kwargs))
 
 
