@@ -431,3 +431,104 @@ def test_pydantic_ai_model_retry_is_recorded_and_runs_again(runtime: AgentRuntim
     (row,) = calls_of(runtime, session.run_id)
     assert (row["tool_name"], row["status"], row["attempts"]) == ("lookup", "succeeded", 2)
     assert list(row["arguments"]) == ["order"]
+
+
+def test_framework_tools_compensate_and_exclude_arguments(runtime: AgentRuntime) -> None:
+    agents = pytest.importorskip("agents")
+    lc_tools = pytest.importorskip("langchain_core.tools")
+    from agents.tool_context import ToolContext
+
+    from agent_relay.integrations import langchain, openai_agents
+
+    done: list[str] = []
+
+    @lc_tools.tool
+    def reserve_seat(flight: str, request_id: str) -> str:
+        """Reserve a seat (request_id: the caller's trace id, not part of the request)."""
+        done.append(f"reserve {flight} {request_id}")
+        return f"seat on {flight}"
+
+    @lc_tools.tool
+    def release_seat(flight: str) -> str:
+        """Release a reserved seat."""
+        done.append(f"release {flight}")
+        return "released"
+
+    @agents.function_tool
+    def hold_room(city: str) -> str:
+        """Hold a hotel room."""
+        done.append(f"hold {city}")
+        return f"room in {city}"
+
+    @agents.function_tool
+    def free_room(city: str) -> str:
+        """Free a held room."""
+        done.append(f"free {city}")
+        return "freed"
+
+    # framework tools as compensations: called with the forward arguments, without a model or a context
+    reserve = langchain.durable_tool(
+        runtime, reserve_seat, compensation="release_seat", exclude=("request_id",)
+    )
+    langchain.durable_tool(runtime, release_seat)
+    hold = openai_agents.durable_tool(runtime, hold_room, compensation="free_room")
+    openai_agents.durable_tool(runtime, free_room)
+    arguments = json.dumps({"city": "Oslo"})
+    context = ToolContext(context=None, tool_name="hold_room", tool_call_id="c1", tool_arguments=arguments)
+
+    with pytest.raises(RuntimeError, match="payment declined"), runtime.agent_session(name="trip") as session:
+        reserve.invoke({"flight": "LH400", "request_id": "r-1"})
+        reserve.invoke({"flight": "LH400", "request_id": "r-2"})  # another request id: the same call
+        assert asyncio.run(hold.on_invoke_tool(context, arguments)) == "room in Oslo"
+        raise RuntimeError("payment declined")
+    assert session.status == "compensated"
+    assert done == ["reserve LH400 r-1", "hold Oslo", "free Oslo", "release LH400"]
+    rows = calls_of(runtime, session.run_id)
+    assert [(r["tool_name"], r["phase"], r["arguments"]) for r in rows] == [
+        ("reserve_seat", "forward", {"flight": "LH400"}),
+        ("hold_room", "forward", {"city": "Oslo"}),
+        ("free_room", "compensation", {"city": "Oslo"}),
+        ("release_seat", "compensation", {"flight": "LH400"}),
+    ]
+
+
+def test_pydantic_ai_tool_options_and_a_context_tool_that_cannot_compensate(runtime: AgentRuntime) -> None:
+    pydantic_ai = pytest.importorskip("pydantic_ai")
+    from pydantic_ai.models.test import TestModel
+
+    from agent_relay.integrations.pydantic_ai import durable_tools
+
+    cancelled: list[str] = []
+
+    def book(code: str) -> str:
+        return f"booked {code}"
+
+    @tool(runtime)
+    def cancel_booking(code: str) -> None:
+        cancelled.append(code)
+
+    def note(ctx: pydantic_ai.RunContext[None], text: str) -> str:
+        return text
+
+    def undo_note(ctx: pydantic_ai.RunContext[None], text: str) -> str:
+        return text
+
+    toolset = durable_tools(
+        runtime,
+        [book, note, undo_note],
+        tool_options={"book": {"compensation": "cancel_booking"}, "note": {"compensation": "undo_note"}},
+    )
+    agent = pydantic_ai.Agent(TestModel(call_tools=["book"]), toolsets=[toolset])
+    with pytest.raises(RuntimeError), runtime.agent_session(name="book") as session:
+        asyncio.run(agent.run("book it"))
+        raise RuntimeError("later step failed")
+    assert session.status == "compensated" and cancelled == ["a"]  # TestModel's argument
+
+    noting = pydantic_ai.Agent(TestModel(call_tools=["note"]), toolsets=[toolset])
+    with pytest.raises(RuntimeError), runtime.agent_session(name="note") as session:
+        asyncio.run(noting.run("note it"))
+        raise RuntimeError("later step failed")
+    assert session.status == "compensation_failed"  # undo_note needs a RunContext: named, not skipped
+    assert "RunContext" in str(session.compensation_errors[0])
+    with pytest.raises(ConfigurationError, match="'name'"):
+        durable_tools(runtime, [book], tool_options={"book": {"name": "other"}})
