@@ -147,7 +147,14 @@ def durable_tool(runtime: AgentRuntime, original: BaseTool, **options: Any) -> D
 
     schema = {"properties": original.args}
     durable = Durable(
-        runtime, original, original.name, schema, options, standalone=standalone, is_async=async_only
+        runtime,
+        original,
+        original.name,
+        schema,
+        options,
+        standalone=standalone,
+        is_async=async_only,
+        returns=_return_type(original),
     )
     tool = DurableTool(
         name=original.name,
@@ -188,3 +195,14 @@ def _tool_call_id_args(original: BaseTool) -> tuple[str, ...]:
         if any(m is InjectedToolCallId or isinstance(m, InjectedToolCallId) for m in markers):
             found.append(name)
     return tuple(found)
+
+
+def _return_type(original: BaseTool) -> Any:
+    """What the original's ``_run`` returns, so a served result is of that type: a function tool's return
+    annotation, else a pair for ``content_and_artifact`` tools (stored as a JSON list)."""
+    pair = tuple[Any, Any] if original.response_format == "content_and_artifact" else None
+    func = (original.func or original.coroutine) if isinstance(original, StructuredTool) else None
+    try:
+        return typing.get_type_hints(func).get("return", pair) if func is not None else pair
+    except Exception:  # unresolvable annotations
+        return pair

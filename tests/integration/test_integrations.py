@@ -532,3 +532,46 @@ def test_pydantic_ai_tool_options_and_a_context_tool_that_cannot_compensate(runt
     assert "RunContext" in str(session.compensation_errors[0])
     with pytest.raises(ConfigurationError, match="'name'"):
         durable_tools(runtime, [book], tool_options={"book": {"name": "other"}})
+
+
+def test_langchain_content_and_artifact_and_pydantic_ai_any_toolset(runtime: AgentRuntime) -> None:
+    lc_tools = pytest.importorskip("langchain_core.tools")
+    pydantic_ai = pytest.importorskip("pydantic_ai")
+    from pydantic_ai.models.test import TestModel
+
+    from agent_relay.integrations.langchain import durable_tool
+    from agent_relay.integrations.pydantic_ai import durable_toolset
+
+    @lc_tools.tool(response_format="content_and_artifact")
+    def fetch(url: str) -> tuple[str, dict[str, Any]]:
+        """Fetch a page: a summary for the model, the page as an artifact."""
+        return f"{url}: 2 links", {"links": ["a", "b"]}
+
+    durable = durable_tool(runtime, fetch)
+    call = {"type": "tool_call", "name": "fetch", "args": {"url": "x.org"}, "id": "call_1"}
+    with runtime.agent_session(name="fetch") as source:
+        live = durable.invoke(call)
+    with runtime.agent_session(name="fetch", replay=True, replay_run_id=source.run_id):
+        replayed = durable.invoke(call)
+    assert (
+        (live.content, live.artifact)
+        == (replayed.content, replayed.artifact)
+        == ("x.org: 2 links", {"links": ["a", "b"]})
+    )
+
+    # a toolset that is not a FunctionToolset: its tools are registered when first called, by their names
+    ran: list[str] = []
+
+    def stock(item: str) -> int:
+        ran.append(item)
+        return 3
+
+    shop = durable_toolset(runtime, pydantic_ai.FunctionToolset([stock]).prefixed("shop"))
+    assert "shop_stock" not in runtime.tools
+    agent = pydantic_ai.Agent(TestModel(), toolsets=[shop])
+    with runtime.agent_session(name="shop") as session:
+        asyncio.run(agent.run("in stock?"))
+        asyncio.run(agent.run("in stock?"))
+    assert len(ran) == 1 and "shop_stock" in runtime.tools
+    (row,) = calls_of(runtime, session.run_id)
+    assert row["tool_name"] == "shop_stock"
