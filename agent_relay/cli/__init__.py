@@ -13,7 +13,6 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import re
 import string
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from ..ledger.store import LedgerStore
 from ..query import LedgerReader, refuse_missing_file
 from ..telemetry import DATABASE_URL_ENV, DEFAULT_DATABASE_URL
 from . import render
+from .bulk import export_many, instant, prune
 from .diff import align
 from .text import json_safe, printable
 
@@ -119,22 +119,6 @@ def cli(ctx: click.Context, db: str, debug: bool) -> None:
     ctx.obj = _Context(db, ctx.get_parameter_source("db"), debug)
 
 
-def _since(value: str | None) -> dt.datetime | None:
-    if value is None:
-        return None
-    m = re.fullmatch(r"(\d+)\s*([smhd])", value.strip())
-    if m:
-        seconds = int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-        return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r}: use a duration (30m, 2h, 7d) or an ISO date (2026-01-31)"
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-
 @cli.command()
 @click.option("--status", help="Only runs with this status (succeeded, failed, compensated, ...).")
 @click.option("--name", help="Only runs of this agent session name.")
@@ -146,7 +130,7 @@ def runs(
     obj: _Context, status: str | None, name: str | None, since: str | None, limit: int, as_json: bool
 ) -> None:
     """Recorded runs, newest first."""
-    found = obj.reader().runs(status=status, name=name, since=_since(since), limit=limit)
+    found = obj.reader().runs(status=status, name=name, since=instant(since, "--since"), limit=limit)
     rows = [dataclasses.asdict(run) for run in found]
     if as_json:
         _json_out(rows)
@@ -230,22 +214,40 @@ def diff(obj: _Context, run_a: str, run_b: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("run")
+@click.argument("run", required=False)
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["json", "otlp"]),
-    default="json",
-    show_default=True,
-    help="json: print the run and its calls; otlp: send them as spans, with their original ids and "
-    "timing, to the OTLP endpoint the OTEL_EXPORTER_OTLP_* variables name.",
+    type=click.Choice(["json", "otlp", "jsonl", "parquet"]),
+    help="One RUN: json (the default) prints the run and its calls; otlp sends them as spans, with their "
+    "original ids and timing, to the OTLP endpoint the OTEL_EXPORTER_OTLP_* variables name. Many runs "
+    "(no RUN): jsonl (the default), one run and its calls a line; parquet (needs pyarrow), to --output.",
 )
+@click.option("--since", help="Many runs: those started since a duration ago (7d) or an ISO date.")
+@click.option("--until", help="Many runs: those started before a duration ago or an ISO date.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Many runs: write to this file.")
 @click.pass_obj
-def export(obj: _Context, run: str, fmt: str) -> None:
-    """Re-emit a recorded run (for runs recorded while no collector was up), or print it as JSON."""
+def export(
+    obj: _Context, run: str | None, fmt: str | None, since: str | None, until: str | None, output: str | None
+) -> None:
+    """Re-emit a recorded run (for runs recorded while no collector was up), print it as JSON, or export
+    many runs (streamed) as JSON Lines or Parquet."""
+    if run is None:
+        if fmt in ("json", "otlp"):
+            raise click.UsageError(f"--format {fmt} exports one run: name it (agent-relay export RUN)")
+        start, end = instant(since, "--since"), instant(until, "--until")
+        written = export_many(obj.reader(), fmt or "jsonl", start, end, output)
+        if output is not None:
+            click.echo(printable(f"exported {written} runs to {output}"), err=True)
+        return
+    if fmt in ("jsonl", "parquet") or since or until or output:
+        raise click.UsageError(
+            "RUN exports one run (--format json or otlp); leave RUN out to export many with --since/--until "
+            "as --format jsonl or parquet"
+        )
     record, calls = _run_and_calls(obj.reader(), run)
     run_id = record["run_id"]
-    if fmt == "json":
+    if fmt in (None, "json"):
         _json_out({"run": record, "calls": calls})
         return
     from .export import export_otlp
@@ -330,6 +332,9 @@ def _load_app(spec: str) -> Any:
     if not isinstance(target, AgentRuntime):
         _fail(f"--app {spec!r} is a {type(target).__name__}, not an AgentRuntime")
     return target
+
+
+cli.add_command(prune)
 
 
 @cli.group()

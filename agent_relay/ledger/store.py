@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine, Row
 
 from ..errors import LedgerError, SchemaVersionError
 from ..states import CallStatus, Origin, Phase
-from . import derived, migrations
+from . import derived, migrations, retention
 from .checkpoint import Checkpointer
 from .connection import Database, LedgerOptions
 from .schema import SCHEMA_VERSION, agent_runs, metadata, schema_info, tool_calls
@@ -130,6 +130,24 @@ class LedgerStore:
         if self._checkpointer is not None:
             self._checkpointer.stop()
         self.db.dispose()
+
+    # --- retention -----------------------------------------------------------------------------------
+    def prune(
+        self,
+        older_than: dt.timedelta | dt.datetime,
+        *,
+        statuses: Iterable[str] | None = None,
+        dry_run: bool = False,
+        batch: int = 200,
+        progress: Callable[[int], None] | None = None,
+    ) -> retention.Pruned:
+        """Delete runs that started before ``older_than`` (ago) with their calls and attempts, in batches
+        of ``batch`` runs, each its own transaction; never a run still running or waiting for a person
+        (``in_doubt``, ``compensation_failed``). ``statuses``: only those; ``dry_run``: only count. See
+        ``agent_relay.ledger.retention``."""
+        return retention.prune(
+            self.db, older_than, statuses=statuses, dry_run=dry_run, batch=batch, progress=progress
+        )
 
     # --- runs ----------------------------------------------------------------------------------------
     def insert_run(self, **values: Any) -> None:
