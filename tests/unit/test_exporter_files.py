@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from agent_relay.ledger import schema
+from agent_relay.ledger import derived, schema
 from agent_relay.metrics import Instruments
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +44,10 @@ HISTOGRAMS = frozenset({"agent_relay_tool_duration_seconds", "gen_ai_client_toke
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 METRIC_NAMES = COUNTERS | {h + s for h in HISTOGRAMS for s in HISTOGRAM_SUFFIXES}
 
-LEDGER_TABLES: dict[str, sa.Table] = {t.name: t for t in (schema.agent_runs, schema.tool_calls)}
+# the tables, and the views shipped with them (derived.VIEWS), with their columns
+LEDGER_TABLES: dict[str, sa.Table] = {
+    t.name: t for t in (schema.agent_runs, schema.tool_calls, schema.tool_call_attempts, *derived.VIEWS)
+}
 
 
 def load(name: str) -> Any:
@@ -325,7 +328,7 @@ _SQL_TOKEN = re.compile(
     | (?P<cast>::\s*[A-Za-z_]\w*)                # ::numeric
     | (?P<number>\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)
     | (?P<name>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)?)  # column, table.column, schema.table
-    | (?P<punct><>|<=|>=|!=|\|\||[(),;*=<>!+\-/%\[\]])
+    | (?P<punct><>|<=|>=|!=|\|\||[(),;*=<>!~+\-/%\[\]])
     """,
     re.VERBOSE | re.DOTALL,
 )
@@ -527,6 +530,49 @@ def test_dashboard_prometheus_queries_use_exported_metric_names() -> None:
     assert expected <= used, f"the dashboard lost {sorted(expected - used)}"
 
 
+# --- the agent and service variables ---------------------------------------------------------------------
+
+AGENT_IN_THE_LEDGER = re.compile(r"\b(?:\w+\.)?name ~ '\^\$\{agent:regex\}\$'")
+
+
+def label_matchers(expr: str) -> dict[str, str]:
+    """{metric: its label matchers} for every metric selector of a PromQL expression."""
+    return {m.group(1): m.group(2) for m in re.finditer(r"([A-Za-z_:][\w:]*)\{([^}]*)\}", expr)}
+
+
+def test_dashboard_variables_choose_agents_and_services_all_by_default() -> None:
+    variables = {v["name"]: v for v in dashboard()["templating"]["list"]}
+    assert set(variables) == {"agent", "service"}
+    labels = {"service": "job", "agent": "gen_ai_agent_name"}  # service.name becomes the job label
+    for name, variable in variables.items():
+        assert variable["datasource"]["uid"] in provisioned_datasources()
+        assert variable["includeAll"] and variable["multi"] and variable["allValue"] == ".*"
+        assert variable["current"]["value"] == ["$__all"], f"${name} must start on All"
+        query = variable["query"]["query"]
+        assert query == variable["definition"] and query.endswith(f", {labels[name]})")
+        metric = query.removeprefix("label_values(").rpartition(",")[0]
+        assert promql_metric_names(metric) <= METRIC_NAMES, query
+    assert 'job=~"$service"' in variables["agent"]["query"]["query"]  # agents of the chosen services
+
+
+def test_every_panel_query_uses_the_variables() -> None:
+    prometheus = list(targets("prometheus"))
+    ledger = list(targets("grafana-postgresql-datasource"))
+    assert len(prometheus) + len(ledger) == sum(1 for p in panels(dashboard()) if p["type"] != "row")
+    for panel, target in prometheus:
+        selectors = label_matchers(target["expr"])
+        assert set(selectors) == promql_metric_names(target["expr"]), f"panel {panel['title']}: a bare metric"
+        for metric, matchers in selectors.items():
+            assert 'job=~"$service"' in matchers and 'gen_ai_agent_name=~"$agent"' in matchers, (
+                f"panel {panel['title']}: {metric} ignores $service or $agent"
+            )
+            if metric == "agent_relay_tool_calls_total":  # replays are not new calls
+                assert 'agent_relay_call_origin!="replayed"' in matchers, panel["title"]
+    for panel, target in ledger:  # the ledger records no service name: agent only
+        assert AGENT_IN_THE_LEDGER.search(target["rawSql"]), f"panel {panel['title']} ignores $agent"
+        assert unknown_ledger_references(target["rawSql"]) == []
+
+
 # --- from a run to its trace ----------------------------------------------------------------------------
 
 
@@ -547,7 +593,7 @@ def test_runs_table_links_each_trace_id_to_its_trace_in_tempo() -> None:
     runs_tables = [
         panel
         for panel, target in targets("grafana-postgresql-datasource")
-        if panel["type"] == "table" and "agent_runs" in sql_references(target["rawSql"])[0]
+        if panel["type"] == "table" and sql_references(target["rawSql"])[0] == {"agent_runs"}
     ]
     assert runs_tables, "the dashboard needs a table of runs"
     for panel in runs_tables:
