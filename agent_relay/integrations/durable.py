@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import keyword
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -94,8 +95,9 @@ class Durable:
 
     ``standalone(arguments)`` runs the tool without a framework call, as a compensation does (the saga
     calls it with the forward call's arguments); ``is_async`` says whether it returns a coroutine, and so
-    whether the registered tool is async. Registering the same ``origin`` twice with the same options
-    reuses the first registration; another tool under a taken name is a ``DuplicateToolError``.
+    whether the registered tool is async. A tool registered again under its name — the same kind of
+    object (``origin``), the same schema and options, as when an agent and its tools are built per
+    request — reuses the first registration; another tool under a taken name is a ``DuplicateToolError``.
     """
 
     def __init__(
@@ -116,7 +118,12 @@ class Durable:
                 f"{runtime!r}."
             )
         self.services = runtime.services
-        mark = (origin, dict(options))
+        kind = type(origin)
+        mark = (
+            f"{kind.__module__}.{kind.__qualname__}",
+            json.dumps(schema, sort_keys=True, default=repr),
+            options,
+        )
         existing = runtime.tools.get(name)
         if existing is not None and getattr(existing.func, _MARK, None) == mark:
             self.spec: ToolSpec = existing
@@ -171,7 +178,7 @@ def _body(
     standalone: Callable[[dict[str, Any]], Any],
     is_async: bool,
     returns: Any,
-    mark: tuple[Any, dict[str, Any]],
+    mark: tuple[str, str, Mapping[str, Any]],
 ) -> Callable[..., Any]:
     """The registered function: what a compensation calls (``standalone``, there being no framework
     call), with the schema's signature and the original's return type (served values are decoded to it)."""

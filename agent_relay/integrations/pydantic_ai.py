@@ -72,7 +72,7 @@ class DurableToolset(WrapperToolset[Any]):
                 returns = None
         durable = Durable(
             self.runtime,
-            (self.wrapped, name),
+            self.wrapped if function_tool is None else function_tool,
             name,
             schema,
             options,

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import pytest
 
-from agent_relay import AgentRuntime, BudgetExceededError, ConfigurationError, tool
+from agent_relay import AgentRuntime, BudgetExceededError, ConfigurationError, DuplicateToolError, tool
 from agent_relay.testing import FakeLLMServer, SpanCapture
 from tests.support import calls_of
 
@@ -176,9 +176,27 @@ def test_openai_agents_bad_input_is_refused_before_anything_runs(runtime: AgentR
         durable_tool(runtime, lookup, name="other")
     with pytest.raises(ConfigurationError, match="'nope'"):
         durable_tool(runtime, lookup, exclude=("nope",))
-    # wrapping the same tool again (an agent built per request) reuses its registration
-    first, second = durable_tools(runtime, [lookup]) + durable_tools(runtime, [lookup])
-    assert runtime.tools["lookup"] is not None and first is not second
+
+    def build() -> Any:  # an agent's tools built per request: new objects, the same tool
+        @agents.function_tool
+        def lookup(q: str) -> str:
+            """Look up."""
+            return q
+
+        return lookup
+
+    durable_tools(runtime, [build()])
+    spec = runtime.tools["lookup"]
+    durable_tools(runtime, [build()])  # reuses the registration
+    assert runtime.tools["lookup"] is spec
+
+    @agents.function_tool(name_override="lookup")
+    def other(q: str, limit: int) -> str:
+        """Another tool of the same name."""
+        return q
+
+    with pytest.raises(DuplicateToolError):
+        durable_tool(runtime, other)
 
 
 # --- LangChain --------------------------------------------------------------------------------------------
