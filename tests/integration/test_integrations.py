@@ -593,3 +593,35 @@ def test_langchain_content_and_artifact_and_pydantic_ai_any_toolset(runtime: Age
     assert len(ran) == 1 and "shop_stock" in runtime.tools
     (row,) = calls_of(runtime, session.run_id)
     assert row["tool_name"] == "shop_stock"
+
+
+def test_a_hand_built_function_tool_with_argument_names_python_cannot_take(runtime: AgentRuntime) -> None:
+    agents = pytest.importorskip("agents")
+    from agents.tool_context import ToolContext
+
+    from agent_relay.integrations.openai_agents import durable_tool
+
+    seen: list[str] = []
+
+    async def invoke(ctx: Any, input_json: str) -> str:
+        seen.append(input_json)
+        return "ok"
+
+    schema = {
+        "type": "object",
+        "properties": {"first-name": {"type": "string"}, "class": {"type": "string"}},
+        "required": ["first-name", "class"],
+        "additionalProperties": False,
+    }
+    hand_built = agents.FunctionTool(
+        name="enroll", description="Enroll a student.", params_json_schema=schema, on_invoke_tool=invoke
+    )
+    durable = durable_tool(runtime, hand_built)
+    arguments = json.dumps({"first-name": "Ada", "class": "math"})
+    context = ToolContext(context=None, tool_name="enroll", tool_call_id="c1", tool_arguments=arguments)
+    with runtime.agent_session(name="enroll") as session:
+        assert asyncio.run(durable.on_invoke_tool(context, arguments)) == "ok"
+        assert asyncio.run(durable.on_invoke_tool(context, arguments)) == "ok"
+    assert seen == [arguments]  # the original got the model's JSON as it came; the repeat was served
+    (row,) = calls_of(runtime, session.run_id)
+    assert row["arguments"] == {"arguments": {"first-name": "Ada", "class": "math"}}  # kept as they came
