@@ -153,6 +153,7 @@ class CallBase:
             self.phase,
             status,
             origin,
+            agent=self.run.name,
             duration_s=duration,
             cost=record.cost_usd if record is not None else None,
             model=record.model if record else None,

@@ -301,7 +301,13 @@ class Invocation(ServedCall):
         record.output_tokens = (record.output_tokens or 0) + usage.output_tokens
         record.model = usage.model or record.model
         self.services.instruments.usage(
-            usage.model, usage.provider, usage.input_tokens, usage.output_tokens, cost, tool=self.spec.name
+            usage.model,
+            usage.provider,
+            usage.input_tokens,
+            usage.output_tokens,
+            cost,
+            agent=self.run.name,
+            tool=self.spec.name,
         )
         if cost is None:
             record.cost_unknown = True  # cost_usd stays the known part: a lower bound

@@ -86,15 +86,18 @@ class Instruments:
         status: str,
         origin: str,
         *,
+        agent: str,
         duration_s: float | None = None,
         cost: Decimal | None = None,
         model: str | None = None,
     ) -> None:
+        """One call's outcome; ``agent`` is its session's name (``gen_ai.agent.name``, as on ``runs``)."""
         try:
             attrs: dict[str, Any] = {
                 semconv.GEN_AI_TOOL_NAME: tool,
                 semconv.TOOL_PHASE: phase,
                 semconv.CALL_STATUS: status,
+                semconv.GEN_AI_AGENT_NAME: agent,
             }
             self._calls.add(1, {**attrs, semconv.CALL_ORIGIN: origin})
             if duration_s is not None:
@@ -106,10 +109,18 @@ class Instruments:
                         semconv.GEN_AI_TOOL_NAME: tool,
                         semconv.GEN_AI_REQUEST_MODEL: model or "",
                         semconv.CALL_ORIGIN: origin,
+                        semconv.GEN_AI_AGENT_NAME: agent,
                     },
                 )
             if phase == Phase.COMPENSATION and origin == Origin.LIVE:
-                self._compensations.add(1, {semconv.GEN_AI_TOOL_NAME: tool, semconv.CALL_STATUS: status})
+                self._compensations.add(
+                    1,
+                    {
+                        semconv.GEN_AI_TOOL_NAME: tool,
+                        semconv.CALL_STATUS: status,
+                        semconv.GEN_AI_AGENT_NAME: agent,
+                    },
+                )
         except Exception:  # telemetry must never break the host
             _log.debug("agent-relay: recording call metrics failed", exc_info=True)
 
@@ -121,6 +132,7 @@ class Instruments:
         output_tokens: int,
         cost: Decimal | None,
         *,
+        agent: str,
         tool: str | None = None,
     ) -> None:
         try:
@@ -128,6 +140,7 @@ class Instruments:
                 semconv.GEN_AI_OPERATION_NAME: "chat",
                 semconv.GEN_AI_REQUEST_MODEL: model or "",
                 semconv.GEN_AI_PROVIDER_NAME: provider or "",
+                semconv.GEN_AI_AGENT_NAME: agent,
             }
             self._tokens.record(input_tokens, {**attrs, semconv.GEN_AI_TOKEN_TYPE: "input"})
             self._tokens.record(output_tokens, {**attrs, semconv.GEN_AI_TOKEN_TYPE: "output"})
@@ -138,6 +151,7 @@ class Instruments:
                         semconv.GEN_AI_TOOL_NAME: "",
                         semconv.GEN_AI_REQUEST_MODEL: model or "",
                         semconv.CALL_ORIGIN: Origin.LIVE,
+                        semconv.GEN_AI_AGENT_NAME: agent,
                     },
                 )
         except Exception:

@@ -104,7 +104,7 @@ class Run:
         """Count usage made outside any recorded call (its metrics too); True when it passed the budget.
         Never raises: a budget passed this way refuses the next call."""
         self.services.instruments.usage(
-            usage.model, usage.provider, usage.input_tokens, usage.output_tokens, cost
+            usage.model, usage.provider, usage.input_tokens, usage.output_tokens, cost, agent=self.name
         )
         return self.spend.charge(
             cost, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, unknown=cost is None

@@ -159,4 +159,6 @@ def test_metrics_count_calls_tokens_cost_and_runs(database_url: str) -> None:
     assert round(sum(p.value for p in points["agent_relay.cost.usd"]), 6) == 0.2545
     (run,) = points["agent_relay.runs"]
     assert (run.attributes[sc.RUN_STATUS], run.value) == ("succeeded", 1)
+    every = [p for points_of_one in points.values() for p in points_of_one]
+    assert {p.attributes[sc.GEN_AI_AGENT_NAME] for p in every} == {"metered"}  # the dashboard's $agent
     rt.shutdown()
