@@ -625,3 +625,26 @@ def test_a_hand_built_function_tool_with_argument_names_python_cannot_take(runti
     assert seen == [arguments]  # the original got the model's JSON as it came; the repeat was served
     (row,) = calls_of(runtime, session.run_id)
     assert row["arguments"] == {"arguments": {"first-name": "Ada", "class": "math"}}  # kept as they came
+
+
+def test_langchain_injected_state_reaches_the_tool_but_not_the_key(runtime: AgentRuntime) -> None:
+    lc_tools = pytest.importorskip("langchain_core.tools")
+    from agent_relay.integrations.langchain import durable_tool
+
+    seen: list[Any] = []
+
+    @lc_tools.tool
+    def remember(fact: str, state: Annotated[dict, lc_tools.InjectedToolArg]) -> str:
+        """Remember a fact (state: injected by the graph, as LangGraph's InjectedState is)."""
+        seen.append(state["user"])
+        return f"noted for {state['user']}"
+
+    durable = durable_tool(runtime, remember)
+    assert list(durable.tool_call_schema.model_json_schema()["properties"]) == ["fact"]
+    with runtime.agent_session(name="memory") as session:
+        # what a ToolNode sends: the model's arguments plus the injected state
+        assert durable.invoke({"fact": "likes tea", "state": {"user": "ada", "step": 1}}) == "noted for ada"
+        assert durable.invoke({"fact": "likes tea", "state": {"user": "ada", "step": 2}}) == "noted for ada"
+    assert seen == ["ada"]  # another state, the same call: served
+    (row,) = calls_of(runtime, session.run_id)
+    assert row["arguments"] == {"fact": "likes tea"}
