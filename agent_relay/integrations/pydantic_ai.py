@@ -105,6 +105,12 @@ def durable_toolset(
         toolset, runtime=runtime, options=dict(options), tool_options=dict(tool_options or {})
     )
     if isinstance(toolset, FunctionToolset):
+        unknown = sorted(set(wrapper.tool_options) - set(toolset.tools))
+        if unknown:
+            raise ConfigurationError(
+                f"durable_toolset(tool_options=...) names {', '.join(map(repr, unknown))}, which the toolset "
+                f"does not have; its tools are {', '.join(map(repr, toolset.tools)) or 'none'}."
+            )
         for name, function_tool in toolset.tools.items():
             wrapper.register(name, function_tool.tool_def.parameters_json_schema, function_tool)
     return wrapper

@@ -550,6 +550,8 @@ def test_pydantic_ai_tool_options_and_a_context_tool_that_cannot_compensate(runt
     assert "RunContext" in str(session.compensation_errors[0])
     with pytest.raises(ConfigurationError, match="'name'"):
         durable_tools(runtime, [book], tool_options={"book": {"name": "other"}})
+    with pytest.raises(ConfigurationError, match="'bok'"):  # a typo, not silently ignored
+        durable_tools(runtime, [book], tool_options={"bok": {"compensation": "cancel_booking"}})
 
 
 def test_langchain_content_and_artifact_and_pydantic_ai_any_toolset(runtime: AgentRuntime) -> None:
