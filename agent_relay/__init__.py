@@ -34,6 +34,7 @@ from .errors import (
 from .instrument import instrument, uninstrument
 from .ledger import LedgerOptions, LedgerSpanProcessor
 from .pricing import ModelPrice
+from .query import LedgerReader
 from .runtime import AgentRuntime
 from .saga import CompensationFailure
 from .session import AgentSession
@@ -55,6 +56,7 @@ __all__ = [
     "IdempotencyKeyReuseError",
     "LedgerError",
     "LedgerOptions",
+    "LedgerReader",
     "LedgerSpanProcessor",
     "ModelPrice",
     "OutputEncodingError",

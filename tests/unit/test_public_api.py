@@ -14,10 +14,10 @@ EXPECTED = {
     "AgentRelayError", "AgentRuntime", "AgentSession", "ArgumentEncodingError", "BudgetExceededError",
     "CallInDoubtError", "CallInProgressError", "CallInfo", "CompensationFailure", "ConfigurationError",
     "DuplicateToolError", "EncodingError", "IdempotencyKeyReuseError", "LedgerError", "LedgerOptions",
-    "LedgerSpanProcessor", "ModelPrice", "OutputEncodingError", "ReplayDivergenceError", "ReplayedError",
-    "RuntimeClosedError", "SchemaVersionError", "SessionStateError", "UnknownRunError", "UnknownToolError",
-    "UnpricedUsageError", "UnpricedUsageWarning", "UnrecordedCallWarning", "__version__", "current_call",
-    "instrument", "tool", "uninstrument",
+    "LedgerReader", "LedgerSpanProcessor", "ModelPrice", "OutputEncodingError", "ReplayDivergenceError",
+    "ReplayedError", "RuntimeClosedError", "SchemaVersionError", "SessionStateError", "UnknownRunError",
+    "UnknownToolError", "UnpricedUsageError", "UnpricedUsageWarning", "UnrecordedCallWarning",
+    "__version__", "current_call", "instrument", "tool", "uninstrument",
 }  # fmt: skip
 
 
