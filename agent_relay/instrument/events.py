@@ -32,9 +32,15 @@ class StreamEndedError(RuntimeError):
 
 
 def final_response(events: list[Any]) -> Any:
-    """The response a Responses API stream ended with (its last lifecycle event's)."""
+    """The response a Responses API stream ended with (its last lifecycle event's); a failed response is
+    a ``StreamEndedError`` (recorded as a failed call, so the call runs again, as a failed request would)."""
     for event in reversed(events):
         if getattr(event, "type", None) in _TERMINAL.values():
+            if event.type == "response.failed":
+                error = getattr(event.response, "error", None)
+                raise StreamEndedError(
+                    f"the response failed: {getattr(error, 'message', None) or 'no reason given'}"
+                )
             return event.response
     raise StreamEndedError("the Responses API stream ended without a final response")
 
