@@ -14,7 +14,8 @@ tool's ``failure_error_function`` words them. AgentRelay's own errors (a budget 
 diverges, the ledger down) are not words for the model: they stop the run.
 
 The SDK's tracing is not OpenTelemetry, so the ``execute_tool`` span parents under whatever span is
-current (the session's, or an OpenTelemetry span an instrumentation opened around the tool).
+current: the session's, or the SDK's tool span where an instrumentation makes it an OpenTelemetry span
+and current (OpenInference's ``OpenAIAgentsInstrumentor`` does).
 """
 
 from __future__ import annotations

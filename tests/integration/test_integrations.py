@@ -650,3 +650,41 @@ def test_langchain_injected_state_reaches_the_tool_but_not_the_key(runtime: Agen
     assert seen == ["ada"]  # another state, the same call: served
     (row,) = calls_of(runtime, session.run_id)
     assert row["arguments"] == {"fact": "likes tea"}
+
+
+def test_openai_agents_tool_span_is_a_child_of_the_sdks_own_tool_span(
+    runtime: AgentRuntime, spans: SpanCapture
+) -> None:
+    agents = pytest.importorskip("agents")
+    openai = pytest.importorskip("openai")
+    openinference = pytest.importorskip("openinference.instrumentation.openai_agents")
+    from agent_relay.integrations.openai_agents import durable_tools
+
+    @agents.function_tool
+    def book_flight(passenger: str, flight: str) -> str:
+        """Book a seat on a flight."""
+        return f"PNR-{flight}"
+
+    # The SDK's traces as OpenTelemetry spans (OpenInference's bridge), on the runtime's provider; none
+    # exported to OpenAI from a test.
+    agents.set_trace_processors([])
+    instrumentor = openinference.OpenAIAgentsInstrumentor()
+    instrumentor.instrument(tracer_provider=runtime.tracer_provider)
+    try:
+        with FakeLLMServer(tool_arguments={"passenger": "Ada", "flight": "LH400"}) as llm:
+            client = openai.AsyncOpenAI(base_url=llm.openai_url, api_key="local")
+            model = agents.OpenAIChatCompletionsModel(model="gpt-4o-mini", openai_client=client)
+            agent = agents.Agent(name="travel", model=model, tools=durable_tools(runtime, [book_flight]))
+
+            async def main() -> None:
+                async with runtime.agent_session(name="travel"):
+                    await agents.Runner.run(agent, "Book LH400 for Ada")
+
+            asyncio.run(main())
+    finally:
+        instrumentor.uninstrument()
+    (span,) = ours(spans)
+    by_id = {s.context.span_id: s for s in spans.spans()}
+    parent = by_id[span.parent.span_id]
+    assert (parent.name, parent.attributes["openinference.span.kind"]) == ("book_flight", "TOOL")
+    assert parent.context.trace_id == span.context.trace_id
