@@ -19,7 +19,9 @@ streams (``responses.create(stream=True)``, and the ``responses.stream()`` helpe
 it) and Anthropic's ``messages.stream()`` are recorded as their final response or message (usage counted
 once) and replay as the events rebuilt from it (``agent_relay.instrument.events`` says which), read through
 the SDK's own stream classes. The chat ``chat.completions.stream()`` helper is built on ``create`` and is
-recorded as its chunks.
+recorded as its chunks. ``with_raw_response`` and ``with_streaming_response`` (what LangChain's
+``ChatOpenAI`` and the OpenAI Agents SDK call) are recorded as the response, or the stream, ``parse()``
+gives, and served behind the same wrapper (``agent_relay.instrument.raw``).
 """
 
 from .patch import instrument, uninstrument

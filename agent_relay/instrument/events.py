@@ -24,6 +24,13 @@ _TERMINAL = {
     "incomplete": "response.incomplete",
     "failed": "response.failed",
 }
+_LAST = frozenset({"message_stop", *_TERMINAL.values()})
+
+
+def is_last_event(event: Any) -> bool:
+    """Whether ``event`` ends its stream: an Anthropic ``message_stop``, or a Responses API response's end
+    (OpenAI chat chunks have no such event: their stream ends when it runs out)."""
+    return getattr(event, "type", None) in _LAST
 
 
 class StreamEndedError(RuntimeError):

@@ -16,9 +16,18 @@ from ..execute import execute, execute_async
 from ..run import current_run
 from ..runtime import AgentRuntime
 from ..states import Phase
-from .events import final_response, response_events
+from .events import final_response, is_last_event, response_events
 from .message_streams import AsyncMessageStreamManager, MessageStreamManager
-from .raw import ReplayedRawResponse, recorded_raw, reparsed, wants_raw_response
+from .raw import (
+    RAW,
+    AsyncStreamedResponse,
+    ReplayedAsyncStreamedResponse,
+    ReplayedRawResponse,
+    StreamedResponse,
+    raw_mode,
+    recorded_raw,
+    reparsed,
+)
 from .streams import RecordingAsyncStream, RecordingStream, ReplayedAsyncStream, ReplayedStream
 from .targets import APIS, TARGETS, Streams, Target, recorded_request, register_specs
 
@@ -135,9 +144,9 @@ def _stream_handlers(target: Target, call: Invocation) -> tuple[Callable[[Any], 
     recording = RecordingAsyncStream if target.is_async else RecordingStream
     if target.streams is Streams.FINAL:
         return (lambda response: replayed(response_events(response))), (
-            lambda stream: recording(stream, call, final=final_response)
+            lambda stream: recording(stream, call, final=final_response, last=is_last_event)
         )
-    return replayed, (lambda stream: recording(stream, call))
+    return replayed, (lambda stream: recording(stream, call, last=is_last_event))
 
 
 def _wrap(original: Callable[..., Any], target: Target) -> Callable[..., Any]:
@@ -181,9 +190,24 @@ def _handlers(
 ) -> tuple[Callable[[Any], Any] | None, Callable[[Any], Any] | None]:
     """(served, live) for a call of ``target``: how a served value and a live result are handed back."""
     if kwargs.get("stream") is True:
-        return _stream_handlers(target, call)
-    if target.method == "parse":  # served: the recorded response, its parsed content rebuilt
-        return reparsed(kwargs.get("response_format")), None
-    if wants_raw_response(kwargs):
-        return ReplayedRawResponse, lambda raw: recorded_raw(call, raw)
-    return None, None
+        served, take = _stream_handlers(target, call)
+    elif target.method == "parse":  # served: the recorded response, its parsed content rebuilt
+        served, take = reparsed(kwargs.get("response_format")), None
+    else:
+        served, take = None, None
+    mode = raw_mode(kwargs)
+    if mode is None:
+        return served, take
+    record: Callable[[Any], Any] = take or call.succeeded  # a stream records itself
+    replay: Callable[[Any], Any] = served or (lambda value: value)
+    if mode == RAW:
+        return (lambda value: ReplayedRawResponse(replay(value))), (
+            lambda raw: recorded_raw(call, raw, record)
+        )
+    if target.is_async:
+        return (lambda value: ReplayedAsyncStreamedResponse(replay(value))), (
+            lambda response: AsyncStreamedResponse(response, call, record)
+        )
+    return (lambda value: ReplayedRawResponse(replay(value))), (
+        lambda response: StreamedResponse(response, call, record)
+    )

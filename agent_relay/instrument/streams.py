@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from ..calls import Invocation
+from .events import is_last_event
 
 
 class StreamClosedError(RuntimeError):
@@ -41,16 +42,28 @@ class Recording:
 
     ``final`` makes the recorded value of the events (default: the list of them); a ``final`` that
     raises records the call as failed with that error, and the stream still ends as the SDK's would.
+    ``last`` tells the event that ends the stream, where there is one (``response.completed``,
+    ``message_stop``): the call is recorded when it passes, as readers (the Agents SDK) may stop there.
     """
 
     def __init__(
-        self, stream: Any, call: Invocation, final: Callable[[list[Any]], Any] | None = None
+        self,
+        stream: Any,
+        call: Invocation,
+        final: Callable[[list[Any]], Any] | None = None,
+        last: Callable[[Any], bool] | None = None,
     ) -> None:
         self._stream = stream
         self._call = call
         self._final = final
+        self._last = last
         self._events: list[Any] = []
         self._done = False
+
+    def _seen(self, event: Any) -> None:
+        self._events.append(event)
+        if self._last is not None and self._last(event):
+            self._finish()
 
     def _finish(self) -> None:
         if self._done:
@@ -115,7 +128,7 @@ class RecordingStream(Recording):
         except BaseException as exc:
             self._fail(exc)
             raise
-        self._events.append(event)
+        self._seen(event)
         return event
 
     @functools.cached_property
@@ -148,7 +161,7 @@ class RecordingAsyncStream(Recording):
         except BaseException as exc:
             self._fail(exc)
             raise
-        self._events.append(event)
+        self._seen(event)
         return event
 
     @functools.cached_property
@@ -177,7 +190,7 @@ class RecordingMessageStream(Recording):
     """A live ``MessageStream``: its events and helpers, the final message recorded when they run out."""
 
     def __init__(self, stream: Any, call: Invocation) -> None:
-        super().__init__(stream, call, final=lambda _: stream.current_message_snapshot)
+        super().__init__(stream, call, final=lambda _: stream.current_message_snapshot, last=is_last_event)
         self.text_stream = self._text()
 
     def __iter__(self) -> RecordingMessageStream:
@@ -192,6 +205,7 @@ class RecordingMessageStream(Recording):
         except BaseException as exc:
             self._fail(exc)
             raise
+        self._seen(event)
         return event
 
     def _text(self) -> Iterator[str]:
@@ -227,7 +241,7 @@ class RecordingAsyncMessageStream(Recording):
     """``RecordingMessageStream`` for ``AsyncMessageStream``."""
 
     def __init__(self, stream: Any, call: Invocation) -> None:
-        super().__init__(stream, call, final=lambda _: stream.current_message_snapshot)
+        super().__init__(stream, call, final=lambda _: stream.current_message_snapshot, last=is_last_event)
         self.text_stream = self._text()
 
     def __aiter__(self) -> RecordingAsyncMessageStream:
@@ -242,6 +256,7 @@ class RecordingAsyncMessageStream(Recording):
         except BaseException as exc:
             self._fail(exc)
             raise
+        self._seen(event)
         return event
 
     async def _text(self) -> AsyncIterator[str]:

@@ -254,3 +254,77 @@ def test_stream_helpers_can_be_selected_alone(runtime: AgentRuntime, llm: FakeLL
     finally:
         agent_relay.uninstrument()
     assert all(cls.__dict__["stream"] is original for cls, original in helpers.items())
+
+
+def test_with_streaming_response_is_recorded_when_parsed_and_replays(
+    instrumented: AgentRuntime, llm: FakeLLMServer
+) -> None:
+    client = openai.OpenAI(base_url=llm.openai_url, api_key="test")
+
+    def agent() -> tuple[Any, Any]:
+        with client.chat.completions.with_streaming_response.create(model="gpt-4o", messages=ASK) as raw:
+            reply = raw.parse()
+        with client.responses.with_streaming_response.create(model="gpt-4o", input="Hi.", stream=True) as raw:
+            final = [event for event in raw.parse()][-1].response
+        return reply, final
+
+    live, replayed, live_run, _ = live_then_replay(instrumented, llm, agent)
+    assert replayed == live and live[1].output_text
+    rows = calls_of(instrumented, live_run)
+    assert [(r["tool_name"], r["status"], r["output"]["id"]) for r in rows] == [
+        ("openai.chat.completions.create", "succeeded", live[0].id),
+        ("openai.responses.create[stream]", "succeeded", live[1].id),
+    ]
+    with (
+        instrumented.agent_session(name="unread") as session,
+        client.chat.completions.with_streaming_response.create(model="gpt-4o", messages=[*ASK, *ASK]),
+    ):
+        pass  # closed without parse(): the request was sent, so the call is recorded, failed
+    (row,) = calls_of(instrumented, session.run_id)
+    assert row["status"] == "failed" and "closed unparsed" in row["error_message"]
+
+
+def test_with_raw_response_of_a_stream_records_the_stream(
+    instrumented: AgentRuntime, llm: FakeLLMServer
+) -> None:
+    client = openai.OpenAI(base_url=llm.openai_url, api_key="test")
+
+    def agent() -> list[str]:
+        raw = client.responses.with_raw_response.create(model="gpt-4o", input="Hi.", stream=True)
+        return [event.type for event in raw.parse()]
+
+    live, replayed, live_run, _ = live_then_replay(instrumented, llm, agent)
+    assert (live[-1], replayed[-1]) == ("response.completed", "response.completed")
+    ((name, status),) = [(r["tool_name"], r["status"]) for r in calls_of(instrumented, live_run)]
+    assert (name, status) == ("openai.responses.create[stream]", "succeeded")
+
+
+def test_agents_sdk_run_streamed_is_recorded_and_replays_without_a_request(
+    instrumented: AgentRuntime, llm: FakeLLMServer
+) -> None:
+    agents = pytest.importorskip("agents")
+
+    @agents.function_tool
+    def send_email(to: str) -> str:
+        return f"sent to {to}"
+
+    client = openai.AsyncOpenAI(base_url=llm.openai_url, api_key="test")
+    model = agents.OpenAIResponsesModel("gpt-4o", client)  # the SDK's default: Responses API streams
+    agent = agents.Agent(name="mailer", instructions="Send mail.", tools=[send_email], model=model)
+
+    def run() -> tuple[str, int]:
+        async def streamed() -> tuple[str, int]:
+            quiet = agents.RunConfig(tracing_disabled=True)  # (no export to OpenAI's trace backend)
+            result = agents.Runner.run_streamed(agent, "Email ada.", run_config=quiet)
+            async for _ in result.stream_events():
+                pass
+            return result.final_output, result.context_wrapper.usage.total_tokens
+
+        return asyncio.run(streamed())
+
+    live, replayed, live_run, replay_run = live_then_replay(instrumented, llm, run)
+    assert replayed == live and live[0].startswith("Answer")  # same answer, same usage the SDK counted
+    rows = calls_of(instrumented, live_run)
+    assert [r["status"] for r in rows] == ["succeeded", "succeeded"]  # the tool call, then the answer
+    assert sum(r["input_tokens"] + r["output_tokens"] for r in rows) == live[1]
+    assert run_row(instrumented, replay_run)["cost_usd"] == run_row(instrumented, live_run)["cost_usd"] > 0
