@@ -20,13 +20,16 @@ failed call, then handled by the tool's ``handle_tool_error`` as before (and reb
 A sync tool's calls are recorded as a sync tool's (``ainvoke`` awaits the same durable call, running the
 original's async path); an async-only tool (a ``StructuredTool`` with only a coroutine) stays async-only.
 LangChain's callbacks are not OpenTelemetry spans: the ``execute_tool`` span parents under the current
-OpenTelemetry span (the session's, or one an instrumentation opened).
+OpenTelemetry span (the session's), or under the span OpenInference's ``LangChainInstrumentor`` opened for
+the tool's run, which it does not make current itself.
 """
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from langchain_core.callbacks.manager import AsyncCallbackManagerForToolRun, CallbackManagerForToolRun
@@ -35,6 +38,7 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import patch_config
 from langchain_core.tools import BaseTool, InjectedToolCallId, StructuredTool, ToolException
 from langchain_core.tools.base import get_all_basemodel_annotations
+from opentelemetry import trace
 from pydantic import PrivateAttr
 
 from ..errors import ConfigurationError
@@ -75,7 +79,8 @@ class DurableTool(BaseTool):
         payload, given, tool_call_id = self._input(args, kwargs)
         inner = self._inner
         call = FrameworkCall(lambda: self._content(inner.invoke(payload, child)), tool_call_id)
-        return self._durable.call(call, given)
+        with _under_the_tool_span():
+            return self._durable.call(call, given)
 
     async def _arun(
         self,
@@ -91,7 +96,8 @@ class DurableTool(BaseTool):
         async def run() -> Any:
             return self._content(await inner.ainvoke(payload, child))
 
-        return await self._durable.call_async(FrameworkCall(run, tool_call_id), given)
+        with _under_the_tool_span():
+            return await self._durable.call_async(FrameworkCall(run, tool_call_id), given)
 
     def _input(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any], str | None]:
         """What the original is invoked with (everything validation kept, injected values included), the
@@ -206,3 +212,25 @@ def _return_type(original: BaseTool) -> Any:
         return typing.get_type_hints(func).get("return", pair) if func is not None else pair
     except Exception:  # unresolvable annotations
         return pair
+
+
+_OPENINFERENCE = "openinference.instrumentation.langchain"
+
+
+@contextlib.contextmanager
+def _under_the_tool_span() -> Iterator[None]:
+    """Make the OpenTelemetry span an instrumentation opened for this tool's LangChain run the current
+    one, so ours is its child. OpenInference's tracer opens such spans without making them current (it
+    is a callback handler) and says which one is the current run's; without it, nothing changes. Looked
+    up only if the application imported it, and never allowed to fail the call."""
+    span = None
+    module = sys.modules.get(_OPENINFERENCE)
+    try:
+        span = module.get_current_span() if module is not None else None
+    except Exception:
+        span = None
+    if not isinstance(span, trace.Span) or not span.get_span_context().is_valid:
+        yield
+        return
+    with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
+        yield

@@ -19,11 +19,12 @@ from agent_relay import AgentRuntime, BudgetExceededError, ConfigurationError, D
 from agent_relay.testing import FakeLLMServer, SpanCapture
 from tests.support import calls_of
 
-CALL_ID = "agent_relay.call.id"  # on AgentRelay's execute_tool spans (a framework's own have none)
+CALL_ID = "agent_relay.call.id"  # the ledger's id, beside the model's own tool-call id
+KEY = "agent_relay.idempotency_key"  # on AgentRelay's execute_tool spans (a framework's own have none)
 
 
 def ours(spans: SpanCapture) -> list[Any]:
-    return [s for s in spans.tool_spans() if CALL_ID in (s.attributes or {})]
+    return [s for s in spans.tool_spans() if KEY in (s.attributes or {})]
 
 
 # --- OpenAI Agents SDK ------------------------------------------------------------------------------------
@@ -420,7 +421,7 @@ def test_pydantic_ai_tool_span_is_the_parent_of_ours(runtime: AgentRuntime, span
     (span,) = ours(spans)
     by_id = {s.context.span_id: s for s in spans.spans()}
     parent = by_id[span.parent.span_id]
-    assert CALL_ID not in parent.attributes  # pydantic-ai's own tool span, not ours
+    assert KEY not in parent.attributes  # pydantic-ai's own tool span, not ours
     assert (parent.attributes["gen_ai.tool.name"], parent.attributes["gen_ai.tool.call.id"]) == (
         "weather",
         span.attributes["gen_ai.tool.call.id"],
@@ -688,3 +689,34 @@ def test_openai_agents_tool_span_is_a_child_of_the_sdks_own_tool_span(
     parent = by_id[span.parent.span_id]
     assert (parent.name, parent.attributes["openinference.span.kind"]) == ("book_flight", "TOOL")
     assert parent.context.trace_id == span.context.trace_id
+
+
+def test_langchain_tool_span_of_an_instrumentation_is_the_parent_of_ours(
+    runtime: AgentRuntime, spans: SpanCapture
+) -> None:
+    lc_tools = pytest.importorskip("langchain_core.tools")
+    openinference = pytest.importorskip("openinference.instrumentation.langchain")
+    from agent_relay.integrations.langchain import durable_tools
+
+    @lc_tools.tool
+    def lookup(order: str) -> str:
+        """Look up an order."""
+        return f"{order}: shipped"
+
+    (durable,) = durable_tools(runtime, [lookup])
+    instrumentor = openinference.LangChainInstrumentor()
+    instrumentor.instrument(tracer_provider=runtime.tracer_provider)
+    try:
+        with runtime.agent_session(name="orders"):
+            durable.invoke({"type": "tool_call", "name": "lookup", "args": {"order": "A-1"}, "id": "call_1"})
+            asyncio.run(
+                durable.ainvoke(
+                    {"type": "tool_call", "name": "lookup", "args": {"order": "B-2"}, "id": "call_2"}
+                )
+            )
+    finally:
+        instrumentor.uninstrument()
+    by_id = {s.context.span_id: s for s in spans.spans()}
+    parents = [by_id[s.parent.span_id] for s in ours(spans)]
+    # the instrumentation's span of the durable tool's run (sync and async), not the session's
+    assert [(p.name, p.attributes["openinference.span.kind"]) for p in parents] == [("lookup", "TOOL")] * 2
