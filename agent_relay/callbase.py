@@ -91,6 +91,7 @@ class CallBase:
             user_key=user_key,
             occurrence=occurrence,
             arguments_text=self.args_text,
+            scheme=run.keys,
         )
         self.call_id = call_id(run.run_id, phase, self.key)  # the ledger's id of this call
         self.model_call_id: str | None = None  # the model's own id for it, when a framework passed it in
@@ -114,7 +115,7 @@ class CallBase:
         attributes = spans.call_attributes(
             spec.name,
             self.phase,
-            self.key,
+            self.key[: self.services.span_key_chars],
             self.run.run_id,
             self.call_id,
             self.model,

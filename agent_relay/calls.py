@@ -117,7 +117,7 @@ class Invocation(ServedCall):
                 )
         occurrence = None
         if not spec.deduplicate:
-            base = idempotency_key(spec.name, Phase.FORWARD, args_json, user_key=user_key)
+            base = idempotency_key(spec.name, Phase.FORWARD, args_json, user_key=user_key, scheme=run.keys)
             occurrence = run.table.occurrence(base)
         call = Invocation(
             services, run, spec, Phase.FORWARD, args_json, user_key=user_key, occurrence=occurrence

@@ -1,15 +1,22 @@
-"""Idempotency keys: deterministic names for tool calls.
+"""Idempotency keys: deterministic names for tool calls that reveal nothing of their arguments.
 
-A key is the SHA-256 of the canonical JSON of ``{"v": 1, "tool": name, "phase": phase, "args": args}``,
-where ``args`` are the call's arguments bound to the tool's signature with defaults applied. So
-``f(1, b=2)``, ``f(a=1, b=2)`` and ``f(1)`` (when ``b`` defaults to 2) share a key, and the key is the
-same in every process, on every machine and Python version (``hashlib``, never ``hash()``).
+A key is the HMAC-SHA256, under the ledger's key secret, of the canonical JSON of
+``{"v": 2, "tool": name, "phase": phase, "args": args}``, where ``args`` are the call's arguments bound to
+the tool's signature with defaults applied. So ``f(1, b=2)``, ``f(a=1, b=2)`` and ``f(1)`` (when ``b``
+defaults to 2) share a key, and every process using the same ledger (and so the same secret) makes the
+same key, on every machine and Python version (``hashlib``, never ``hash()``). Without the secret a key
+cannot be recomputed, so hashing candidate values (a PIN, a card number) against the keys a trace
+backend received finds nothing, even for a redacted argument.
+
+Version 1 (ledgers before schema version 5) was the plain SHA-256 of the same material with ``"v": 1``;
+runs recorded with it keep it (``KeyScheme.LEGACY``), so they replay, fork and resume unchanged.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +24,54 @@ from typing import Any
 from .encoding import JSONValue, canonical_dumps, encode
 from .errors import ArgumentEncodingError
 
-KEY_VERSION = 1
+KEY_VERSION = 2  # the version new runs key their calls with; see KeyScheme
+LEGACY_KEY_VERSION = 1
+_BLOCK = 64  # SHA-256's block size, for HMAC's pads
+
+
+class KeyScheme:
+    """How one run's keys are made: version 2, HMAC-SHA256 under a secret named ``key_id`` (the
+    secret's fingerprint); or version 1, plain SHA-256 (``LEGACY``, runs recorded before version 2).
+
+    The HMAC's inner and outer hash states are made once here (RFC 2104), so a key costs two hash
+    copies and updates rather than a new HMAC object per call.
+    """
+
+    __slots__ = ("_inner", "_outer", "key_id", "version")
+
+    LEGACY: KeyScheme
+
+    def __init__(self, secret: bytes | None) -> None:
+        self.version = LEGACY_KEY_VERSION if secret is None else KEY_VERSION
+        self.key_id = None if secret is None else fingerprint(secret)
+        self._inner = self._outer = None
+        if secret is not None:
+            padded = (hashlib.sha256(secret).digest() if len(secret) > _BLOCK else secret).ljust(_BLOCK, b"\0")
+            self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded))
+            self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in padded))
+
+    def digest(self, material: str) -> str:
+        """The 64-hex-digit key of ``material`` (ASCII: canonical JSON escapes the rest)."""
+        data = material.encode("ascii")
+        if self._inner is None or self._outer is None:
+            return hashlib.sha256(data).hexdigest()
+        inner = self._inner.copy()
+        inner.update(data)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()
+
+    def __repr__(self) -> str:
+        return f"KeyScheme(version={self.version}, key_id={self.key_id!r})"
+
+
+KeyScheme.LEGACY = KeyScheme(None)
+
+
+def fingerprint(secret: bytes) -> str:
+    """The name of a key secret, stored with each run it keys: reveals nothing of the secret, and is the
+    same wherever the same secret is used (in the ledger's table or supplied from outside)."""
+    return hmac.new(secret, b"agent_relay.key_id", hashlib.sha256).hexdigest()[:16]
 
 
 def bind_arguments(
@@ -86,8 +140,10 @@ def idempotency_key(
     user_key: str | None = None,
     occurrence: int | None = None,
     arguments_text: str | None = None,
+    scheme: KeyScheme = KeyScheme.LEGACY,
 ) -> str:
-    """Return the 64-hex-digit key of a call from its already-encoded arguments.
+    """Return the 64-hex-digit key of a call from its already-encoded arguments, as ``scheme`` makes keys
+    (a run's: ``Run.keys``).
 
     ``user_key`` (a caller-supplied key) stands in for the arguments; ``occurrence`` numbers the repeats
     of a tool that opted out of deduplication, so each repeat has its own key, the same in a replay.
@@ -102,13 +158,12 @@ def idempotency_key(
         head = '{"key":' + canonical_dumps(user_key)
     if occurrence is not None:
         head += f',"n":{int(occurrence)}'
-    material = head + _key_tail(phase, tool_name)
-    return hashlib.sha256(material.encode("ascii")).hexdigest()
+    return scheme.digest(head + _key_tail(phase, tool_name, scheme.version))
 
 
 @functools.lru_cache(maxsize=4096)
-def _key_tail(phase: str, tool_name: str) -> str:
-    return f',"phase":{canonical_dumps(phase)},"tool":{canonical_dumps(tool_name)},"v":{KEY_VERSION}}}'
+def _key_tail(phase: str, tool_name: str, version: int) -> str:
+    return f',"phase":{canonical_dumps(phase)},"tool":{canonical_dumps(tool_name)},"v":{version}}}'
 
 
 def call_id(run_id: str, phase: str, key: str) -> str:

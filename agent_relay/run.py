@@ -15,6 +15,7 @@ from decimal import Decimal
 
 from .calltable import CallTable, Fate, Live, NewCall, Refuse
 from .errors import SessionStateError
+from .keys import KeyScheme
 from .ledger.writer import ServedRows
 from .replay import ReplaySource
 from .services import Services
@@ -44,8 +45,10 @@ class Run:
         *,
         replay: ReplaySource | None = None,
         first_seq: int = 1,
+        keys: KeyScheme | None = None,
     ) -> None:
         self.services = services
+        self.keys = keys or services.keys.current  # how its calls are keyed: a recorded run's own way
         self.run_id = run_id
         self.name = name
         self.mode = mode

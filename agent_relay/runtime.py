@@ -31,6 +31,7 @@ from .calls import active_invocation
 from .content import ContentPolicy
 from .encoding import encode
 from .errors import ConfigurationError, OutputEncodingError, SessionStateError, UnknownRunError
+from .keyring import KeyRing, SecretSource, span_key_chars, supplied_secrets
 from .ledger import LedgerOptions, LedgerSpanProcessor, LedgerStore
 from .ledger.connection import default_owner, owner_is_gone
 from .ledger.records import check_durability, durability_from_env
@@ -77,7 +78,11 @@ class AgentRuntime:
     and the outcome before the call returns, so a crash mid-call leaves a call known to be in doubt;
     ``"outcome"`` only the outcome, one commit instead of two, so a call whose process died mid-body
     simply runs again on resume (at-least-once, as a DBOS step or a Temporal activity). See the README's
-    "Durability".
+    "Durability". ``key_secret``: the secret idempotency keys are keyed with (text or bytes of 16+ bytes;
+    a list, newest first, to keep older runs replayable; or a callable returning either), default
+    ``AGENT_RELAY_KEY_SECRET``, else the ledger's own. ``span_key``: what a call's span shows of its
+    key — ``"full"`` (default, or ``AGENT_RELAY_SPAN_KEY``), ``"short"`` (16 hex digits) or ``"none"``;
+    the ledger always has the whole key. See the README's "Idempotency keys".
     """
 
     def __init__(
@@ -95,8 +100,12 @@ class AgentRuntime:
         wait_timeout_s: float = 60.0,
         durability: str = Durability.STRICT,
         use_global_provider: bool = True,
+        key_secret: SecretSource | None = None,
+        span_key: str | None = None,
     ) -> None:
         checked = check_durability(durability, "AgentRuntime(durability=...)")
+        secrets = supplied_secrets(key_secret)
+        key_chars = span_key_chars(span_key)
         if tracer_provider is not None:
             given, tracer_provider = tracer_provider, sdk_provider(tracer_provider)
             if tracer_provider is None:
@@ -115,6 +124,7 @@ class AgentRuntime:
         self.ledger = LedgerStore(database_url or DEFAULT_DATABASE_URL, ledger_options)
         try:
             self.ledger.open()
+            keys = KeyRing(secrets, self.ledger, self.ledger.database)
         except BaseException:
             self.ledger.dispose()
             raise
@@ -140,6 +150,8 @@ class AgentRuntime:
             owner=default_owner(),
             wait_timeout_s=wait_timeout_s,
             durability=checked,
+            keys=keys,
+            span_key_chars=key_chars,
         )
         if self._owns_provider:
             atexit.register(_shutdown_at_exit, weakref.ref(self))

@@ -14,6 +14,7 @@ from opentelemetry.trace import Tracer
 
 from . import compensation
 from .errors import DuplicateToolError, RuntimeClosedError, UnrecordedCallWarning
+from .keyring import KeyRing
 from .ledger.store import LedgerStore
 from .metrics import Instruments
 from .pricing import PriceTable
@@ -32,6 +33,8 @@ class Services:
     owner: str  # host:pid, stored on the rows this process claims
     wait_timeout_s: float
     durability: Durability
+    keys: KeyRing  # how new runs key their calls, and how recorded runs did
+    span_key_chars: int  # how much of a call's key its span shows (64, 16 or 0 hex digits)
     tools: dict[str, ToolSpec] = dataclasses.field(default_factory=dict)
     closed: bool = False
     open_sessions: int = 0  # sessions between their start and their end, in any thread

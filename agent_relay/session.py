@@ -36,6 +36,7 @@ from .budget import parse_limit
 from .calls import active_invocation
 from .content import scrub
 from .encoding import JSONValue, encode, safe_text
+from .keys import KeyScheme
 from .errors import (
     AgentRelayError,
     EncodingError,
@@ -104,6 +105,7 @@ class AgentSession:
         self._spend = RunSpend(self.run_id, self._limit)
         self._saga: Saga | None = None
         self._resuming_child = False  # a child run resumed with its parent (it may have succeeded)
+        self._keys: KeyScheme | None = None  # how a recorded run's keys were made (RECOVER)
         self._span: trace.Span | None = None
         self._tokens: tuple[object, Token[Run | None]] | None = None
 
@@ -114,6 +116,7 @@ class AgentSession:
         session = cls(runtime, row.name)
         session.mode, session.run_id, session.trace_id = RunMode.RECOVER, row.run_id, row.trace_id
         session._spend = RunSpend(row.run_id, None)
+        session._keys = runtime.services.keys.for_run(row.run_id, row.key_version, row.key_id)
         return session
 
     # --- public --------------------------------------------------------------------------------------
@@ -290,13 +293,17 @@ class AgentSession:
         ledger = self._services.ledger
         if self.mode is RunMode.RECOVER:
             first = ledger.max_seq(self.run_id) + 1
-            return Run(self._services, self.run_id, self.name, self.mode, self._spend, first_seq=first)
+            return Run(
+                self._services, self.run_id, self.name, self.mode, self._spend, first_seq=first, keys=self._keys
+            )
         if self.mode is RunMode.RESUME:
             return self._resume()
-        source = None
+        source, keys = None, self._services.keys.current
         if self.replay_of is not None:
-            if ledger.get_run(self.replay_of) is None:
+            recorded = ledger.get_run(self.replay_of)
+            if recorded is None:
                 raise UnknownRunError(self.replay_of, ledger.database)
+            keys = self._services.keys.for_run(recorded.run_id, recorded.key_version, recorded.key_id)
             source = ReplaySource(self.replay_of, ledger.forward_calls(self.replay_of), self.fork_after)
         self.trace_id = format_trace_id(ctx.trace_id) if ctx.is_valid else None
         ledger.insert_run(
@@ -313,8 +320,10 @@ class AgentSession:
             span_id=format_span_id(ctx.span_id) if ctx.is_valid else None,
             owner=self._services.owner,
             started_at=dt.datetime.now(dt.UTC),
+            key_version=keys.version,
+            key_id=keys.key_id,
         )
-        return Run(self._services, self.run_id, self.name, self.mode, self._spend, replay=source)
+        return Run(self._services, self.run_id, self.name, self.mode, self._spend, replay=source, keys=keys)
 
     def _resume(self) -> Run:
         """Continue run ``run_id``: its totals, its budget, its next ``seq``."""
@@ -322,6 +331,7 @@ class AgentSession:
         row = ledger.get_run(run_id)
         if row is None:
             raise UnknownRunError(run_id, ledger.database)
+        keys = self._services.keys.for_run(run_id, row.key_version, row.key_id)
         if row.status in (RunStatus.COMPENSATED, RunStatus.COMPENSATION_FAILED):
             raise SessionStateError(
                 f"run {run_id} was compensated ({row.status}), so it cannot be resumed; start a new run."
@@ -353,7 +363,7 @@ class AgentSession:
             error_message=None,
             budget_limit_usd=limit,
         )
-        return Run(self._services, run_id, self.name, RunMode.RESUME, self._spend, first_seq=first)
+        return Run(self._services, run_id, self.name, RunMode.RESUME, self._spend, first_seq=first, keys=keys)
 
     def _unwind(self) -> Saga:
         assert self._run is not None

@@ -43,12 +43,11 @@ def call_attributes(
 ) -> dict[str, Any]:
     """A call's span attributes: GenAI ``execute_tool`` ones (or ``chat`` ones for a model call, one
     whose request names its ``model``) and AgentRelay's own (run, key, phase, seq, and ``forward``: the
-    call id, seq and tool of the forward call a compensation undoes)."""
-    attributes: dict[str, Any] = {
-        semconv.RUN_ID: run_id,
-        semconv.IDEMPOTENCY_KEY: idempotency_key,
-        semconv.TOOL_PHASE: phase,
-    }
+    call id, seq and tool of the forward call a compensation undoes). The key is left off when empty
+    (``span_key="none"``)."""
+    attributes: dict[str, Any] = {semconv.RUN_ID: run_id, semconv.TOOL_PHASE: phase}
+    if idempotency_key:
+        attributes[semconv.IDEMPOTENCY_KEY] = idempotency_key
     if model:
         attributes[semconv.GEN_AI_OPERATION_NAME] = semconv.OPERATION_CHAT
         attributes[semconv.LLM_CALL] = tool_name

@@ -364,6 +364,25 @@ def upgrade(obj: _Context) -> None:
     )
 
 
+@db.command("rotate-key")
+@click.pass_obj
+def rotate_key(obj: _Context) -> None:
+    """Add a new key secret to the ledger: runtimes opened from now on key new runs with it.
+
+    Runs keyed with an older secret keep it: they replay, fork and resume as before. (A secret given
+    from outside, AGENT_RELAY_KEY_SECRET, rotates by giving the new one first: new,old.)
+    """
+    url = sa.make_url(obj.db)
+    refuse_missing_file(url, _WHERE_DB)
+    store = LedgerStore(url)
+    try:
+        store.open()
+        key_id = store.rotate_key_secret()
+    finally:
+        store.dispose()
+    click.echo(f"{printable(store.database)}: new key secret {key_id}; runs keyed with older ones keep them")
+
+
 @cli.command()
 @click.pass_obj
 def demo(obj: _Context) -> None:

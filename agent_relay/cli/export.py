@@ -18,6 +18,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 
 from .. import semconv, spans
 from ..errors import ConfigurationError
+from ..keyring import span_key_chars
 from ..states import CallStatus, Origin, RunStatus
 from ..telemetry import service_resource, span_exporters_from_env
 from ..usage import response_facts
@@ -38,12 +39,18 @@ def _context(trace_id: str, span_id: str) -> SpanContext:
 
 
 def spans_of(
-    run: Mapping[str, Any], calls: Sequence[Mapping[str, Any]], resource: Resource
+    run: Mapping[str, Any],
+    calls: Sequence[Mapping[str, Any]],
+    resource: Resource,
+    key_chars: int | None = None,
 ) -> Iterator[ReadableSpan]:
     """The run's session span, then one span per recorded call that has ids, built as they were live
-    (``agent_relay.spans``)."""
+    (``agent_relay.spans``); with as much of each key as ``key_chars`` says (default: as
+    ``AGENT_RELAY_SPAN_KEY`` says, as a runtime does)."""
     if not run["trace_id"] or not run["span_id"]:
         return
+    if key_chars is None:
+        key_chars = span_key_chars(None)
     root = _context(run["trace_id"], run["span_id"])
     failed = run["status"] not in (RunStatus.SUCCEEDED, RunStatus.RUNNING)
     attributes = (
@@ -82,7 +89,7 @@ def spans_of(
         attrs = spans.call_attributes(
             call["tool_name"],
             call["phase"],
-            call["idempotency_key"],
+            call["idempotency_key"][:key_chars],
             call["run_id"],
             call["call_id"],
             model=model,

@@ -15,6 +15,9 @@ on PostgreSQL ``json`` instead of ``jsonb`` (which rewrote numbers); money on SQ
 stored as ``1`` stays ``1``.) Version 4: attempt history and retention — the ``tool_call_attempts`` table,
 and ``ON DELETE CASCADE`` on the foreign keys to runs (on SQLite, which cannot alter a constraint,
 ``tool_calls`` is rebuilt with every row), so deleting a run deletes its calls and their attempts.
+Version 5: keyed idempotency keys — the ledger's key secret (``agent_relay_key_secrets``, one made by the
+step) and each run's ``key_version`` / ``key_id``; runs recorded before keep key version 1 (their column
+is NULL), so they replay, fork and resume unchanged.
 
 The trigger and views (``derived``) are not steps: every upgrade drops them before its steps change the
 tables, and its last step makes the current ones. To add a version: bump ``SCHEMA_VERSION``, write the
@@ -29,10 +32,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..errors import LedgerError
-from .schema import agent_runs, tool_call_attempts, tool_calls
+from .schema import agent_runs, key_secrets, tool_call_attempts, tool_calls
+from .secrets import ensure_secret
 
 # Columns each version added, by table: the DDL of a step, and what a test drops to build the old schema.
 ADDED_COLUMNS: dict[int, list[tuple[sa.Table, str]]] = {
+    5: [(agent_runs, "key_version"), (agent_runs, "key_id")],
     4: [],
     3: [],
     2: [
@@ -112,7 +117,7 @@ def _exact_values(conn: Connection) -> None:
 
 
 # Tables each version added, and foreign keys it gave ON DELETE CASCADE (table, constraint name).
-ADDED_TABLES: dict[int, list[sa.Table]] = {4: [tool_call_attempts]}
+ADDED_TABLES: dict[int, list[sa.Table]] = {4: [tool_call_attempts], 5: [key_secrets]}
 CASCADED: dict[int, list[tuple[sa.Table, str]]] = {4: [(tool_calls, "fk_tool_calls_run")]}
 
 
@@ -166,9 +171,17 @@ def _attempts_and_cascade(conn: Connection) -> None:
         table.create(conn)
 
 
+def _keyed_keys(conn: Connection) -> None:
+    _add_columns(5)(conn)
+    for table in ADDED_TABLES[5]:
+        table.create(conn)
+    ensure_secret(conn)
+
+
 STEPS: dict[int, Callable[[Connection], None]] = {
     2: _add_columns(2),
     3: _exact_values,
     4: _attempts_and_cascade,
+    5: _keyed_keys,
 }
 """``STEPS[v]`` upgrades a ledger from version ``v - 1`` to ``v``."""

@@ -18,7 +18,7 @@ from sqlalchemy.ext.compiler import compiles
 
 from ..states import Origin, RunMode
 
-SCHEMA_VERSION = 4  # see migrations.py for what each version added
+SCHEMA_VERSION = 5  # see migrations.py for what each version added
 
 metadata = sa.MetaData()
 
@@ -116,6 +116,10 @@ agent_runs = sa.Table(
     sa.Column("owner", sa.String(200), nullable=True),  # host:pid of the process running it
     sa.Column("started_at", _TS, nullable=False),
     sa.Column("ended_at", _TS, nullable=True),
+    # how its calls' idempotency keys were made (agent_relay.keys): version (NULL: 1, before versions), and
+    # the fingerprint of the secret of a keyed (version 2) run
+    sa.Column("key_version", sa.Integer, nullable=True),
+    sa.Column("key_id", sa.String(16), nullable=True),
     sa.Index("ix_agent_runs_started_at", "started_at"),
     sa.Index("ix_agent_runs_name_started_at", "name", "started_at"),
     sa.Index("ix_agent_runs_status", "status"),
@@ -197,4 +201,14 @@ tool_call_attempts = sa.Table(
     sa.Column("ended_at", _TS, nullable=True),
     sa.PrimaryKeyConstraint("call_id", "attempt", name="pk_tool_call_attempts"),
     sa.Index("ix_tool_call_attempts_run", "run_id"),
+)
+
+# The secrets idempotency keys are keyed with (agent_relay.keyring): the newest keys new runs; each run
+# names its own by key_id. Never on a span or in an export.
+key_secrets = sa.Table(
+    "agent_relay_key_secrets",
+    metadata,
+    sa.Column("key_id", sa.String(16), primary_key=True),
+    sa.Column("secret", sa.String(128), nullable=False),  # hex
+    sa.Column("created_at", _TS, nullable=False),
 )

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine, Row
 
 from ..errors import LedgerError, SchemaVersionError
 from ..states import CallStatus, Origin, Phase
-from . import derived, migrations, retention
+from . import derived, migrations, retention, secrets
 from .checkpoint import Checkpointer
 from .connection import Database, LedgerOptions
 from .schema import SCHEMA_VERSION, agent_runs, metadata, schema_info, tool_calls
@@ -81,6 +81,7 @@ class LedgerStore:
                                 id=1, version=SCHEMA_VERSION, created_at=dt.datetime.now(dt.UTC)
                             )
                         )
+                    secrets.ensure_secret(conn)
                 found = self.read_version()
         if found is not None and found < SCHEMA_VERSION and self.options.upgrade:
             self.upgrade()
@@ -124,6 +125,17 @@ class LedgerStore:
             if not sa.inspect(conn).has_table(schema_info.name):
                 return None
             return conn.execute(sa.select(schema_info.c.version).where(schema_info.c.id == 1)).scalar()
+
+    def key_secrets(self) -> list[bytes]:
+        """The secrets the ledger's idempotency keys are keyed with, oldest first (never exported)."""
+        with self.reading("read the ledger's key secrets") as conn:
+            return secrets.read_secrets(conn)
+
+    def rotate_key_secret(self) -> str:
+        """Add a new key secret: runtimes opened from now on key new runs with it; runs keyed with an
+        older one keep it (replay, fork and resume find it here). Its key id."""
+        with self.db.guard("add a key secret"), self.db.write_engine.begin() as conn:
+            return secrets.add_secret(conn)
 
     def dispose(self) -> None:
         self.calls.close()

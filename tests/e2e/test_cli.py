@@ -263,3 +263,19 @@ def test_db_upgrade_brings_an_old_ledger_up_to_date(tmp_path: Path) -> None:
     again = cli("--db", url, "db", "upgrade", cwd=tmp_path)
     assert f"already at schema version {SCHEMA_VERSION}" in again.stdout
     assert json.loads(cli("--db", url, "runs", "--json", cwd=tmp_path).stdout)[0]["run_id"] == "run-v1"
+
+
+def test_db_rotate_key_adds_a_secret_new_runtimes_key_with(tmp_path: Path) -> None:
+    from agent_relay import AgentRuntime
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    before = AgentRuntime(url)
+    old_id = before.services.keys.current.key_id
+    before.shutdown()
+    out = cli("--db", url, "db", "rotate-key", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    after = AgentRuntime(url)
+    new_id = after.services.keys.current.key_id
+    after.shutdown()
+    assert new_id != old_id and f"new key secret {new_id}" in out.stdout
+    assert old_id is not None and old_id not in out.stdout  # (names only the new one)

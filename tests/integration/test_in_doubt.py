@@ -44,7 +44,7 @@ def _run_that_died_in_wire(runtime: AgentRuntime, tools: dict[str, Callable[...,
     with pytest.raises(KeyboardInterrupt), runtime.agent_session(name="trip") as session:
         tools["book"]("Adlon")
         raise KeyboardInterrupt  # (stands in for the process dying: nothing is unwound)
-    key = idempotency_key("wire", "forward", {"amount": 10})
+    key = idempotency_key("wire", "forward", {"amount": 10}, scheme=runtime.services.keys.current)
     wire_id = call_id(session.run_id, "forward", key)
     record = CallRecord(
         run_id=session.run_id,

@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import enum
 import hashlib
+import hmac
 import inspect
 import os
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 
 from agent_relay.encoding import canonical_dumps, decoder_for, to_json_value
 from agent_relay.errors import ArgumentEncodingError
-from agent_relay.keys import bind_arguments, binder, call_id, encode_arguments, idempotency_key
+from agent_relay.keys import KeyScheme, bind_arguments, binder, call_id, encode_arguments, idempotency_key
 
 
 def _charge(customer: str, amount: int, currency: str = "usd", *extra: str, **meta: str) -> None: ...
@@ -237,3 +238,25 @@ def test_binder_of_a_signature_with_var_arguments_keeps_them() -> None:
         "extra": ("x",),
         "meta": {"k": "v"},
     }
+
+
+def test_a_keyed_key_is_the_hmac_of_the_documented_material_and_differs_by_secret() -> None:
+    # Pinned like the version-1 key above, and checked by hand with
+    # printf '%s' '<material>' | openssl dgst -sha256 -hmac a-secret-of-the-ledger-000001
+    # where <material> is the version-1 recipe above with "v":2.
+    pinned = "296264e51e96449d9069addc204c5b0f576443625f68423147ef94b1dc367938"
+    args = {
+        "to": "user@example.com",
+        "n": 3,
+        "tags": ["b", "a"],
+        "price": 1.5,
+        "meta": {"z": None, "a": True},
+    }
+    scheme = KeyScheme(b"a-secret-of-the-ledger-000001")
+    assert idempotency_key("send_email", "forward", args, scheme=scheme) == pinned
+    other = KeyScheme(b"a-secret-of-the-ledger-000002")
+    assert idempotency_key("send_email", "forward", args, scheme=other) != pinned
+    assert scheme.version == 2 and scheme.key_id != other.key_id and len(scheme.key_id or "") == 16
+    # long secrets are hashed first, as HMAC says: still the standard HMAC
+    long_secret = bytes(range(100))
+    assert KeyScheme(long_secret).digest("m") == hmac.new(long_secret, b"m", hashlib.sha256).hexdigest()
