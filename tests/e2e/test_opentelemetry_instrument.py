@@ -39,7 +39,8 @@ APP = textwrap.dedent(
         again = client.chat.completions.create(**ask)
     calls = [c for s in (live, replay) for c in runtime.ledger.list_calls(s.run_id)]
     rows = [(c.tool_name, c.status, c.origin) for c in calls]
-    result = {"rows": rows, "same": again == reply}
+    costs = [str(live.cost_usd), str(calls[0].cost_usd) if calls else None]  # (others loaded: charged once)
+    result = {"rows": rows, "same": again == reply, "costs": costs}
     runtime.shutdown()
     with open(sys.argv[1], "w") as out:
         json.dump(result, out)
@@ -91,6 +92,8 @@ def test_opentelemetry_instrument_records_the_apps_model_calls(tmp_path: Path) -
         ["openai.chat.completions.create", "succeeded", "replayed"],
     ]
     assert result["same"] is True
+    run_cost, call_cost = result["costs"]
+    assert run_cost == call_cost != "None"  # the run paid for its one model call once
     spans = spans_printed(stdout)  # AgentRelay's spans went out through the distro's exporter
     chat = [s for s in spans if s["name"] == "chat gpt-4o-mini"]
     sessions = [s for s in spans if s["name"] == "invoke_agent ask"]
