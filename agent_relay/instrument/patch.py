@@ -34,9 +34,8 @@ from .targets import APIS, TARGETS, Streams, Target, recorded_request, register_
 _lock = threading.Lock()
 _patched: dict[tuple[str, str, str], Any] = {}  # (module, class, method) -> the SDK's own method
 _runtime: AgentRuntime | None = None  # instrument(runtime)
-_adopted: weakref.WeakValueDictionary[int, AgentRuntime] = (
-    weakref.WeakValueDictionary()
-)  # adopt(): by services
+# adopt(): the runtimes, held weakly, by the id of their services (checked by identity when found)
+_adopted: weakref.WeakValueDictionary[int, AgentRuntime] = weakref.WeakValueDictionary()
 
 
 def instrument(runtime: AgentRuntime, apis: Iterable[str] | None = None) -> list[str]:
