@@ -1,8 +1,9 @@
 """The stream objects an instrumented client hands back inside a session: live streams that record the
 call once read to their end, and recorded streams served again without a request.
 
-A live stream records exactly once: when its events run out (the call's result: the list of its chunks,
-or the final response they make), or when it is closed, or fails, before that (recorded ``failed``). The
+A live stream records exactly once: when its events run out or its ending event passes (the call's
+result: the list of its chunks, or the final response they make), or when it is closed, or fails, before
+that (recorded ``failed``). The
 SDKs' own stream helpers (``chat.completions.stream()``, ``responses.stream()``) close the HTTP response
 rather than the stream they wrap, so ``response`` is handed out behind a stand-in that records the same.
 """
