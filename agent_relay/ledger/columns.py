@@ -1,6 +1,6 @@
 """Which ``tool_calls`` columns each write of a call sets, derived once from the schema, and the values a
-``CallRecord`` gives them. Both writer backends build their statements from these lists, so the SQLite
-text and the SQLAlchemy statements cannot drift apart in what they write.
+``CallRecord`` gives them. Every writer backend builds its statements from these lists, so the SQLite
+text, the PostgreSQL text and the SQLAlchemy statements cannot drift apart in what they write.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -100,8 +101,21 @@ def _sqlite_expression(name: str) -> str:
     return _PYTHON[name]
 
 
+def _postgres_expression(name: str) -> str:
+    """The column's value as the PostgreSQL backend passes it to psycopg: JSON as the text SQLAlchemy
+    would send (the server parses it), instants as aware datetimes, money as a ``Decimal``."""
+    kind = tool_calls.c[name].type
+    if name == "arguments" or isinstance(kind, sa.JSON):
+        return _SQLITE[name]
+    if isinstance(kind, Money):
+        return f"(None if r.{name} is None else Decimal(r.{name}))"
+    return _PYTHON[name]
+
+
 _SQLITE: dict[str, str] = {name: _sqlite_expression(name) for name in ROW}
+_POSTGRES: dict[str, str] = {name: _postgres_expression(name) for name in ROW}
 _NAMESPACE = {
+    "Decimal": Decimal,
     "JSONText": JSONText,
     "json_text": json_text,
     "money_text": money_text,
@@ -117,6 +131,11 @@ def _compile(source: str) -> Params:
 def sqlite_params(names: tuple[str, ...]) -> Callable[[CallRecord], tuple[Any, ...]]:
     """The positional parameters of ``names`` for plain ``sqlite3``."""
     return _compile(f"lambda r: ({''.join(_SQLITE[name] + ', ' for name in names)})")
+
+
+def postgres_params(names: tuple[str, ...]) -> Callable[[CallRecord], tuple[Any, ...]]:
+    """The positional parameters of ``names`` for psycopg."""
+    return _compile(f"lambda r: ({''.join(_POSTGRES[name] + ', ' for name in names)})")
 
 
 def python_params(names: tuple[str, ...]) -> Callable[[CallRecord], dict[str, Any]]:

@@ -15,6 +15,7 @@ import datetime as dt
 import os
 import socket
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -41,8 +42,11 @@ class LedgerOptions:
     fails with ``LedgerError``. ``sqlite_synchronous``: ``NORMAL`` (survives a process crash) or ``FULL``
     (also survives power loss). ``engine_options``: passed to ``sqlalchemy.create_engine`` as they are
     (pool size, timeouts...), over AgentRelay's defaults (``pool_pre_ping=True`` on servers, so a
-    connection the server dropped is replaced before use). ``upgrade``: bring a ledger of an older schema
-    version up to date when opening it, instead of refusing it.
+    connection the server dropped is replaced before use). On PostgreSQL through psycopg, the tool calls'
+    own statements run on a separate pool of the same size (``pool_size`` + ``max_overflow``), without a
+    ping: a statement a dropped connection failed is tried again on a new one (``ledger.pg_calls``).
+    ``upgrade``: bring a ledger of an older schema version up to date when opening it, instead of
+    refusing it.
     """
 
     busy_timeout_s: float = 10.0
@@ -207,7 +211,7 @@ class Database:
         self, action: str, exc: BaseException, *, run_id: str | None = None, tool_name: str | None = None
     ) -> LedgerError:
         """The ``LedgerError`` for ``exc``, raised while trying to ``action``."""
-        if isinstance(exc, DRIVER_ERRORS):
+        if is_driver_error(exc):
             detail = f"{_reason(exc)}. {_advice(exc)}"
         else:  # a bug or a driver surprise: still the caller's to see, never lost
             detail = f"unexpected error {type(exc).__name__}: {exc}"
@@ -222,6 +226,15 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def is_driver_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a database driver's error (psycopg's too, which the PostgreSQL writer backend
+    raises without SQLAlchemy: looked up only if loaded, so SQLite ledgers never import it)."""
+    if isinstance(exc, DRIVER_ERRORS):
+        return True
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(exc, psycopg.Error)
 
 
 def _reason(exc: BaseException) -> str:

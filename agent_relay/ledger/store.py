@@ -25,7 +25,7 @@ from .connection import Database, LedgerOptions
 from .schema import SCHEMA_VERSION, agent_runs, metadata, schema_info, tool_calls
 from .sql_calls import SqlCalls
 from .sqlite_calls import SqliteCalls
-from .writer import CallWriter
+from .writer import CallStatements, CallWriter
 
 
 class LedgerStore:
@@ -36,12 +36,19 @@ class LedgerStore:
         self._checkpointer = (
             Checkpointer(self.db.engine, self.db.lock) if self.db.background_checkpoints else None
         )
-        backend = (
-            SqliteCalls(self.db.engine, self._checkpointer)
-            if self.db.is_sqlite
-            else SqlCalls(self.db.write_engine, self.db.engine)
-        )
-        self.calls = CallWriter(self.db, backend)
+        self.calls = CallWriter(self.db, self._calls_backend())
+
+    def _calls_backend(self) -> CallStatements:
+        """The tool calls' statements: plain ``sqlite3``, psycopg on its own pool for PostgreSQL through
+        psycopg (unless the engine's connections come from a ``creator`` of the user's), else SQLAlchemy."""
+        if self.db.is_sqlite:
+            return SqliteCalls(self.db.engine, self._checkpointer)
+        options = self.db.options.engine_options
+        if self.db.url.get_driver_name() == "psycopg" and "creator" not in options:
+            from .pg_calls import PgCalls  # (imports psycopg: only for a ledger that uses it)
+
+            return PgCalls.for_engine(self.db.engine, options)
+        return SqlCalls(self.db.write_engine, self.db.engine)
 
     @property
     def database(self) -> str:
@@ -89,8 +96,9 @@ class LedgerStore:
         if found != SCHEMA_VERSION:
             raise SchemaVersionError(database=self.database, found=found or 0, expected=SCHEMA_VERSION)
 
-    def upgrade(self) -> tuple[int, int]:
+    def upgrade(self, progress: Callable[[int], None] | None = None) -> tuple[int, int]:
         """Upgrade the ledger to this version's schema, one recorded step at a time; (from, to).
+        ``progress`` is told each version reached.
 
         Safe to run concurrently (upgraders serialise on the version row) and twice (a no-op). A ledger
         of a newer version is refused with ``SchemaVersionError``.
@@ -117,6 +125,8 @@ class LedgerStore:
                     if version == SCHEMA_VERSION:
                         derived.create(conn)
                     conn.execute(schema_info.update().where(schema_info.c.id == 1).values(version=version))
+                if progress is not None:
+                    progress(version)
         return start, SCHEMA_VERSION
 
     def read_version(self) -> int | None:

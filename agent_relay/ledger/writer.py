@@ -9,7 +9,8 @@ method commits before it returns and raises ``LedgerError`` where the write fail
 the record for someone else to raise.
 
 The statements come from a backend chosen once, when the ledger is opened: ``SqliteCalls`` (plain
-``sqlite3``) or ``SqlCalls`` (SQLAlchemy, for PostgreSQL). Both write the same rows.
+``sqlite3``), ``PgCalls`` (psycopg directly, for PostgreSQL through psycopg) or ``SqlCalls`` (SQLAlchemy,
+for any other server driver). All write the same rows.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class CallWriter:
 
     @property
     def backend(self) -> CallStatements:
-        """The statements' backend chosen for this ledger (``SqliteCalls`` or ``SqlCalls``)."""
+        """The statements' backend chosen for this ledger (``SqliteCalls``, ``PgCalls`` or ``SqlCalls``)."""
         return self._backend
 
     def _error(self, action: str, record: CallRecord, exc: BaseException) -> LedgerError:

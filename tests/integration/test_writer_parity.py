@@ -3,7 +3,8 @@
 served rows, a look-up and a take-over -- into its own run of one SQLite ledger, and the two runs' rows are
 compared column by column, as SQLAlchemy reads them and as SQLite stores them, with the earlier attempts the
 database kept. ``SqlCalls`` on PostgreSQL
-writes the same scenario, and its rows hold the same values."""
+writes the same scenario, and its rows hold the same values; ``PgCalls`` (psycopg directly) writes rows
+identical to ``SqlCalls``'s on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import sqlalchemy as sa
 from agent_relay.encoding import canonical_dumps
 from agent_relay.errors import LedgerError
 from agent_relay.keys import call_id, idempotency_key
+from agent_relay.ledger.pg_calls import PgCalls
 from agent_relay.ledger.records import CallRecord, Found, Held
 from agent_relay.ledger.schema import tool_call_attempts
 from agent_relay.ledger.sql_calls import SqlCalls
@@ -207,6 +209,8 @@ BACKENDS: dict[str, Backend] = {
     "SqliteCalls": lambda store: SqliteCalls(store.db.engine),
     "SqlCalls": lambda store: SqlCalls(store.db.write_engine, store.db.engine),
 }
+SQLITE_BACKENDS = ("SqliteCalls", "SqlCalls")
+BACKENDS["PgCalls"] = lambda store: PgCalls.for_engine(store.db.engine, store.db.options.engine_options)
 
 
 @dataclasses.dataclass
@@ -314,7 +318,7 @@ def _check_values(rows: list[dict[str, Any]]) -> None:
 
 
 def test_sqlite_and_sqlalchemy_backends_write_the_same_rows(sqlite_store: LedgerStore) -> None:
-    written = {name: write_with(sqlite_store, name) for name in BACKENDS}
+    written = {name: write_with(sqlite_store, name) for name in SQLITE_BACKENDS}
     for name, run in written.items():
         assert run.returned == _expected_returns(), name
     rows = {name: _rows(sqlite_store, run.run_id) for name, run in written.items()}
@@ -343,7 +347,7 @@ def _stored(path: str, run_id: str) -> list[dict[str, Any]]:
 def test_both_backends_store_the_same_sqlite_values(sqlite_store: LedgerStore) -> None:
     """The same, one level down: the stored text, numbers and storage classes are identical too (JSON
     text, timestamp text, REAL money, 0/1 booleans), as ``sqlite_calls`` promises."""
-    written = {name: write_with(sqlite_store, name) for name in BACKENDS}
+    written = {name: write_with(sqlite_store, name) for name in SQLITE_BACKENDS}
     path = sqlite_store.db.url.database
     assert path is not None
     stored = {name: _stored(path, run.run_id) for name, run in written.items()}
@@ -397,3 +401,26 @@ def test_sqlalchemy_backend_on_postgresql_writes_the_same_values(
     assert not differences, "earlier attempts on SQLite (left) and PostgreSQL (right) differ:\n" + "\n".join(
         differences
     )
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_psycopg_backend_writes_the_sqlalchemy_backends_rows_on_postgresql(database_url: str) -> None:
+    """``PgCalls`` (the default for postgresql+psycopg ledgers) against ``SqlCalls`` on one PostgreSQL
+    ledger: the same returns, and rows and earlier attempts identical value for value and type for type
+    (no normalisation: both read back through SQLAlchemy from the same columns)."""
+    store = LedgerStore(database_url)
+    try:
+        store.open()
+        assert isinstance(store.calls.backend, PgCalls)  # what a runtime on this URL writes with
+        written = {name: write_with(store, name) for name in ("SqlCalls", "PgCalls")}
+        rows = {name: _rows(store, run.run_id) for name, run in written.items()}
+        attempts = {name: _attempts(store, run.run_id) for name, run in written.items()}
+    finally:
+        store.dispose()
+    assert written["PgCalls"].returned == written["SqlCalls"].returned == _expected_returns()
+    _check_values(rows["PgCalls"])
+    differences = _differences(rows["SqlCalls"], rows["PgCalls"], show=lambda v: v)
+    assert not differences, "SqlCalls (left) and PgCalls (right) rows differ:\n" + "\n".join(differences)
+    _check_attempts(attempts["PgCalls"])
+    differences = _differences(attempts["SqlCalls"], attempts["PgCalls"], show=lambda v: v)
+    assert not differences, "earlier attempts, SqlCalls (left) vs PgCalls (right):\n" + "\n".join(differences)

@@ -1,0 +1,262 @@
+"""The PostgreSQL writer backend: a tool call's statements on psycopg 3 directly, as lean as the SQLite one.
+
+One round trip per commit: connections are in autocommit mode, so the claim is one ``INSERT ... ON
+CONFLICT ... RETURNING`` (a look-up follows only when another row holds the key), a strict call's end one
+``UPDATE``, an outcome call's row one ``INSERT``; a batch is one transaction sent in pipeline mode. psycopg
+prepares a statement once a connection has run it a few times (``prepare_threshold``, a connect
+argument: 5 by default, ``None`` behind a pooler that cannot keep them). Each thread takes its own
+connection from a small pool (``pg_pool``), so threads overlap their round trips.
+
+No liveness ping before a statement: a connection the server dropped (``pg_terminate_backend``, a
+restart, a failover) shows itself by the statement failing, and the statement is tried once more on a new
+connection. The first try may have committed before the connection was lost, so the retry first looks for
+the row as that try left it (this attempt's ``seq``, start and owner): found, it is the result; otherwise
+the statement runs again.
+
+Values go to the server as SQLAlchemy's column types send them (``columns.postgres_params``), so the rows
+are the SQLAlchemy backend's, which ``tests/integration/test_writer_parity.py`` checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import psycopg
+from sqlalchemy.engine import Engine
+
+from ..states import CallStatus, Durability
+from . import columns as col
+from .pg_pool import Lent, PgPool, pool_for
+from .records import CallRecord, Claim, Found, Held
+
+_T = TypeVar("_T")
+Cursor = psycopg.Cursor[Any]
+
+
+def _insert(names: tuple[str, ...]) -> str:
+    return f"INSERT INTO tool_calls ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(names))})"
+
+
+def _assign(names: tuple[str, ...], source: str) -> str:
+    return ", ".join(f"{name} = {source.format(name)}" for name in names)
+
+
+# a new try over a failed row of the same key: its attempt and outcome columns anew, the attempt counted
+_RETRY = (
+    f" ON CONFLICT ({', '.join(col.KEY)}) DO UPDATE SET {_assign(col.RETRY_SET, 'excluded.{}')}, "
+    f"attempts = tool_calls.attempts + 1 WHERE tool_calls.status = '{CallStatus.FAILED}' RETURNING attempts"
+)
+CLAIM = _insert(col.CLAIM) + _RETRY
+INSERT_OUTCOME = _insert(col.ROW) + _RETRY
+INSERT_ROW = _insert(col.ROW)
+FIND = f"SELECT {', '.join(col.FOUND)} FROM tool_calls WHERE {' AND '.join(f'{k} = %s' for k in col.KEY)}"
+FINISH = (
+    f"UPDATE tool_calls SET {_assign(col.OUTCOME, '%s')} "
+    f"WHERE call_id = %s AND status = '{CallStatus.PENDING}'"
+)
+TAKE_OVER = (
+    f"UPDATE tool_calls SET {_assign(col.ATTEMPT, '%s')}, attempts = attempts + 1 "
+    f"WHERE call_id = %s AND status = '{CallStatus.PENDING}' AND owner = %s RETURNING attempts"
+)
+# the row as this attempt left it, if it did: what a try cut off by a lost connection may have committed
+MINE = (
+    "SELECT status, attempts FROM tool_calls "
+    "WHERE call_id = %s AND seq = %s AND started_at = %s AND owner IS NOT DISTINCT FROM %s"
+)
+
+_claim_params = col.postgres_params(col.CLAIM)
+_row_params = col.postgres_params(col.ROW)
+_key_params = col.postgres_params(col.KEY)
+_finish_params = col.postgres_params((*col.OUTCOME, "call_id"))
+_attempt_params = col.postgres_params((*col.ATTEMPT, "call_id"))
+_mine_params = col.postgres_params(("call_id", "seq", "started_at", "owner"))
+
+Work = Callable[[Cursor], _T]
+
+
+class PgCalls:
+    """The writer backend for PostgreSQL through psycopg. Thread-safe: each method runs on a connection
+    of its own from the pool, and no lock is held across a round trip."""
+
+    def __init__(self, pool: PgPool) -> None:
+        self.pool = pool
+        # True until a connection shows plain psycopg classes (no DB-API instrumentation wraps them)
+        self.instrumented = True
+
+    @classmethod
+    def for_engine(cls, engine: Engine, engine_options: Mapping[str, Any]) -> PgCalls:
+        """The backend for a ledger's engine: its URL and ``connect_args``, a pool sized like its own."""
+        return cls(pool_for(engine, engine_options))
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def _take(self, *, fresh: bool = False) -> Lent:
+        lent = self.pool.take(fresh=fresh)
+        if self.instrumented:
+            self.instrumented = (
+                type(lent.conn) is not psycopg.Connection or type(lent.cursor) is not psycopg.Cursor
+            )
+        return lent
+
+    def _run(self, work: Work[_T], earlier: Callable[[Cursor], _T | None]) -> _T:
+        """``work`` on a pooled connection. Lost meanwhile, on a new connection: what ``earlier`` finds
+        the first try committed, or else ``work`` again."""
+        lent = self._take()
+        try:
+            return work(lent.cursor)
+        except psycopg.Error:
+            if not lent.broken:
+                raise
+        finally:
+            self.pool.give(lent)
+        lent = self._take(fresh=True)
+        try:
+            found = earlier(lent.cursor)
+            return found if found is not None else work(lent.cursor)
+        finally:
+            self.pool.give(lent)
+
+    # --- the writer's methods -------------------------------------------------------------------------
+    def claim(self, record: CallRecord) -> Claim:
+        return self._run(lambda cur: self._claim_on(cur, record), lambda cur: _my_claim(cur, record))
+
+    def finish(self, record: CallRecord) -> bool:
+        return self._run(lambda cur: _finish_on(cur, record), lambda cur: _my_outcome(cur, record))
+
+    def find(self, record: CallRecord) -> Found | None:
+        return self._run(lambda cur: _find_on(cur, record), lambda cur: None)  # (a read: just again)
+
+    def take_over(self, record: CallRecord, owner: str | None) -> int | None:
+        def take(cur: Cursor) -> int | None:
+            row = cur.execute(TAKE_OVER, (*_attempt_params(record), owner)).fetchone()
+            return None if row is None else int(row[0])
+
+        def mine(cur: Cursor) -> int | None:
+            claim = _my_claim(cur, record)
+            return None if claim is None else claim.attempts
+
+        return self._run(take, mine)
+
+    def insert_rows(self, records: Sequence[CallRecord]) -> None:
+        def insert(cur: Cursor) -> bool:
+            with cur.connection.transaction():
+                cur.executemany(INSERT_ROW, [_row_params(r) for r in records])
+            return True
+
+        # one transaction: its first row there, they all are
+        self._run(insert, lambda cur: True if _mine(cur, records[0]) is not None else None)
+
+    def batch(
+        self, claims: Sequence[CallRecord], finishes: Sequence[CallRecord]
+    ) -> tuple[list[Claim | Exception], list[bool | Exception]]:
+        """Every statement in one transaction, sent in one pipeline. If the transaction fails (rare: a
+        statement's error aborts it on PostgreSQL, or the connection was lost), each record is written
+        again on its own, so only the failing ones fail."""
+        lost = False
+        lent = self._take()
+        try:
+            claimed, finished = self._batch_on(lent.conn, claims, finishes)
+        except psycopg.Error:
+            lost, claimed = lent.broken, None
+        finally:
+            self.pool.give(lent)
+        if claimed is None:
+            lent = self._take(fresh=lost)
+            try:
+                return self._one_by_one(lent, claims, finishes, lost=lost)
+            finally:
+                self.pool.give(lent)
+        # a claim another row's key met: committed, so a claim after this commit finds that row
+        return [held or self.claim(r) for r, held in zip(claims, claimed, strict=True)], finished
+
+    # --- statements -------------------------------------------------------------------------------------
+    def _claim_on(self, cur: Cursor, record: CallRecord) -> Claim:
+        params = _claim_params(record)
+        try:
+            row = cur.execute(CLAIM, params).fetchone()
+        except psycopg.errors.UniqueViolation:
+            # Another worker inserted the row between this insert's check and its own index entries: the
+            # server arbitrates ON CONFLICT on one unique index only, and tool_calls has two (call_id, and
+            # the key), both naming the call. That row is committed now, so claiming again meets it.
+            row = cur.execute(CLAIM, params).fetchone()
+        if row is not None:
+            return Held(row[0])
+        found = _find_on(cur, record)
+        assert found is not None  # the conflicting row: committed, so this later statement sees it
+        return found
+
+    @staticmethod
+    def _batch_on(
+        conn: psycopg.Connection[Any], claims: Sequence[CallRecord], finishes: Sequence[CallRecord]
+    ) -> tuple[list[Held | None], list[bool | Exception]]:
+        """The batch's transaction: each claim ``Held``, or ``None`` where another row holds the key."""
+        with conn.pipeline(), conn.transaction():
+            claimed = [conn.execute(CLAIM, _claim_params(r)) for r in claims]
+            finished = [
+                conn.execute(INSERT_OUTCOME, _row_params(r))
+                if r.durability is Durability.OUTCOME
+                else conn.execute(FINISH, _finish_params(r))
+                for r in finishes
+            ]
+        held = [None if row is None else Held(row[0]) for row in (cur.fetchone() for cur in claimed)]
+        done: list[bool | Exception] = [
+            (cur.fetchone() is not None) if r.durability is Durability.OUTCOME else cur.rowcount == 1
+            for r, cur in zip(finishes, finished, strict=True)
+        ]
+        return held, done
+
+    def _one_by_one(
+        self, lent: Lent, claims: Sequence[CallRecord], finishes: Sequence[CallRecord], *, lost: bool
+    ) -> tuple[list[Claim | Exception], list[bool | Exception]]:
+        """Each record in its own statement; after a lost connection, what the lost transaction
+        committed (all of it or none) is found first."""
+        cur = lent.cursor
+        claimed: list[Claim | Exception] = []
+        finished: list[bool | Exception] = []
+        for record in claims:
+            try:
+                mine = _my_claim(cur, record) if lost else None
+                claimed.append(mine if mine is not None else self._claim_on(cur, record))
+            except psycopg.Error as exc:
+                if lent.broken:
+                    raise
+                claimed.append(exc)
+        for record in finishes:
+            try:
+                done = _my_outcome(cur, record) if lost else None
+                finished.append(done if done is not None else _finish_on(cur, record))
+            except psycopg.Error as exc:
+                if lent.broken:
+                    raise
+                finished.append(exc)
+        return claimed, finished
+
+
+def _find_on(cur: Cursor, record: CallRecord) -> Found | None:
+    row = cur.execute(FIND, _key_params(record)).fetchone()
+    return None if row is None else Found(*row)
+
+
+def _finish_on(cur: Cursor, record: CallRecord) -> bool:
+    if record.durability is Durability.OUTCOME:
+        return cur.execute(INSERT_OUTCOME, _row_params(record)).fetchone() is not None
+    return cur.execute(FINISH, _finish_params(record)).rowcount == 1
+
+
+def _mine(cur: Cursor, record: CallRecord) -> tuple[str, int] | None:
+    """(status, attempts) of the call's row if this attempt of it (its seq, start and owner) is on it."""
+    return cur.execute(MINE, _mine_params(record)).fetchone()
+
+
+def _my_claim(cur: Cursor, record: CallRecord) -> Held | None:
+    """This attempt's claim, if it was committed: the row is pending under it."""
+    row = _mine(cur, record)
+    return Held(row[1]) if row is not None and row[0] == CallStatus.PENDING else None
+
+
+def _my_outcome(cur: Cursor, record: CallRecord) -> bool | None:
+    """True if this attempt's outcome was committed: its row holds it (no longer pending)."""
+    row = _mine(cur, record)
+    return True if row is not None and row[0] != CallStatus.PENDING else None

@@ -1,0 +1,128 @@
+"""A small pool of psycopg connections for the PostgreSQL writer backend (``pg_calls``).
+
+Threads each take a connection of their own, so their round trips to the server overlap; the pool's
+lock guards only its list, never a connect or a statement. Connections are in autocommit mode (a single
+statement is its own transaction: one round trip) and are not pinged when taken: a connection the server
+dropped shows itself by the failed statement, and the backend retries on a fresh one where that is safe.
+No new dependency: ``psycopg_pool`` would bring a maintenance thread and checks per checkout that the
+hot path does without.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg
+from sqlalchemy.engine import Engine
+
+
+def connect_params(engine: Engine) -> dict[str, Any]:
+    """The keyword arguments ``psycopg.connect`` takes for the engine's URL and its ``connect_args``,
+    as SQLAlchemy itself would connect (without SQLAlchemy's adapters: the backend passes plain values)."""
+    _, params = engine.dialect.create_connect_args(engine.url)
+    params.pop("context", None)
+    return dict(params)
+
+
+class Lent:
+    """A connection lent to one thread, with the cursor its statements run on."""
+
+    __slots__ = ("conn", "cursor")
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+        self.cursor: psycopg.Cursor[Any] = conn.cursor()
+
+    @property
+    def broken(self) -> bool:
+        """Whether the connection is lost (the server dropped it, or the network did)."""
+        return self.conn.broken or self.conn.closed
+
+
+class PgPool:
+    """Up to ``size`` autocommit connections, made when first needed and kept for reuse. Thread-safe.
+
+    ``take`` waits up to ``timeout_s`` for a free one when all are lent. ``most_lent`` is the largest
+    number lent at once: how many round trips were in flight together at most.
+    """
+
+    def __init__(self, params: Mapping[str, Any], *, size: int, timeout_s: float) -> None:
+        if size < 1:
+            raise ValueError(f"a ledger connection pool needs at least one connection, not {size}")
+        self._params = dict(params)
+        self._size = size
+        self._timeout_s = timeout_s
+        self._free = threading.BoundedSemaphore(size)
+        self._lock = threading.Lock()
+        self._idle: list[Lent] = []
+        self._pid = os.getpid()
+        self._closed = False
+        self.lent = 0
+        self.most_lent = 0
+        self.connects = 0  # connections made, over the pool's life
+
+    def take(self, *, fresh: bool = False) -> Lent:
+        """A connection for this thread (``fresh``: a new one, not one kept idle)."""
+        if not self._free.acquire(timeout=self._timeout_s):
+            raise psycopg.OperationalError(
+                f"all {self._size} ledger connections stayed busy for {self._timeout_s:g} s; raise "
+                f"LedgerOptions(engine_options={{'pool_size': ...}}) or run fewer threads per process"
+            )
+        lent: Lent | None = None
+        with self._lock:
+            if os.getpid() != self._pid:  # a forked child: the parent's sockets are not ours to use
+                self._pid, self._idle = os.getpid(), []
+            if self._idle and not fresh:
+                lent = self._idle.pop()
+            self.lent += 1
+            self.most_lent = max(self.most_lent, self.lent)
+        if lent is not None:
+            return lent
+        try:
+            lent = Lent(psycopg.connect(**self._params, autocommit=True))
+        except BaseException:
+            self._returned()
+            raise
+        with self._lock:
+            self.connects += 1
+        return lent
+
+    def give(self, lent: Lent) -> None:
+        """Take back a connection; a lost one is closed, and with it every idle one (a server that
+        dropped one connection, restarting or failing over, dropped them all)."""
+        broken = lent.broken
+        stale: list[Lent] = [lent] if broken or self._closed else []
+        with self._lock:
+            if broken:
+                stale, self._idle = stale + self._idle, []
+            elif not self._closed:
+                self._idle.append(lent)
+        self._returned()
+        for dead in stale:
+            with contextlib.suppress(Exception):
+                dead.conn.close()
+
+    def _returned(self) -> None:
+        with self._lock:
+            self.lent -= 1
+        self._free.release()
+
+    def close(self) -> None:
+        """Close the idle connections (lent ones are closed when given back after this)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+            self._closed = True
+        for lent in idle:
+            with contextlib.suppress(Exception):
+                lent.conn.close()
+
+
+def pool_for(engine: Engine, options: Mapping[str, Any]) -> PgPool:
+    """The pool for a ledger's engine, sized as its engine options size SQLAlchemy's pool (``pool_size``
+    plus ``max_overflow``, ``pool_timeout``: 5 + 10 and 30 s by default)."""
+    size = int(options.get("pool_size", 5)) + max(0, int(options.get("max_overflow", 10)))
+    return PgPool(connect_params(engine), size=size, timeout_s=float(options.get("pool_timeout", 30.0)))
