@@ -68,6 +68,8 @@ class Run:
     owner: str | None
     started_at: dt.datetime
     ended_at: dt.datetime | None
+    key_version: int | None = None  # how its idempotency keys were made (None: version 1)
+    key_id: str | None = None  # the fingerprint of the secret of a keyed (version 2) run
     calls: int | None = None
 
 

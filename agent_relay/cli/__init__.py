@@ -26,11 +26,12 @@ from click.core import ParameterSource
 
 from .._version import __version__
 from ..errors import AgentRelayError
+from ..ledger.schema import SCHEMA_VERSION
 from ..ledger.store import LedgerStore
 from ..query import LedgerReader, refuse_missing_file
 from ..telemetry import DATABASE_URL_ENV, DEFAULT_DATABASE_URL
 from . import render
-from .bulk import export_many, instant, prune
+from .bulk import export_many, instant, progress_bar, prune
 from .diff import align
 from .text import json_safe, printable
 
@@ -353,7 +354,10 @@ def upgrade(obj: _Context) -> None:
     refuse_missing_file(url, _WHERE_DB)
     store = LedgerStore(url)
     try:
-        start, end = store.upgrade()
+        with store.db.guard("read the schema version"):
+            found = store.read_version() or SCHEMA_VERSION  # (none: upgrade() says there is no ledger)
+        with progress_bar(max(SCHEMA_VERSION - found, 0), "upgrading the schema") as advance:
+            start, end = store.upgrade(progress=lambda _version: advance(1))
     finally:
         store.dispose()
     masked = printable(store.database)

@@ -1,6 +1,7 @@
 """Many runs at once: ``agent-relay prune`` and the bulk forms of ``agent-relay export`` (JSON Lines,
 Parquet). Both stream: memory holds one run's calls (export) or one batch of run ids (prune) at a time,
-whatever the ledger's size. Progress goes to stderr as a bar on a terminal, and nowhere when piped.
+whatever the ledger's size. Progress (theirs, and ``db upgrade``'s) goes to stderr as a bar on a
+terminal, and nowhere when piped.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def instant(value: str | None, option: str) -> dt.datetime | None:
 
 
 @contextlib.contextmanager
-def _bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
+def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
     """``advance(n)`` for a progress bar of ``total`` on stderr, drawn only on a terminal."""
     console = Console(stderr=True)
     if not console.is_terminal or total < 1:
@@ -100,7 +101,7 @@ def prune(
         counted = store.prune(before, statuses=chosen, dry_run=True)
         result: Pruned = counted
         if not dry_run:
-            with _bar(counted.runs, "pruning runs") as advance:
+            with progress_bar(counted.runs, "pruning runs") as advance:
                 result = store.prune(before, statuses=chosen, batch=batch, progress=advance)
     finally:
         store.dispose()
@@ -149,7 +150,9 @@ def export_many(
             target = _JsonLines(stack.enter_context(Path(output).open("w", encoding="utf-8")))
         else:
             target = _JsonLines(sys.stdout)
-        advance = stack.enter_context(_bar(reader.count_runs(since=since, until=until), "exporting runs"))
+        advance = stack.enter_context(
+            progress_bar(reader.count_runs(since=since, until=until), "exporting runs")
+        )
         written = 0
         for run, calls in reader.iter_runs(since=since, until=until):
             target.write(run, calls)

@@ -34,6 +34,7 @@ _TIME = pa.timestamp("us", tz="UTC")
 _JSON_FIELDS = {"input_payload", "output", "arguments"}
 _TYPES: dict[str, pa.DataType] = {
     "fork_after": pa.int32(),
+    "key_version": pa.int32(),
     "seq": pa.int32(),
     "attempts": pa.int32(),
     "budget_limit_usd": _MONEY,
