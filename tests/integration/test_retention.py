@@ -4,6 +4,7 @@ does not fail; ``agent-relay export`` streams many runs as JSON Lines or Parquet
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -185,6 +186,28 @@ def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _on_a_terminal(url: str, *args: str) -> tuple[int, str]:
+    """The command run with its stderr on a pseudo-terminal: (exit status, what it drew there)."""
+    import pty
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "AGENT_RELAY_"))}
+    master, slave = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "agent_relay.cli", "--db", url, *args],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, timeout=120,
+            env={**env, "TERM": "xterm", "COLUMNS": "100"},
+        )  # fmt: skip
+    finally:
+        os.close(slave)
+    drawn = b""
+    with contextlib.suppress(OSError):  # (the pty's end: EIO once the child is gone)
+        while chunk := os.read(master, 65536):
+            drawn += chunk
+    os.close(master)
+    return done.returncode, drawn.decode(errors="replace")
+
+
 def _exported(runtime: AgentRuntime) -> list[str]:
     """Three runs, the first two of them old, whose calls have exact values to export."""
 
@@ -206,7 +229,7 @@ def test_export_many_runs_as_json_lines(runtime: AgentRuntime) -> None:
     ids = _exported(runtime)
     url = runtime.ledger.db.url.render_as_string(hide_password=False)
     done = _cli(url, "export", "--since", "7d")
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0 and done.stderr == "", done.stderr  # piped: no progress drawn
     [line] = done.stdout.splitlines()  # the two old runs are out of range
     record = json.loads(line)
     assert record["run"]["run_id"] == ids[2] and record["run"]["input_payload"] == {"sku": "c"}
@@ -245,5 +268,15 @@ def test_prune_from_the_command_line(runtime: AgentRuntime) -> None:
     refused = _cli(url, "prune", "--older-than", "30d", "--status", "running")
     assert refused.returncode == 2 and "never pruned" in refused.stderr
     done = _cli(url, "prune", "--older-than", "30d", "--json")
-    assert done.returncode == 0 and json.loads(done.stdout)["runs"] == 2
+    assert done.returncode == 0 and json.loads(done.stdout)["runs"] == 2 and done.stderr == ""
     assert _counts(runtime) == (4, 4, 0)
+
+
+def test_progress_is_drawn_on_a_terminal(runtime: AgentRuntime, tmp_path: Path) -> None:
+    _exported(runtime)
+    url = runtime.ledger.db.url.render_as_string(hide_password=False)
+    status, drawn = _on_a_terminal(url, "export", "-o", str(tmp_path / "runs.jsonl"))
+    assert status == 0 and "exporting runs" in drawn and "100%" in drawn
+    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 3
+    status, drawn = _on_a_terminal(url, "prune", "--older-than", "30d")
+    assert status == 0 and "pruning runs" in drawn
