@@ -32,6 +32,7 @@ import sqlalchemy as sa
 
 from .errors import AmbiguousRunError, LedgerError, SchemaVersionError, UnknownRunError
 from .ledger import derived
+from .ledger.connection import DRIVER_ERRORS
 from .ledger.schema import SCHEMA_VERSION, agent_runs, tool_calls
 from .ledger.store import LedgerStore
 from .states import Origin, RunMode
@@ -187,6 +188,12 @@ def _instant(value: dt.datetime | None, what: str) -> dt.datetime | None:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
+def _positive(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what} must be a positive int, not {value!r}")
+    return value
+
+
 def _one_or_many(value: str | Iterable[str] | None) -> list[str] | None:
     if value is None:
         return None
@@ -296,9 +303,7 @@ class LedgerReader:
         if (end := _instant(until, "until")) is not None:
             stmt = stmt.where(r.started_at < end)
         if limit is not None:
-            if not isinstance(limit, int) or limit < 1:
-                raise ValueError(f"limit must be a positive int (or None for no limit), not {limit!r}")
-            stmt = stmt.limit(limit)
+            stmt = stmt.limit(_positive(limit, "limit"))
         return [_as(Run, row) for row in self._all("list runs", stmt)]
 
     @staticmethod
@@ -358,7 +363,7 @@ class LedgerReader:
         if (end := _instant(until, "until")) is not None:
             stmt = stmt.where(v.started_at < end)
         if limit is not None:
-            stmt = stmt.limit(limit)
+            stmt = stmt.limit(_positive(limit, "limit"))
         return [_as(Attempt, row) for row in self._all("list failed calls", stmt)]
 
     # --- spend ------------------------------------------------------------------------------------------
@@ -427,23 +432,17 @@ class LedgerReader:
             stmt = stmt.where(r.started_at >= start)
         if (end := _instant(until, "until")) is not None:
             stmt = stmt.where(r.started_at < end)
+        batch = _positive(batch, "batch")
         run_fields = [f.name for f in dataclasses.fields(Run) if f.name != "calls"]
         call_fields = [f.name for f in dataclasses.fields(Call) if f.name != "history"]
-        current: Run | None = None
-        calls: list[Call] = []
-        with self._store.reading("export runs") as conn:
-            result = conn.execution_options(yield_per=batch).execute(stmt)
-            for row in result:
-                m = row._mapping
-                if current is None or current.run_id != m["agent_runs_run_id"]:
-                    if current is not None:
-                        yield dataclasses.replace(current, calls=len(calls)), calls
-                    current = Run(**{f: _utc(m[f"agent_runs_{f}"]) for f in run_fields})
-                    calls = []
-                if m["tool_calls_call_id"] is not None:
-                    calls.append(Call(**{f: _utc(m[f"tool_calls_{f}"]) for f in call_fields}))
-            if current is not None:
-                yield dataclasses.replace(current, calls=len(calls)), calls
+        # Not under the store's lock, which serialises a process's SQLite writes: the caller may take its
+        # time between runs, and other threads must go on recording meanwhile.
+        try:
+            with self._store.engine.connect() as conn:
+                result = conn.execution_options(yield_per=batch).execute(stmt)
+                yield from _grouped(result, run_fields, call_fields)
+        except DRIVER_ERRORS as exc:
+            raise self._store.db.error("export runs", exc) from exc
 
     def count_runs(self, *, since: dt.datetime | None = None, until: dt.datetime | None = None) -> int:
         """How many runs started in ``[since, until)``."""
@@ -454,6 +453,25 @@ class LedgerReader:
         if (end := _instant(until, "until")) is not None:
             stmt = stmt.where(r.started_at < end)
         return int(self._all("count runs", stmt)[0][0])
+
+
+def _grouped(
+    rows: Iterable[Any], run_fields: list[str], call_fields: list[str]
+) -> Iterator[tuple[Run, list[Call]]]:
+    """Rows of runs joined to their calls (ordered by run) as each run with its calls."""
+    current: Run | None = None
+    calls: list[Call] = []
+    for row in rows:
+        m = row._mapping
+        if current is None or current.run_id != m["agent_runs_run_id"]:
+            if current is not None:
+                yield dataclasses.replace(current, calls=len(calls)), calls
+            current = Run(**{f: _utc(m[f"agent_runs_{f}"]) for f in run_fields})
+            calls = []
+        if m["tool_calls_call_id"] is not None:
+            calls.append(Call(**{f: _utc(m[f"tool_calls_{f}"]) for f in call_fields}))
+    if current is not None:
+        yield dataclasses.replace(current, calls=len(calls)), calls
 
 
 def refuse_missing_file(url: sa.URL, hint: str) -> None:

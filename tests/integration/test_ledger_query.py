@@ -5,10 +5,12 @@ questions (failures including retried ones, live spend, runs awaiting action) wi
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 import uuid
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -179,3 +181,32 @@ def test_the_reader_only_reads(tmp_path: Path, database_url: str) -> None:
     engine.dispose()
     with pytest.raises(SchemaVersionError):
         LedgerReader(database_url)
+
+
+def test_streaming_runs_does_not_hold_up_calls_recorded_meanwhile(runtime: AgentRuntime) -> None:
+    """``iter_runs`` on the runtime's own store: between two runs it hands out, another thread records a
+    call (on SQLite the store serialises writes under a lock the stream must not keep)."""
+
+    @tool(runtime)
+    def note(n: int) -> int:
+        return n
+
+    for n in range(3):
+        with runtime.agent_session(name="stream"):
+            note(n)
+    seen = []
+    with LedgerReader(runtime.ledger) as ledger:
+        for run, calls in ledger.iter_runs(batch=1):
+            seen.append((run.name, run.calls, [c.output for c in calls]))
+            if len(seen) == 1:
+                worker = threading.Thread(target=lambda: _record_in_a_session(runtime, note))
+                worker.start()
+                worker.join()  # (would wait forever if the stream held the store's lock)
+    # the stream reads one snapshot, taken before the other thread's run
+    assert seen == [("stream", 1, [0]), ("stream", 1, [1]), ("stream", 1, [2])]
+    assert [r.name for r in LedgerReader(runtime.ledger).runs(name="meanwhile")] == ["meanwhile"]
+
+
+def _record_in_a_session(runtime: AgentRuntime, note: Any) -> None:
+    with runtime.agent_session(name="meanwhile"):
+        note(7)
