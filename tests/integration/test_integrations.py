@@ -14,8 +14,10 @@ import json
 from typing import Annotated, Any
 
 import pytest
+import sqlalchemy as sa
 
 from agent_relay import AgentRuntime, BudgetExceededError, ConfigurationError, DuplicateToolError, tool
+from agent_relay.ledger import tool_calls
 from agent_relay.testing import FakeLLMServer, SpanCapture
 from tests.support import calls_of
 
@@ -720,3 +722,36 @@ def test_langchain_tool_span_of_an_instrumentation_is_the_parent_of_ours(
     parents = [by_id[s.parent.span_id] for s in ours(spans)]
     # the instrumentation's span of the durable tool's run (sync and async), not the session's
     assert [(p.name, p.attributes["openinference.span.kind"]) for p in parents] == [("lookup", "TOOL")] * 2
+
+
+def test_outside_a_session_the_wrapped_tools_run_as_the_originals(runtime: AgentRuntime) -> None:
+    agents = pytest.importorskip("agents")
+    lc_tools = pytest.importorskip("langchain_core.tools")
+    from agents.tool_context import ToolContext
+
+    from agent_relay.integrations import langchain, openai_agents
+
+    ran: list[str] = []
+
+    @agents.function_tool
+    def ping(host: str) -> str:
+        """Ping a host."""
+        ran.append(f"agents {host}")
+        return "pong"
+
+    @lc_tools.tool
+    def echo(text: str) -> str:
+        """Echo."""
+        ran.append(f"langchain {text}")
+        return text
+
+    durable_ping = openai_agents.durable_tool(runtime, ping)
+    durable_echo = langchain.durable_tool(runtime, echo)
+    arguments = json.dumps({"host": "a"})
+    context = ToolContext(context=None, tool_name="ping", tool_call_id="c1", tool_arguments=arguments)
+    for _ in range(2):  # no run: nothing served, nothing recorded
+        assert asyncio.run(durable_ping.on_invoke_tool(context, arguments)) == "pong"
+        assert durable_echo.invoke({"text": "hi"}) == "hi"
+    assert ran == ["agents a", "langchain hi"] * 2
+    with runtime.ledger.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(tool_calls)).scalar() == 0
