@@ -5,7 +5,8 @@ Both are made by the code that knows the tables: ``create`` when a ledger is mad
 trigger names columns, dropped and made again by the last step of every upgrade (``replace``). The views
 are SQLAlchemy Core selects compiled for each backend, so there is one definition of each. Money stays
 exact in them: SQLite's ``sum`` adds binary floats, so ``money_sum`` adds amounts there as integers of
-1e-10 dollars (the scale PostgreSQL's ``NUMERIC(20, 10)`` keeps) and gives back decimal text.
+1e-10 dollars (the scale PostgreSQL's ``NUMERIC(20, 10)`` keeps) and gives back decimal text; exact for
+amounts below $100,000 a row (SQLite reads each amount as a double on the way: 15 significant digits).
 
 - ``call_attempts``: every attempt of every call, one row each (``latest``: the ``tool_calls`` row itself).
 - ``call_failures``: failed attempts (``call_attempts`` rows, with the run's name), also those a later
