@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..calls import Invocation
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, DuplicateToolError
 from ..execute import execute, execute_async, plain_call
 from ..runtime import AgentRuntime
 from ..spec import ToolSpec
@@ -128,9 +128,16 @@ class Durable:
         if existing is not None and getattr(existing.func, _MARK, None) == mark:
             self.spec: ToolSpec = existing
             return
-        tool(runtime, name=name, **_with_context(options))(
-            _body(name, origin, schema, standalone, is_async, returns, mark)
-        )
+        try:
+            tool(runtime, name=name, **_with_context(options))(
+                _body(name, origin, schema, standalone, is_async, returns, mark)
+            )
+        except DuplicateToolError as exc:
+            exc.add_note(
+                f"A framework's tool keeps its framework's name: rename one of the tools named {name!r} in "
+                f"the framework, or wrap it again with the same options (that reuses the registration)."
+            )
+            raise
         self.spec = runtime.tools[name]
 
     def call(self, framework_call: FrameworkCall, given: Mapping[str, Any]) -> Any:

@@ -198,8 +198,9 @@ def test_openai_agents_bad_input_is_refused_before_anything_runs(runtime: AgentR
         """Another tool of the same name."""
         return q
 
-    with pytest.raises(DuplicateToolError):
+    with pytest.raises(DuplicateToolError) as raised:
         durable_tool(runtime, other)
+    assert "rename one of the tools named 'lookup' in the framework" in raised.value.__notes__[0]
 
 
 # --- LangChain --------------------------------------------------------------------------------------------
