@@ -123,15 +123,34 @@ def cli(ctx: click.Context, db: str, debug: bool) -> None:
 @cli.command()
 @click.option("--status", help="Only runs with this status (succeeded, failed, compensated, ...).")
 @click.option("--name", help="Only runs of this agent session name.")
+@click.option("--mode", help="Only runs of this mode (live, replay, fork, resume).")
+@click.option("--parent", help="Only runs opened inside this run (its full id).")
 @click.option("--since", help="Only runs started since: a duration (30m, 2h, 7d) or an ISO date.")
+@click.option("--until", help="Only runs started before: a duration ago or an ISO date.")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def runs(
-    obj: _Context, status: str | None, name: str | None, since: str | None, limit: int, as_json: bool
+    obj: _Context,
+    status: str | None,
+    name: str | None,
+    mode: str | None,
+    parent: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    as_json: bool,
 ) -> None:
     """Recorded runs, newest first."""
-    found = obj.reader().runs(status=status, name=name, since=instant(since, "--since"), limit=limit)
+    found = obj.reader().runs(
+        status=status,
+        name=name,
+        mode=mode,
+        parent=parent,
+        since=instant(since, "--since"),
+        until=instant(until, "--until"),
+        limit=limit,
+    )
     rows = [dataclasses.asdict(run) for run in found]
     if as_json:
         _json_out(rows)

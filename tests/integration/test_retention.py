@@ -280,3 +280,20 @@ def test_progress_is_drawn_on_a_terminal(runtime: AgentRuntime, tmp_path: Path) 
     assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 3
     status, drawn = _on_a_terminal(url, "prune", "--older-than", "30d")
     assert status == 0 and "pruning runs" in drawn
+
+
+def test_runs_filters_from_the_command_line(runtime: AgentRuntime) -> None:
+    ids = _exported(runtime)
+    with runtime.agent_session(name="replayed", replay=True, replay_run_id=ids[2]) as replay:
+        pass  # (nothing called: the replay records a run of its own, mode replay)
+    url = runtime.ledger.db.url.render_as_string(hide_password=False)
+
+    def listed(*args: str) -> list[str]:
+        done = _cli(url, "runs", "--json", *args)
+        assert done.returncode == 0, done.stderr
+        return [run["run_id"] for run in json.loads(done.stdout)]
+
+    assert listed("--until", "7d") == [ids[1], ids[0]]  # newest first
+    assert listed("--mode", "replay") == [replay.run_id]
+    assert listed("--mode", "live", "--since", "7d") == [ids[2]]
+    assert listed("--parent", ids[2]) == []
