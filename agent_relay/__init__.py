@@ -25,6 +25,7 @@ from .errors import (
     RuntimeClosedError,
     SchemaVersionError,
     SessionStateError,
+    ToolTimeoutError,
     UnknownRunError,
     UnknownToolError,
     UnpricedUsageError,
@@ -35,6 +36,7 @@ from .instrument import instrument, uninstrument
 from .ledger import LedgerOptions, LedgerSpanProcessor
 from .pricing import ModelPrice
 from .query import LedgerReader
+from .retry import Retry
 from .runtime import AgentRuntime
 from .saga import CompensationFailure
 from .session import AgentSession
@@ -62,9 +64,11 @@ __all__ = [
     "OutputEncodingError",
     "ReplayDivergenceError",
     "ReplayedError",
+    "Retry",
     "RuntimeClosedError",
     "SchemaVersionError",
     "SessionStateError",
+    "ToolTimeoutError",
     "UnknownRunError",
     "UnknownToolError",
     "UnpricedUsageError",

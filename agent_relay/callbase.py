@@ -5,7 +5,7 @@ its span, its metric, its reservation in the run's call table, its cost counted 
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Self
 
 from opentelemetry.trace import Span
 
@@ -25,6 +25,11 @@ from .states import Origin, Phase
 
 MAX_ERROR_MESSAGE = 4000
 _NONE: frozenset[str] = frozenset()
+# what a call is, as opposed to what one try of it did (see ``again``)
+_IDENTITY = (
+    "args_json", "args_text", "call_id", "compensates", "key", "model", "model_call_id", "phase", "run",
+    "secrets", "services", "spec", "user_key",
+)  # fmt: skip
 _ZERO = Decimal(0)
 
 
@@ -107,6 +112,16 @@ class CallBase:
         self.output_json: JSONValue = None
         self.deadline: float | None = None  # waiting on another worker's row: until when
         self.usage_cost = _ZERO
+
+    def again(self) -> Self:
+        """The same call (arguments, key, ids) for another try: nothing of this try's state."""
+        other = object.__new__(type(self))
+        for name in _IDENTITY:
+            setattr(other, name, getattr(self, name))
+        other.record = other.span = other.bound = other.output_json = other.deadline = None
+        other.batched = False
+        other.usage_cost = _ZERO
+        return other
 
     # --- the span --------------------------------------------------------------------------------------
     def start_span(self, seq: int | None = None, extra: dict[str, Any] | None = None) -> Span:

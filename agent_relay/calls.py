@@ -17,7 +17,7 @@ import dataclasses
 import time
 from contextvars import ContextVar, Token
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -37,10 +37,11 @@ from .errors import (
     ConfigurationError,
     LedgerError,
     OutputEncodingError,
+    ToolTimeoutError,
 )
 from .injected import model_tool_call_id
 from .keys import encode_arguments, idempotency_key
-from .ledger.connection import owner_is_gone
+from .ledger.connection import IN_DOUBT_OWNER, owner_is_gone
 from .ledger.processor import BoundCall
 from .ledger.records import CallRecord, Claim, Found, Held
 from .run import Run, current_run
@@ -244,6 +245,7 @@ class Invocation(ServedCall):
                     run_id=self.run.run_id,
                     call_id=record.call_id,
                     owner=claim.owner,
+                    why="timed out before its outcome was known" if claim.owner == IN_DOUBT_OWNER else None,
                 )
             )
         try:
@@ -434,6 +436,31 @@ class Invocation(ServedCall):
         self.release(self.output_json, succeeded=True)
         self.count(cost)
         return result
+
+    def timed_out(self, exc: ToolTimeoutError) -> NoReturn:
+        """The body did not end in time (``@tool(timeout_s=...)``) and running it again is not known to be
+        safe: its row stays pending, let go (``IN_DOUBT_OWNER``), and the run stops there without
+        unwinding, as for a call whose worker died; ``CallInDoubtError`` says how to settle it."""
+        record, bound, span = self.record, self.bound, self.span
+        assert record is not None and bound is not None and span is not None
+        error = CallInDoubtError(
+            tool_name=self.spec.name,
+            run_id=self.run.run_id,
+            call_id=record.call_id,
+            owner=self.services.owner,
+            why=f"timed out after {exc.timeout_s:g} s, while its side effect may still have been under way",
+        )
+        error.__cause__ = exc
+        record.error_type, record.error_message = spans.error_type_name(exc), str(exc)
+        self.run.in_doubt.append(record.call_id)
+        try:
+            spans.end_span(span, error, self.secrets)
+            bound.finished()  # (still pending: the row keeps why)
+            self.services.ledger.calls.settle(record.call_id, owner=IN_DOUBT_OWNER)
+        except LedgerError as err:
+            error.add_note(f"agent-relay: the call could not be marked in doubt in the ledger: {err}")
+        self.release()
+        raise error
 
     def failed(self, exc: BaseException) -> None:
         """Record the failure; raise ``LedgerError`` (chained to ``exc``) if it could not be recorded."""

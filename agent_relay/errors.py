@@ -21,7 +21,8 @@ input the usual way catches them too::
     │   └── SchemaVersionError               the ledger was made by another schema version
     ├── BudgetExceededError                  the run spent more than its budget_limit
     ├── CallInProgressError                  another worker holds the claim on this call
-    ├── CallInDoubtError                     a call's process died mid-call; its outcome is unknown
+    ├── CallInDoubtError                     a call's process died (or its body timed out) mid-call
+    ├── ToolTimeoutError (TimeoutError)      a tool's body did not end within its timeout_s
     ├── ReplayDivergenceError                a replay asked for a call the recorded run does not have
     ├── ReplayedError                        a recorded failure whose type cannot be rebuilt safely
     └── RuntimeClosedError                   the runtime was shut down
@@ -53,6 +54,7 @@ __all__ = [
     "RuntimeClosedError",
     "SchemaVersionError",
     "SessionStateError",
+    "ToolTimeoutError",
     "UnknownRunError",
     "UnknownToolError",
     "UnpricedUsageError",
@@ -233,18 +235,31 @@ class CallInDoubtError(AgentRelayError):
     ``idempotent=True``.
     """
 
-    def __init__(self, *, tool_name: str, run_id: str, call_id: str, owner: str | None) -> None:
+    def __init__(
+        self, *, tool_name: str, run_id: str, call_id: str, owner: str | None, why: str | None = None
+    ) -> None:
         self.tool_name = tool_name
         self.run_id = run_id
         self.call_id = call_id
         self.owner = owner
+        why = why or f"was claimed by {owner}, which died before recording its outcome"
         super().__init__(
-            f"tool call {tool_name!r} (call_id {call_id}) of run {run_id} was claimed by {owner}, which died "
-            f"before recording its outcome: it may or may not have happened. Check the real outcome, then "
+            f"tool call {tool_name!r} (call_id {call_id}) of run {run_id} {why}: it may or may not have "
+            f"happened. Check the real outcome, then "
             f'record it with runtime.settle_call("{call_id}", "succeeded", output=...) if it happened, or '
             f'runtime.settle_call("{call_id}", "failed") if it did not, then resume or compensate the run '
             f"again; or declare the tool @tool(..., idempotent=True) if running it again is safe."
         )
+
+
+class ToolTimeoutError(AgentRelayError, TimeoutError):
+    """A tool's body did not end within its ``@tool(timeout_s=...)``. Its side effect may have happened
+    (or, for a sync body left running, may still): the call is in doubt unless the tool is idempotent."""
+
+    def __init__(self, *, tool_name: str, timeout_s: float) -> None:
+        self.tool_name = tool_name
+        self.timeout_s = timeout_s
+        super().__init__(f"tool {tool_name!r} did not end within its timeout of {timeout_s:g} s.")
 
 
 class ReplayDivergenceError(AgentRelayError):

@@ -12,10 +12,13 @@ from typing import Any
 
 from . import semconv, spans
 from .batching import LoopBatcher, batcher_for
-from .calls import ClaimWith, Done, Go, Invocation, Poll
+from .calls import ClaimWith, Done, Go, Invocation, Next, Poll
 from .calltable import Wait
+from .errors import ToolTimeoutError
+from .retry import await_with_timeout, call_in_thread
 from .services import Services
 from .spec import ToolSpec
+from .states import Durability
 
 
 def execute(
@@ -32,30 +35,54 @@ def execute(
     ``live`` takes over a live result instead of recording it at once (a stream records itself when it
     has been read to its end); ``served`` shapes a served value (a recorded stream, replayed).
     """
-    step = call.begin()
-    while type(step) is not Go:  # (waiting is rare: straight on, usually)
-        if type(step) is Done:
-            return served(step.value) if served else step.value
-        if isinstance(step, Wait):
-            call.wait(step)
-            step = call.begin()
-        elif isinstance(step, Poll):
-            try:
-                time.sleep(step.delay)
-            except BaseException as exc:  # interrupted: the span ends and the key is free again
-                call.abandon(exc)
-            step = call.poll()
-        else:  # (a sync call never asks for a shared claim: nothing else can come)
-            raise AssertionError(f"unexpected step {step!r}")
-    tokens = call.enter()
-    try:
-        result = func(*args, **kwargs)
-    except BaseException as exc:
-        Invocation.leave(tokens)
-        call.failed(exc)
-        raise
-    Invocation.leave(tokens)
-    return live(result) if live else call.succeeded(result)
+    timeout, tries = call.spec.timeout_s, 1
+    while True:  # (once, unless a retry policy says to try again)
+        step = call.begin()
+        while type(step) is not Go:  # (waiting is rare: straight on, usually)
+            if type(step) is Done:
+                return served(step.value) if served else step.value
+            if isinstance(step, Wait):
+                call.wait(step)
+                step = call.begin()
+            elif isinstance(step, Poll):
+                try:
+                    time.sleep(step.delay)
+                except BaseException as exc:  # interrupted: the span ends and the key is free again
+                    call.abandon(exc)
+                step = call.poll()
+            else:  # (a sync call never asks for a shared claim: nothing else can come)
+                raise AssertionError(f"unexpected step {step!r}")
+        tokens = call.enter()
+        try:
+            if timeout is None:
+                result = func(*args, **kwargs)
+            else:
+                result = call_in_thread(func, args, kwargs, timeout, call.spec.name)
+        except BaseException as exc:
+            Invocation.leave(tokens)
+            delay = _after_failure(call, exc, tries)
+            if delay is None:
+                raise
+        else:
+            Invocation.leave(tokens)
+            return live(result) if live else call.succeeded(result)
+        time.sleep(delay)
+        call, tries = call.again(), tries + 1
+
+
+def _after_failure(call: Invocation, exc: BaseException, tries: int) -> float | None:
+    """Record a failed try of the body; the delay before the next try, or None when there is none. A
+    timed-out call that is not safe to run again is in doubt: ``CallInDoubtError`` is raised."""
+    spec, record = call.spec, call.record
+    assert record is not None and call.span is not None
+    if isinstance(exc, ToolTimeoutError) and not spec.idempotent and record.durability is Durability.STRICT:
+        call.timed_out(exc)
+    retry = spec.retry
+    delay = retry.delay(tries) if retry is not None and retry.retries(exc, tries) else None
+    if delay is not None:
+        call.span.add_event(semconv.EVENT_RETRY, {semconv.CALL_ATTEMPT: tries, semconv.RETRY_DELAY: delay})
+    call.failed(exc)
+    return delay
 
 
 async def execute_async(
@@ -89,44 +116,58 @@ async def _execute_async(
     served: Callable[[Any], Any] | None,
     batcher: LoopBatcher | None,
 ) -> Any:
-    step = call.begin(batch=batcher is not None and batcher.shared)
-    while type(step) is not Go:
-        if type(step) is Done:
-            return served(step.value) if served else step.value
-        if isinstance(step, Wait):
-            await call.wait_async(step)
-            step = call.begin(batch=batcher is not None and batcher.shared)
-        elif isinstance(step, Poll):
-            try:
-                await asyncio.sleep(step.delay)
-            except BaseException as exc:  # cancelled: the span ends and the key is free again
-                call.abandon(exc)
-            step = call.poll()
-        elif isinstance(step, ClaimWith):
-            assert batcher is not None and call.record is not None
-            waiter = batcher.submit_start(call.record)
-            try:
-                step = call.claimed(await batcher.result(waiter))
-            except asyncio.CancelledError as cancelled:  # its claim was written before this went on
-                after = call.claimed(waiter.result())
-                if isinstance(after, Go):
-                    call.failed(cancelled)  # so the row says it failed (the body never ran): key freed
-                elif isinstance(after, Poll):
-                    call.abandon(cancelled)
+    timeout, tries = call.spec.timeout_s, 1
+    while True:  # (once, unless a retry policy says to try again)
+        step = call.begin(batch=batcher is not None and batcher.shared)
+        while type(step) is not Go:
+            if type(step) is Done:
+                return served(step.value) if served else step.value
+            if isinstance(step, Wait):
+                await call.wait_async(step)
+                step = call.begin(batch=batcher is not None and batcher.shared)
+            elif isinstance(step, Poll):
+                try:
+                    await asyncio.sleep(step.delay)
+                except BaseException as exc:  # cancelled: the span ends and the key is free again
+                    call.abandon(exc)
+                step = call.poll()
+            elif isinstance(step, ClaimWith):
+                step = await _claim_with(call, batcher)
+            else:
+                raise AssertionError(f"unexpected step {step!r}")
+        tokens = call.enter()
+        try:
+            if timeout is None:
+                result = await func(*args, **kwargs)
+            else:
+                result = await await_with_timeout(func(*args, **kwargs), timeout, call.spec.name)
+        except BaseException as exc:
+            Invocation.leave(tokens)
+            delay = _after_failure(call, exc, tries)
+            if delay is None:
                 raise
         else:
-            raise AssertionError(f"unexpected step {step!r}")
-    tokens = call.enter()
+            Invocation.leave(tokens)
+            if live:
+                return live(result)
+            return await call.succeeded_async(result, batcher)
+        await asyncio.sleep(delay)
+        call, tries = call.again(), tries + 1
+
+
+async def _claim_with(call: Invocation, batcher: LoopBatcher | None) -> Next:
+    """Write the claim with the other calls' of this loop turn; the step after it."""
+    assert batcher is not None and call.record is not None
+    waiter = batcher.submit_start(call.record)
     try:
-        result = await func(*args, **kwargs)
-    except BaseException as exc:
-        Invocation.leave(tokens)
-        call.failed(exc)
+        return call.claimed(await batcher.result(waiter))
+    except asyncio.CancelledError as cancelled:  # its claim was written before this went on
+        after = call.claimed(waiter.result())
+        if isinstance(after, Go):
+            call.failed(cancelled)  # so the row says it failed (the body never ran): key freed
+        elif isinstance(after, Poll):
+            call.abandon(cancelled)
         raise
-    Invocation.leave(tokens)
-    if live:
-        return live(result)
-    return await call.succeeded_async(result, batcher)
 
 
 @contextlib.contextmanager

@@ -89,3 +89,5 @@ EVENT_REPLAYED: Final = "agent_relay.replayed"
 EVENT_RESUMED: Final = "agent_relay.resumed"
 EVENT_COMPENSATION: Final = "agent_relay.compensation"
 EVENT_BUDGET_EXCEEDED: Final = "agent_relay.budget.exceeded"
+EVENT_RETRY: Final = "agent_relay.retry"  # a failed attempt that will be tried again (@tool(retry=...))
+RETRY_DELAY: Final = "agent_relay.retry.delay_s"

@@ -14,6 +14,7 @@ from .content import ToolContent
 from .encoding import decoder_for
 from .keys import Binder, binder
 from .pricing import to_usd
+from .retry import Retry
 from .states import Durability
 
 CostSpec = float | int | Decimal | Callable[[Any], float | int | Decimal]
@@ -42,6 +43,8 @@ class ToolSpec:
     signature: inspect.Signature = dataclasses.field(repr=False)
     excluded: tuple[str, ...] = ()  # left out of the record and the key (``exclude=``, ``self``/``cls``)
     call_id_parameters: tuple[str, ...] = ()  # excluded ones a framework fills with the model's call id
+    retry: Retry | None = None  # how a failed live call is tried again (``agent_relay.retry``)
+    timeout_s: float | None = None  # how long its body may take
     bind: Binder = dataclasses.field(init=False, repr=False)  # binds a call's arguments to ``signature``
     _decode: Callable[[Any], Any] | None = dataclasses.field(default=None, repr=False)
     _hints: dict[str, Any] | None = dataclasses.field(default=None, repr=False)

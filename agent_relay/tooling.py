@@ -22,6 +22,7 @@ from .execute import execute, execute_async, plain_call
 from .injected import injected_parameters, tool_call_id_parameters
 from .ledger.records import check_durability
 from .pricing import to_usd
+from .retry import Retry, retry_policy, timeout_seconds
 from .runtime import AgentRuntime
 from .services import Services
 from .spans import call_span_name
@@ -49,6 +50,8 @@ def tool(
     provider: str | None = None,
     durability: str | None = None,
     exclude: tuple[str, ...] = (),
+    retry: Retry | int | None = None,
+    timeout_s: float | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Register the decorated function as a tool of ``runtime``.
 
@@ -73,7 +76,10 @@ def tool(
     passes in, a client, a callback: the call is the same call whatever they are (a method's ``self`` /
     ``cls`` always is, and so are the context and injected parameters of the OpenAI Agents SDK,
     pydantic-ai and LangChain/LangGraph, recognised by their annotations). Their values are passed to the
-    tool live; a replay serves the call without them.
+    tool live; a replay serves the call without them. ``retry``: how a failed live call is tried again
+    (``Retry(attempts=3, initial_delay_s=0.1, ...)``, or a number of attempts); ``timeout_s``: how long
+    the body may take — a call that times out is in doubt unless the tool is ``idempotent`` (then it is a
+    failure, retried as the policy says); see ``agent_relay.retry``. Both apply inside sessions only.
 
     Raises ``ConfigurationError`` (a ``ValueError``) for a bad option and ``DuplicateToolError`` when the
     name is taken, both at decoration time.
@@ -102,6 +108,8 @@ def tool(
     if isinstance(redact, str) or not all(isinstance(f, str) for f in redact):
         raise ConfigurationError(f"@tool(redact=...) must be a tuple of field names, not {redact!r}.")
     checked = None if durability is None else check_durability(durability, f"@tool({name or '...'})")
+    policy = retry_policy(retry, name or "...")
+    timeout = timeout_seconds(timeout_s, name or "...")
     if kind not in KINDS:
         raise ConfigurationError(
             f"@tool(kind=...) must be one of {', '.join(map(repr, KINDS))}, not {kind!r}."
@@ -142,6 +150,8 @@ def tool(
             signature=inspect.signature(func),
             excluded=_excluded(func, exclude),
             call_id_parameters=tuple(tool_call_id_parameters(func)),
+            retry=policy,
+            timeout_s=timeout,
         )
         services = runtime.services
         wrapper = _async_wrapper(services, spec) if spec.is_async else _sync_wrapper(services, spec)

@@ -69,8 +69,15 @@ def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+IN_DOUBT_OWNER = "in-doubt"
+"""The owner of a pending row its worker let go of without knowing its outcome (its body timed out)."""
+
+
 def owner_is_gone(owner: str | None) -> bool:
-    """True only when ``owner`` (host:pid) provably stopped: same host, and no such process."""
+    """True only when ``owner`` (host:pid) provably stopped: same host, and no such process; or when its
+    worker let the row go (``IN_DOUBT_OWNER``)."""
+    if owner == IN_DOUBT_OWNER:
+        return True
     if not owner or ":" not in owner:
         return False
     host, _, pid = owner.rpartition(":")

@@ -15,7 +15,8 @@ EXPECTED = {
     "CallInDoubtError", "CallInProgressError", "CallInfo", "CompensationFailure", "ConfigurationError",
     "DuplicateToolError", "EncodingError", "IdempotencyKeyReuseError", "LedgerError", "LedgerOptions",
     "LedgerReader", "LedgerSpanProcessor", "ModelPrice", "OutputEncodingError", "ReplayDivergenceError",
-    "ReplayedError", "RuntimeClosedError", "SchemaVersionError", "SessionStateError", "UnknownRunError",
+    "ReplayedError", "Retry", "RuntimeClosedError", "SchemaVersionError", "SessionStateError",
+    "ToolTimeoutError", "UnknownRunError",
     "UnknownToolError", "UnpricedUsageError", "UnpricedUsageWarning", "UnrecordedCallWarning",
     "__version__", "current_call", "instrument", "tool", "uninstrument",
 }  # fmt: skip
