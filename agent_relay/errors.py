@@ -25,6 +25,7 @@ input the usual way catches them too::
     ├── ToolTimeoutError (TimeoutError)      a tool's body did not end within its timeout_s
     ├── ReplayDivergenceError                a replay asked for a call the recorded run does not have
     ├── ReplayedError                        a recorded failure whose type cannot be rebuilt safely
+    ├── RunCancelledError                    the run was cancelled from outside; its call was refused
     └── RuntimeClosedError                   the runtime was shut down
 
 Warnings (``UserWarning``s): ``UnpricedUsageWarning``: usage of a model with no known price was recorded
@@ -51,6 +52,7 @@ __all__ = [
     "OutputEncodingError",
     "ReplayDivergenceError",
     "ReplayedError",
+    "RunCancelledError",
     "RuntimeClosedError",
     "SchemaVersionError",
     "SessionStateError",
@@ -250,6 +252,19 @@ class CallInDoubtError(AgentRelayError):
             f'runtime.settle_call("{call_id}", "failed") if it did not, then resume or compensate the run '
             f"again; or declare the tool @tool(..., idempotent=True) if running it again is safe."
         )
+
+
+class RunCancelledError(AgentRelayError):
+    """The run was cancelled from outside (``runtime.cancel`` / ``agent-relay cancel``): its forward calls
+    are refused before they run, and its saga unwinds what it did."""
+
+    def __init__(self, *, run_id: str, tool_name: str | None, reason: str | None) -> None:
+        self.run_id = run_id
+        self.tool_name = tool_name
+        self.reason = reason
+        what = f"tool {tool_name!r} was not run: " if tool_name else ""
+        why = f" ({reason})" if reason else ""
+        super().__init__(f"{what}run {run_id} was cancelled{why}.")
 
 
 class ToolTimeoutError(AgentRelayError, TimeoutError):

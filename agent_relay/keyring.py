@@ -74,7 +74,9 @@ def supplied_secrets(source: SecretSource | None, environ: Mapping[str, str] | N
     for item in values:
         secret = item.encode() if isinstance(item, str) else item
         if not isinstance(secret, bytes) or len(secret) < MIN_SECRET_BYTES:
-            shown = f"a {type(item).__name__}" if not isinstance(item, str | bytes) else f"{len(secret)} bytes"
+            shown = (
+                f"a {type(item).__name__}" if not isinstance(item, str | bytes) else f"{len(secret)} bytes"
+            )
             raise ConfigurationError(
                 f"{what}: a key secret must be text or bytes of at least {MIN_SECRET_BYTES} bytes ({shown} "
                 f"given); make one with: python -c 'import secrets; print(secrets.token_hex(32))'."
@@ -118,7 +120,8 @@ class KeyRing:
         if version != KEY_VERSION:
             raise ConfigurationError(
                 f"run {run_id} was keyed with key version {version}, which this AgentRelay does not know "
-                f"(it knows {LEGACY_KEY_VERSION} and {KEY_VERSION}); use the AgentRelay release that recorded it."
+                f"(it knows {LEGACY_KEY_VERSION} and {KEY_VERSION}); use the AgentRelay release that "
+                f"recorded it."
             )
         scheme = self._schemes.get(key_id)
         if scheme is None:

@@ -46,7 +46,9 @@ class KeyScheme:
         self.key_id = None if secret is None else fingerprint(secret)
         self._inner = self._outer = None
         if secret is not None:
-            padded = (hashlib.sha256(secret).digest() if len(secret) > _BLOCK else secret).ljust(_BLOCK, b"\0")
+            padded = (hashlib.sha256(secret).digest() if len(secret) > _BLOCK else secret).ljust(
+                _BLOCK, b"\0"
+            )
             self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded))
             self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in padded))
 

@@ -114,7 +114,9 @@ def call_in_thread(
             done.set()
             if abandoned.is_set():
                 late = time.monotonic() - started - timeout
-                _log.warning("agent-relay: tool %r ended %.1f s after it timed out (result discarded)", tool_name, late)
+                _log.warning(
+                    "agent-relay: tool %r ended %.1f s after it timed out (result discarded)", tool_name, late
+                )
 
     abandoned = threading.Event()
     started = time.monotonic()

@@ -9,12 +9,13 @@ for their fate. The run is carried by a context variable, so it follows threads 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from contextvars import ContextVar, Token
 from decimal import Decimal
 
 from .calltable import CallTable, Fate, Live, NewCall, Refuse
-from .errors import SessionStateError
+from .errors import RunCancelledError, SessionStateError
 from .keys import KeyScheme
 from .ledger.writer import ServedRows
 from .replay import ReplaySource
@@ -24,6 +25,10 @@ from .states import Phase, RunMode
 from .usage import TokenUsage
 
 _current: ContextVar[Run | None] = ContextVar("agent_relay_run", default=None)
+
+CANCEL_POLL_S = 1.0
+"""How often a run asks the ledger whether another process cancelled it: a cancel made elsewhere refuses
+the run's calls that start from at most this long after it."""
 
 
 def current_run() -> Run | None:
@@ -64,6 +69,9 @@ class Run:
         self._children_lock = threading.Lock()
         self.in_doubt: list[str] = []  # ids of calls met in doubt: the run stops there, without unwinding
         self.secrets: set[str] = set()  # redacted values its calls saw: scrubbed out of the run's messages
+        self.cancelled = False  # cancelled from outside (runtime.cancel): forward calls are refused
+        self.cancel_reason: str | None = None
+        self._cancel_checked = -CANCEL_POLL_S  # (monotonic) when the ledger was last asked
 
     def recorded_child(self, name: str) -> str | None:
         """The recorded child run a session named ``name`` opened now inside this run stands for: the
@@ -121,7 +129,17 @@ class Run:
                 f"the session of run {self.run_id} ({self.name!r}) is not open; tools can only be called "
                 f"inside its with-block."
             )
+        if not self.cancelled and phase == Phase.FORWARD:  # a cancel from another process: asked at most
+            now = time.monotonic()  # every CANCEL_POLL_S (one in this process is told at once)
+            if now - self._cancel_checked >= CANCEL_POLL_S:
+                self._cancel_checked = now
+                self.cancelled, self.cancel_reason = self.services.ledger.cancel_requested(self.run_id)
         return self.table.reserve(phase, key, self._decide, tool_name)
+
+    def cancel(self, reason: str | None) -> None:
+        """Refuse this run's forward calls from now on (a cancel asked in this process)."""
+        self.cancel_reason = reason
+        self.cancelled = True
 
     def _new_call(self, next_seq: Callable[[], int], phase: str, key: str, tool_name: str) -> NewCall:
         """The fate of a call neither served nor in flight (under the call table's lock)."""
@@ -132,6 +150,10 @@ class Run:
                         f"tool {tool_name!r} was called while run {self.run_id} is being compensated; "
                         f"compensations cannot start forward calls."
                     )
+                )
+            if self.cancelled:
+                return Refuse(
+                    RunCancelledError(run_id=self.run_id, tool_name=tool_name, reason=self.cancel_reason)
                 )
             if self.spend.exceeded:
                 return Refuse(self.spend.budget_error(None))

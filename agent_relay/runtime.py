@@ -274,6 +274,17 @@ class AgentRuntime:
             child_key=child_key,
         )
 
+    def cancel(self, run_id: str, *, reason: str | None = None) -> None:
+        """Cancel run ``run_id``, wherever it runs: its next forward call is refused before it runs with
+        ``RunCancelledError``, its saga unwinds, and it ends ``cancelled``. In this process that is the next
+        call; in another, the next call from at most ``agent_relay.run.CANCEL_POLL_S`` (1 s) after this.
+        A run stopped in doubt is refused its calls when resumed (``compensate`` unwinds it at once)."""
+        self._services.check_open()
+        if reason is not None and not isinstance(reason, str):
+            raise ConfigurationError(f"cancel(reason=...) must be text, not {reason!r}.")
+        self.ledger.request_cancel(run_id, reason)
+        self._services.cancel_open(run_id, reason)
+
     def settle_call(
         self, call_id: str, status: str, *, output: Any = None, error_message: str | None = None
     ) -> None:

@@ -22,6 +22,12 @@ from .spec import ToolSpec
 from .states import Durability
 
 
+class Cancellable(Protocol):
+    """An open run, as a cancel reaches it (``Run``)."""
+
+    def cancel(self, reason: str | None) -> None: ...
+
+
 @dataclasses.dataclass(eq=False)
 class Services:
     """Shared by every session and call of one runtime. Thread-safe."""
@@ -38,6 +44,7 @@ class Services:
     tools: dict[str, ToolSpec] = dataclasses.field(default_factory=dict)
     closed: bool = False
     open_sessions: int = 0  # sessions between their start and their end, in any thread
+    open_runs: dict[str, list[Cancellable]] = dataclasses.field(default_factory=dict)  # by run id
     warned_unrecorded: set[str] = dataclasses.field(default_factory=set)  # tools warned about once
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
@@ -53,10 +60,24 @@ class Services:
         with self.lock:
             return dict(self.tools)
 
-    def session_opened(self, opened: bool) -> None:
-        """Count a session of this runtime starting (``True``) or ending."""
+    def session_opened(self, opened: bool, run_id: str, run: Cancellable) -> None:
+        """A session of this runtime starting (``True``) or ending, recording ``run``."""
         with self.lock:
             self.open_sessions += 1 if opened else -1
+            runs = self.open_runs.setdefault(run_id, [])
+            if opened:
+                runs.append(run)
+            else:
+                runs.remove(run)
+                if not runs:
+                    del self.open_runs[run_id]
+
+    def cancel_open(self, run_id: str, reason: str | None) -> None:
+        """Tell the sessions of run ``run_id`` open in this process that it was cancelled."""
+        with self.lock:
+            runs = list(self.open_runs.get(run_id, ()))
+        for run in runs:
+            run.cancel(reason)
 
     def unrecorded(self, spec: ToolSpec) -> None:
         """A tool ran outside any session: warn once per tool if a session is open elsewhere (the call

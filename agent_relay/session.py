@@ -36,7 +36,6 @@ from .budget import parse_limit
 from .calls import active_invocation
 from .content import scrub
 from .encoding import JSONValue, encode, safe_text
-from .keys import KeyScheme
 from .errors import (
     AgentRelayError,
     EncodingError,
@@ -46,11 +45,13 @@ from .errors import (
     SessionStateError,
     UnknownRunError,
 )
+from .keys import KeyScheme
 from .pricing import to_usd
 from .replay import ReplaySource
 from .run import Run, current_run
 from .saga import CompensationFailure, Saga
 from .services import HasServices, Services
+from .session_options import check_remote_parent, run_mode
 from .spend import RunSpend
 from .states import RunMode, RunStatus
 from .usage import TokenUsage
@@ -80,8 +81,8 @@ class AgentSession:
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise SessionStateError(f"agent_session(name=...) must be a non-empty string, not {name!r}.")
-        self.mode = _mode(replay, replay_run_id, fork_after, resume_run_id)
-        _check_remote_parent(parent_run_id, child_key, self.mode)
+        self.mode = run_mode(replay, replay_run_id, fork_after, resume_run_id)
+        check_remote_parent(parent_run_id, child_key, self.mode)
         self.replay_of = replay_run_id
         self.fork_after = fork_after
         self.unrequested_calls: list[Any] = []
@@ -261,7 +262,7 @@ class AgentSession:
             raise
         self._span = span
         self._run.open = True
-        services.session_opened(True)
+        services.session_opened(True, self.run_id, self._run)
         self._tokens = (otel_context.attach(trace.set_span_in_context(span)), self._run.enter())
         self.status = RunStatus.RUNNING
 
@@ -294,7 +295,13 @@ class AgentSession:
         if self.mode is RunMode.RECOVER:
             first = ledger.max_seq(self.run_id) + 1
             return Run(
-                self._services, self.run_id, self.name, self.mode, self._spend, first_seq=first, keys=self._keys
+                self._services,
+                self.run_id,
+                self.name,
+                self.mode,
+                self._spend,
+                first_seq=first,
+                keys=self._keys,
             )
         if self.mode is RunMode.RESUME:
             return self._resume()
@@ -332,7 +339,7 @@ class AgentSession:
         if row is None:
             raise UnknownRunError(run_id, ledger.database)
         keys = self._services.keys.for_run(run_id, row.key_version, row.key_id)
-        if row.status in (RunStatus.COMPENSATED, RunStatus.COMPENSATION_FAILED):
+        if row.status in (RunStatus.COMPENSATED, RunStatus.COMPENSATION_FAILED, RunStatus.CANCELLED):
             raise SessionStateError(
                 f"run {run_id} was compensated ({row.status}), so it cannot be resumed; start a new run."
             )
@@ -372,17 +379,23 @@ class AgentSession:
 
     def _should_unwind(self, exc: BaseException | None) -> bool:
         """An exception unwinds the run, unless it met a call in doubt: then it stops there (``in_doubt``),
-        so the call can be settled and the run resumed."""
+        so the call can be settled and the run resumed. A cancelled run unwinds however its block ended."""
         assert self._run is not None
         unwinds = self.status == RunStatus.RUNNING and self.mode is not RunMode.RECOVER
-        return isinstance(exc, Exception) and unwinds and not self._run.in_doubt
+        if not unwinds:
+            return False
+        if self._run.cancelled:
+            return exc is None or isinstance(exc, Exception)
+        return isinstance(exc, Exception) and not self._run.in_doubt
 
     def _final_status(self, exc: BaseException | None) -> RunStatus:
         assert self._run is not None
-        if exc is not None and self._run.in_doubt and self.mode is not RunMode.RECOVER:
-            return RunStatus.IN_DOUBT
         if self.compensation_errors:
             return RunStatus.COMPENSATION_FAILED
+        if self._run.cancelled:
+            return RunStatus.CANCELLED
+        if exc is not None and self._run.in_doubt and self.mode is not RunMode.RECOVER:
+            return RunStatus.IN_DOUBT
         if self._saga is not None and self._saga.compensated:
             return RunStatus.COMPENSATED
         return RunStatus.FAILED if exc is not None or self.mode is RunMode.RECOVER else RunStatus.SUCCEEDED
@@ -391,7 +404,7 @@ class AgentSession:
         assert self._span is not None and self._tokens is not None and self._run is not None
         span, (otel_token, run_token), run = self._span, self._tokens, self._run
         run.open = False
-        self._services.session_opened(False)
+        self._services.session_opened(False, self.run_id, run)
         self.status = self._final_status(exc)
         if run.replay is not None:
             self.unrequested_calls = run.replay.unrequested()
@@ -452,44 +465,3 @@ class AgentSession:
             if exc is None:
                 raise ledger_error
             exc.add_note(f"agent-relay: the end of run {self.run_id} was not recorded: {ledger_error}")
-
-
-def _check_remote_parent(parent_run_id: str | None, child_key: str | None, mode: RunMode) -> None:
-    """``parent_run_id`` / ``child_key``: a child of a run recorded elsewhere, alone or continued."""
-    for label, value in (("parent_run_id", parent_run_id), ("child_key", child_key)):
-        if value is not None and (not isinstance(value, str) or not value):
-            raise SessionStateError(f"agent_session({label}=...) must be a non-empty string, not {value!r}.")
-    if child_key is not None and parent_run_id is None:
-        raise SessionStateError("agent_session(child_key=...) needs parent_run_id=..., the parent run.")
-    if parent_run_id is not None and mode is not RunMode.LIVE:
-        raise SessionStateError(
-            "parent_run_id cannot be combined with replay, fork or resume: a replay of the parent run serves "
-            "its calls without asking this process."
-        )
-
-
-def _mode(
-    replay: bool, replay_run_id: str | None, fork_after: int | None, resume_run_id: str | None
-) -> RunMode:
-    """Validate the replay / fork / resume options together; return the run's mode."""
-    if resume_run_id is not None:
-        if replay or replay_run_id is not None or fork_after is not None:
-            raise SessionStateError(
-                "resume_run_id cannot be combined with replay, replay_run_id or fork_after."
-            )
-        if not isinstance(resume_run_id, str) or not resume_run_id:
-            raise SessionStateError(f"resume_run_id must be a run id, not {resume_run_id!r}.")
-        return RunMode.RESUME
-    if fork_after is not None:
-        if isinstance(fork_after, bool) or not isinstance(fork_after, int) or fork_after < 0:
-            raise SessionStateError(f"fork_after must be an int >= 0 (calls to replay), not {fork_after!r}.")
-        if replay_run_id is None:
-            raise SessionStateError("fork_after needs replay_run_id=..., the run to fork.")
-        return RunMode.FORK
-    if replay_run_id is not None and not isinstance(replay_run_id, str):
-        raise SessionStateError(f"replay_run_id must be a run id, not {replay_run_id!r}.")
-    if replay and replay_run_id is None:
-        raise SessionStateError("replay=True needs replay_run_id=..., the run to replay.")
-    if replay_run_id is not None and not replay:
-        raise SessionStateError("replay_run_id needs replay=True (or fork_after=K to fork the run).")
-    return RunMode.REPLAY if replay else RunMode.LIVE

@@ -27,6 +27,7 @@ class RunStatus(StrEnum):
     COMPENSATED = "compensated"
     COMPENSATION_FAILED = "compensation_failed"
     IN_DOUBT = "in_doubt"  # stopped without unwinding at a call whose outcome is unknown: settle, resume
+    CANCELLED = "cancelled"  # cancelled from outside (runtime.cancel): its calls refused, its saga run
 
 
 class RunMode(StrEnum):

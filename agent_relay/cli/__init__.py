@@ -311,6 +311,23 @@ def compensate(obj: _Context, run: str, app: str, force: bool) -> None:
         raise SystemExit(1)
 
 
+@cli.command()
+@click.argument("run")
+@click.option("--reason", help="Why (kept on the run, and in the error its refused call raises).")
+@click.pass_obj
+def cancel(obj: _Context, run: str, reason: str | None) -> None:
+    """Cancel a running run, wherever it runs: its next tool call is refused, its saga unwinds what it
+    did, and it ends cancelled. (Seen within a second by the process running it.)"""
+    run_id = obj.reader().resolve(run)
+    store = LedgerStore(sa.make_url(obj.db))
+    try:
+        store.open()
+        store.request_cancel(run_id, reason)
+    finally:
+        store.dispose()
+    click.echo(f"run {printable(run_id)}: cancel requested")
+
+
 def _ledger_key(url: sa.URL) -> tuple[object, ...]:
     """What names the database a URL opens, driver and credentials aside: a SQLite file by its real path,
     a server database by backend, host, port (the backend's default when left out) and name."""

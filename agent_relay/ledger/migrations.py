@@ -17,7 +17,8 @@ and ``ON DELETE CASCADE`` on the foreign keys to runs (on SQLite, which cannot a
 ``tool_calls`` is rebuilt with every row), so deleting a run deletes its calls and their attempts.
 Version 5: keyed idempotency keys — the ledger's key secret (``agent_relay_key_secrets``, one made by the
 step) and each run's ``key_version`` / ``key_id``; runs recorded before keep key version 1 (their column
-is NULL), so they replay, fork and resume unchanged.
+is NULL), so they replay, fork and resume unchanged. Version 6: cancelling a run from outside — each
+run's ``cancel_requested_at`` and ``cancel_reason``.
 
 The trigger and views (``derived``) are not steps: every upgrade drops them before its steps change the
 tables, and its last step makes the current ones. To add a version: bump ``SCHEMA_VERSION``, write the
@@ -37,6 +38,7 @@ from .secrets import ensure_secret
 
 # Columns each version added, by table: the DDL of a step, and what a test drops to build the old schema.
 ADDED_COLUMNS: dict[int, list[tuple[sa.Table, str]]] = {
+    6: [(agent_runs, "cancel_requested_at"), (agent_runs, "cancel_reason")],
     5: [(agent_runs, "key_version"), (agent_runs, "key_id")],
     4: [],
     3: [],
@@ -183,5 +185,6 @@ STEPS: dict[int, Callable[[Connection], None]] = {
     3: _exact_values,
     4: _attempts_and_cascade,
     5: _keyed_keys,
+    6: _add_columns(6),
 }
 """``STEPS[v]`` upgrades a ledger from version ``v - 1`` to ``v``."""

@@ -18,7 +18,7 @@ from sqlalchemy.ext.compiler import compiles
 
 from ..states import Origin, RunMode
 
-SCHEMA_VERSION = 5  # see migrations.py for what each version added
+SCHEMA_VERSION = 6  # see migrations.py for what each version added
 
 metadata = sa.MetaData()
 
@@ -120,6 +120,9 @@ agent_runs = sa.Table(
     # the fingerprint of the secret of a keyed (version 2) run
     sa.Column("key_version", sa.Integer, nullable=True),
     sa.Column("key_id", sa.String(16), nullable=True),
+    # a cancel asked from outside (runtime.cancel): when, and why; its next call is refused
+    sa.Column("cancel_requested_at", _TS, nullable=True),
+    sa.Column("cancel_reason", sa.Text, nullable=True),
     sa.Index("ix_agent_runs_started_at", "started_at"),
     sa.Index("ix_agent_runs_name_started_at", "name", "started_at"),
     sa.Index("ix_agent_runs_status", "status"),

@@ -17,8 +17,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, Row
 
-from ..errors import LedgerError, SchemaVersionError
-from ..states import CallStatus, Origin, Phase
+from ..errors import LedgerError, SchemaVersionError, SessionStateError, UnknownRunError
+from ..states import CallStatus, Origin, Phase, RunStatus
 from . import derived, migrations, retention, secrets
 from .checkpoint import Checkpointer
 from .connection import Database, LedgerOptions
@@ -182,6 +182,36 @@ class LedgerStore:
     def finish_run(self, run_id: str, **values: Any) -> None:
         with self.db.guard("record the end of the run", run_id=run_id), self.db.write_engine.begin() as conn:
             conn.execute(agent_runs.update().where(agent_runs.c.run_id == run_id).values(**values))
+
+    def request_cancel(self, run_id: str, reason: str | None) -> None:
+        """Ask run ``run_id`` to stop (the first request's time and reason are kept). ``UnknownRunError``;
+        ``SessionStateError`` unless it is running or stopped in doubt."""
+        r = agent_runs.c
+        cancellable = (RunStatus.RUNNING, RunStatus.IN_DOUBT)
+        stmt = (
+            agent_runs.update()
+            .where(r.run_id == run_id, r.status.in_(cancellable), r.cancel_requested_at.is_(None))
+            .values(cancel_requested_at=dt.datetime.now(dt.UTC), cancel_reason=reason)
+        )
+        guard = self.db.guard("record the cancel of the run", run_id=run_id)
+        with guard, self.db.write_engine.begin() as conn:
+            if conn.execute(stmt).rowcount:
+                return
+            status = conn.execute(sa.select(r.status).where(r.run_id == run_id)).scalar()
+        if status is None:
+            raise UnknownRunError(run_id, self.database)
+        if status not in cancellable:
+            raise SessionStateError(
+                f"run {run_id} is {status}; only a running or stopped run can be cancelled."
+            )
+
+    def cancel_requested(self, run_id: str) -> tuple[bool, str | None]:
+        """Whether run ``run_id`` was asked to stop, and why."""
+        r = agent_runs.c
+        stmt = sa.select(r.cancel_requested_at, r.cancel_reason).where(r.run_id == run_id)
+        with self.reading("read whether the run was cancelled", run_id) as conn:
+            row = conn.execute(stmt).first()
+        return (row is not None and row.cancel_requested_at is not None), (row.cancel_reason if row else None)
 
     def get_run(self, run_id: str) -> Row[Any] | None:
         with self.reading("read a run", run_id) as conn:

@@ -124,9 +124,7 @@ def test_spans_show_the_whole_key_a_short_one_or_none_and_the_ledger_keeps_it_wh
     seen = {}
     for form in ("full", "short", "none"):
         exporter = InMemorySpanExporter()
-        runtime = AgentRuntime(
-            f"sqlite:///{tmp_path}/ledger.db", span_exporters=[exporter], span_key=form
-        )
+        runtime = AgentRuntime(f"sqlite:///{tmp_path}/ledger.db", span_exporters=[exporter], span_key=form)
 
         @tool(runtime)
         def lookup(sku: str) -> str:
@@ -194,23 +192,26 @@ def test_a_secret_given_from_outside_keys_alike_in_two_ledgers_and_a_missing_one
     runtime = AgentRuntime(f"sqlite:///{tmp_path}/b.db")
 
     @tool(runtime)
-    def charge(order: str) -> str:  # noqa: F811
+    def charge(order: str) -> str:
         return order
 
     runs_before = _count(runtime, agent_runs)
-    with pytest.raises(ConfigurationError, match=r"AgentRuntime\(key_secret=\[current, old\]\)"):
-        with runtime.agent_session(name="pay", replay=True, replay_run_id=session.run_id):
-            charge("o-1")
+    with (
+        pytest.raises(ConfigurationError, match=r"AgentRuntime\(key_secret=\[current, old\]\)"),
+        runtime.agent_session(name="pay", replay=True, replay_run_id=session.run_id),
+    ):
+        charge("o-1")
     assert _count(runtime, agent_runs) == runs_before
     runtime.shutdown()
 
     # given the old secret after a new one, it replays
     runtime = AgentRuntime(
-        f"sqlite:///{tmp_path}/b.db", key_secret=["a-newer-secret-0000000002", "shared-secret-of-the-fleet-0001"]
+        f"sqlite:///{tmp_path}/b.db",
+        key_secret=["a-newer-secret-0000000002", "shared-secret-of-the-fleet-0001"],
     )
 
     @tool(runtime)
-    def charge(order: str) -> str:  # noqa: F811
+    def charge(order: str) -> str:
         raise AssertionError("a replay runs no tool body")
 
     with runtime.agent_session(name="pay", replay=True, replay_run_id=session.run_id):
@@ -223,9 +224,7 @@ def _count(runtime: AgentRuntime, table: sa.Table) -> int:
         return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
 
 
-@pytest.mark.parametrize(
-    "secret", ["short", b"", 12345, ["ok-ok-ok-ok-ok-ok-ok", "short"], []], ids=repr
-)
+@pytest.mark.parametrize("secret", ["short", b"", 12345, ["ok-ok-ok-ok-ok-ok-ok", "short"], []], ids=repr)
 def test_a_bad_secret_is_refused_before_the_ledger_is_created(tmp_path: Path, secret: Any) -> None:
     with pytest.raises(ConfigurationError, match="key_secret"):
         AgentRuntime(f"sqlite:///{tmp_path}/ledger.db", key_secret=secret)
@@ -253,7 +252,7 @@ def test_after_a_rotation_new_runs_use_the_new_secret_and_old_runs_replay_with_t
     ran = []
 
     @tool(runtime)
-    def charge(order: str) -> str:  # noqa: F811
+    def charge(order: str) -> str:
         ran.append(order)
         return order
 

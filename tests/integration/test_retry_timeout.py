@@ -124,9 +124,11 @@ def test_a_sync_call_that_times_out_is_in_doubt_until_settled(runtime: AgentRunt
         return "w-1"
 
     try:
-        with pytest.raises(CallInDoubtError, match="timed out after 0.05 s") as caught:
-            with runtime.agent_session(name="pay") as session:
-                wire(10)
+        with (
+            pytest.raises(CallInDoubtError, match=r"timed out after 0\.05 s") as caught,
+            runtime.agent_session(name="pay") as session,
+        ):
+            wire(10)
         assert isinstance(caught.value.__cause__, ToolTimeoutError)
         assert run_row(runtime, session.run_id)["status"] == "in_doubt"  # stopped, not unwound
         [row] = calls_of(runtime, session.run_id)
@@ -136,9 +138,11 @@ def test_a_sync_call_that_times_out_is_in_doubt_until_settled(runtime: AgentRunt
             "agent_relay.errors.ToolTimeoutError",
         )
         # resumed, it is still in doubt: nothing runs it again until a person says what happened
-        with pytest.raises(CallInDoubtError, match="timed out before its outcome was known"):
-            with runtime.agent_session(name="pay", resume_run_id=session.run_id):
-                wire(10)
+        with (
+            pytest.raises(CallInDoubtError, match="timed out before its outcome was known"),
+            runtime.agent_session(name="pay", resume_run_id=session.run_id),
+        ):
+            wire(10)
         assert started == ["wire"]
         runtime.settle_call(row["call_id"], "succeeded", output="w-1")
         with runtime.agent_session(name="pay", resume_run_id=session.run_id):

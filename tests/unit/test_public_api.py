@@ -15,8 +15,8 @@ EXPECTED = {
     "CallInDoubtError", "CallInProgressError", "CallInfo", "CompensationFailure", "ConfigurationError",
     "DuplicateToolError", "EncodingError", "IdempotencyKeyReuseError", "LedgerError", "LedgerOptions",
     "LedgerReader", "LedgerSpanProcessor", "ModelPrice", "OutputEncodingError", "ReplayDivergenceError",
-    "ReplayedError", "Retry", "RuntimeClosedError", "SchemaVersionError", "SessionStateError",
-    "ToolTimeoutError", "UnknownRunError",
+    "ReplayedError", "Retry", "RunCancelledError", "RuntimeClosedError", "SchemaVersionError",
+    "SessionStateError", "ToolTimeoutError", "UnknownRunError",
     "UnknownToolError", "UnpricedUsageError", "UnpricedUsageWarning", "UnrecordedCallWarning",
     "__version__", "current_call", "instrument", "tool", "uninstrument",
 }  # fmt: skip
