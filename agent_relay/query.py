@@ -71,6 +71,8 @@ class Run:
     ended_at: dt.datetime | None
     key_version: int | None = None  # how its idempotency keys were made (None: version 1)
     key_id: str | None = None  # the fingerprint of the secret of a keyed (version 2) run
+    cancel_requested_at: dt.datetime | None = None  # when runtime.cancel asked it to stop
+    cancel_reason: str | None = None
     calls: int | None = None
 
 

@@ -30,27 +30,23 @@ except ImportError:  # pragma: no cover - depends on the environment
 _GROUP_RUNS = 500  # runs per row group
 _GROUP_CALLS = 50_000  # ... or fewer, when their calls are this many
 _MONEY = pa.decimal128(38, 10)
-_TIME = pa.timestamp("us", tz="UTC")
 _JSON_FIELDS = {"input_payload", "output", "arguments"}
-_TYPES: dict[str, pa.DataType] = {
-    "fork_after": pa.int32(),
-    "key_version": pa.int32(),
-    "seq": pa.int32(),
-    "attempts": pa.int32(),
-    "budget_limit_usd": _MONEY,
-    "cost_usd": _MONEY,
-    "cost_unknown": pa.bool_(),
-    "input_tokens": pa.int64(),
-    "output_tokens": pa.int64(),
-    "started_at": _TIME,
-    "ended_at": _TIME,
-}
+# by the field's annotation (a string: the dataclasses' module defers them), so new fields follow
+_BY_ANNOTATION = (("datetime", pa.timestamp("us", tz="UTC")), ("Decimal", _MONEY), ("bool", pa.bool_()))
+
+
+def _arrow_type(field: dataclasses.Field[Any]) -> pa.DataType:
+    annotation = str(field.type)
+    if field.name in _JSON_FIELDS:
+        return pa.string()  # the value's JSON text
+    for word, kind in _BY_ANNOTATION:
+        if word in annotation:
+            return kind
+    return pa.int64() if annotation.startswith("int") else pa.string()
 
 
 def _fields(kind: type, skip: str) -> list[pa.Field]:
-    return [
-        pa.field(f.name, _TYPES.get(f.name, pa.string())) for f in dataclasses.fields(kind) if f.name != skip
-    ]
+    return [pa.field(f.name, _arrow_type(f)) for f in dataclasses.fields(kind) if f.name != skip]
 
 
 _CALL = pa.struct(_fields(Call, "history"))

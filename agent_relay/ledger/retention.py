@@ -1,17 +1,18 @@
 """Retention: delete old runs with their calls and attempts, in batches.
 
-Each batch is its own short transaction (a few hundred runs: the foreign keys cascade to their calls and
-attempts), so processes recording calls meanwhile wait at most one batch for the write lock on SQLite,
-and on PostgreSQL not at all (they write other rows). A run still running, or waiting for a person
-(``in_doubt``, ``compensation_failed``), is never deleted, whatever its age: the status is checked again
-by the ``DELETE`` itself, so a run resumed meanwhile stays.
+Each batch is its own short transaction (at most a few hundred runs, and a few thousand calls: the
+foreign keys cascade to their calls and attempts), so processes recording calls meanwhile wait at most
+one batch for the write lock on SQLite, and on PostgreSQL not at all (they write other rows). A run still
+running, or waiting for a person (``in_doubt``, ``compensation_failed``), is never deleted, whatever its
+age: the status is checked again by the ``DELETE`` itself, so a run resumed meanwhile stays.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -77,16 +78,19 @@ def prune(
     statuses: Iterable[str] | None = None,
     dry_run: bool = False,
     batch: int = 200,
+    max_calls: int = 5_000,
     progress: Callable[[int], None] | None = None,
 ) -> Pruned:
     """Delete the runs that started before ``older_than`` (ago), of ``statuses`` (default: every status
-    but running, in doubt and compensation failed), with their calls and attempts, ``batch`` runs per
-    transaction; ``progress`` is told how many runs each batch deleted. ``dry_run``: count, delete none.
-    Bad arguments raise ``ValueError``/``TypeError`` before anything is read."""
+    but running, in doubt and compensation failed), with their calls and attempts: per transaction at most
+    ``batch`` runs, and no more runs than keep their calls within ``max_calls`` (but at least one run);
+    ``progress`` is told how many runs each batch deleted. ``dry_run``: count, delete none. Bad arguments
+    raise ``ValueError``/``TypeError`` before anything is read."""
     before = cutoff(older_than)
     chosen = check_statuses(statuses)
-    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
-        raise ValueError(f"batch must be a positive int, not {batch!r}")
+    for name, value in (("batch", batch), ("max_calls", max_calls)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive int, not {value!r}")
     r = agent_runs.c
     matching = sa.and_(r.started_at < before, r.status.in_(chosen))
     if dry_run:
@@ -96,11 +100,13 @@ def prune(
             return Pruned(
                 conn.execute(runs).scalar_one(), conn.execute(their_calls).scalar_one(), before, True
             )
-    pick = sa.select(r.run_id).where(matching).order_by(r.started_at, r.run_id).limit(batch)
+    their = sa.select(sa.func.count()).where(tool_calls.c.run_id == r.run_id).scalar_subquery()
+    pick = sa.select(r.run_id, their).where(matching).order_by(r.started_at, r.run_id).limit(batch)
     total_runs = total_calls = 0
     while True:
         with db.guard("prune old runs"), db.write_engine.begin() as conn:
-            ids = list(conn.execute(pick).scalars())
+            picked = conn.execute(pick).all()
+            ids = _within(picked, max_calls)
             if not ids:
                 break
             among = sa.and_(r.run_id.in_(ids), matching)  # (a run resumed since it was picked stays)
@@ -111,6 +117,19 @@ def prune(
         total_calls += calls
         if progress is not None:
             progress(deleted)
-        if len(ids) < batch:
+        if len(picked) < batch and len(ids) == len(picked):
             break
     return Pruned(total_runs, total_calls, before, False)
+
+
+def _within(picked: Sequence[Any], max_calls: int) -> list[str]:
+    """The first picked runs (run id, number of calls) whose calls add up to at most ``max_calls``; at
+    least one, however many calls it has."""
+    ids: list[str] = []
+    calls = 0
+    for run_id, count in picked:
+        if ids and calls + count > max_calls:
+            break
+        ids.append(run_id)
+        calls += count
+    return ids

@@ -246,6 +246,8 @@ def test_export_many_runs_as_json_lines(runtime: AgentRuntime) -> None:
 def test_export_many_runs_as_parquet(runtime: AgentRuntime, tmp_path: Path) -> None:
     pq = pytest.importorskip("pyarrow.parquet")
     ids = _exported(runtime)
+    with runtime.ledger.engine.begin() as conn:  # every column of a run goes out typed, this one too
+        conn.execute(agent_runs.update().where(agent_runs.c.run_id == ids[2]).values(cancel_requested_at=OLD))
     url = runtime.ledger.db.url.render_as_string(hide_password=False)
     out = tmp_path / "runs.parquet"
     done = _cli(url, "export", "--format", "parquet", "--output", str(out))
@@ -257,6 +259,7 @@ def test_export_many_runs_as_parquet(runtime: AgentRuntime, tmp_path: Path) -> N
         "quote", Decimal("0.1"), 2**70,
     )  # fmt: skip
     assert rows[2]["started_at"].tzinfo is not None and rows[2]["cost_usd"] == Decimal("0.1")
+    assert rows[2]["cancel_requested_at"] == OLD and rows[1]["calls"]
     assert _cli(url, "export", "--format", "parquet").returncode == 2  # a file is needed
 
 
@@ -297,3 +300,26 @@ def test_runs_filters_from_the_command_line(runtime: AgentRuntime) -> None:
     assert listed("--mode", "replay") == [replay.run_id]
     assert listed("--mode", "live", "--since", "7d") == [ids[2]]
     assert listed("--parent", ids[2]) == []
+
+
+@pytest.mark.parametrize(("max_calls", "batches"), [(3, [1, 1, 1, 1, 1]), (4, [2, 2, 1]), (100, [3, 2])])
+def test_a_prune_batch_holds_few_runs_and_few_calls(
+    runtime: AgentRuntime, max_calls: int, batches: list[int]
+) -> None:
+    """Each transaction deletes at most ``batch`` runs whose calls add up to at most ``max_calls``."""
+    with runtime.ledger.engine.begin() as conn:
+        conn.execute(
+            agent_runs.insert(),
+            [{"run_id": f"r{i}", "name": "old", "status": "failed", "mode": "live", "started_at": OLD}
+             for i in range(5)],
+        )  # fmt: skip
+        conn.execute(
+            tool_calls.insert(),
+            [{"call_id": f"c{i}{j}", "run_id": f"r{i}", "seq": j, "tool_name": "t", "phase": "forward",
+              "idempotency_key": f"k{j}", "status": "failed", "attempts": 1, "started_at": OLD}
+             for i in range(5) for j in range(2)],
+        )  # fmt: skip
+    seen: list[int] = []
+    pruned = runtime.ledger.prune(dt.timedelta(days=1), batch=3, max_calls=max_calls, progress=seen.append)
+    assert seen == batches and (pruned.runs, pruned.calls) == (5, 10)
+    assert _counts(runtime) == (0, 0, 0)
