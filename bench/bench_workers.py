@@ -15,7 +15,9 @@ a private database and drops it at the end. It writes ``bench/RESULTS_WORKERS.md
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import contextvars
 import datetime as dt
 import json
 import os
@@ -23,16 +25,20 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import IO
 
+import pgbench_floor  # same directory
 import sqlalchemy as sa
 from bench_overhead import machine_info as base_machine_info  # same directory: one machine block
+
+from agent_relay.states import Durability
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS_WORKERS.md"
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -46,41 +52,123 @@ class BenchError(RuntimeError):
     """A worker failed, or the ledger does not hold what the run should have recorded."""
 
 
+@dataclass(frozen=True)
+class Shape:
+    """What each worker process does: its calls' durability, and on how many threads (sync calls) or as
+    how many async calls gathered at a time (``gather`` > 0)."""
+
+    durability: str = "strict"
+    threads: int = 1
+    gather: int = 0
+
+    def args(self) -> list[str]:
+        return [self.durability, str(self.threads), str(self.gather)]
+
+    @property
+    def label(self) -> str:
+        if self.gather:
+            return f"async, gather {self.gather}"
+        return f"{self.threads} thread{'s' if self.threads > 1 else ''}"
+
+
+FLOOR_COUNTS = (1, 4)  # worker processes (and pgbench clients) of the floor comparison
+FLOOR_TARGET = 0.5  # issue 18: at least half of pgbench's calls/s
+DURABILITIES = ("strict", "outcome")
+IN_PROCESS = (Shape(threads=1), Shape(threads=8), Shape(gather=100))
+SECTIONS = ("workers", "floor", "threads")
+
+
 # --- the worker process -----------------------------------------------------------------------------------
 
 
-def worker_main(url: str, worker: int, calls: int, warmup: int) -> None:
-    """One worker: warm up, print ``ready``, wait for ``go`` on stdin, time ``calls`` live calls.
+def worker_main(url: str, worker: int, calls: int, warmup: int, shape: Shape) -> None:
+    """One worker: warm up, print ``ready``, wait for ``go`` on stdin, time ``calls`` live calls (on
+    ``shape.threads`` threads, or ``shape.gather`` async calls gathered at a time).
 
     Prints one JSON line: run id, wall-clock start and end of the timed loop (``time.time()``, comparable
     between processes) and the per-call latencies in nanoseconds.
     """
     from agent_relay import AgentRuntime, tool
 
-    runtime = AgentRuntime(url)
+    runtime = AgentRuntime(url, durability=shape.durability)
 
     @tool(runtime, name="send")
     def send(i: int, worker: int) -> str:
         return f"ok-{i}"
 
+    @tool(runtime, name="send_async")
+    async def send_async(i: int, worker: int) -> str:
+        await asyncio.sleep(0)  # an async tool awaits something: the gathered calls overlap there
+        return f"ok-{i}"
+
+    def timed(i: int, latencies: list[int]) -> None:
+        t0 = time.perf_counter_ns()
+        out = send(i, worker)
+        latencies.append(time.perf_counter_ns() - t0)
+        if out != f"ok-{i}":
+            raise SystemExit(f"worker {worker}: send({i}) returned {out!r}")
+
+    async def timed_async(i: int, latencies: list[int]) -> None:
+        t0 = time.perf_counter_ns()
+        out = await send_async(i, worker)
+        latencies.append(time.perf_counter_ns() - t0)
+        if out != f"ok-{i}":
+            raise SystemExit(f"worker {worker}: send_async({i}) returned {out!r}")
+
+    async def gathered(latencies: list[int]) -> None:
+        async with runtime.agent_session(name="bench") as session:
+            for first in range(calls, calls + warmup, shape.gather):  # distinct from the timed arguments
+                await asyncio.gather(
+                    *(send_async(i, worker) for i in range(first, min(first + shape.gather, calls + warmup)))
+                )
+            print("ready", flush=True)
+            if sys.stdin.readline().strip() != "go":
+                raise SystemExit("worker: no start signal on stdin")
+            times.append(time.time())
+            for first in range(0, calls, shape.gather):
+                await asyncio.gather(
+                    *(timed_async(i, latencies) for i in range(first, min(first + shape.gather, calls)))
+                )
+            times.append(time.time())
+        run_ids.append(session.run_id)
+
     latencies: list[int] = []
-    with runtime.agent_session(name="bench") as session:
-        for i in range(calls, calls + warmup):  # distinct from the timed arguments
-            send(i, worker)
-        print("ready", flush=True)
-        if sys.stdin.readline().strip() != "go":
-            raise SystemExit("worker: no start signal on stdin")
-        start = time.time()
-        for i in range(calls):
-            t0 = time.perf_counter_ns()
-            out = send(i, worker)
-            latencies.append(time.perf_counter_ns() - t0)
-            if out != f"ok-{i}":
-                raise SystemExit(f"worker {worker}: send({i}) returned {out!r}")
-        end = time.time()
+    times: list[float] = []
+    run_ids: list[str] = []
+    if shape.gather:
+        asyncio.run(gathered(latencies))
+    else:
+        with runtime.agent_session(name="bench") as session:
+            for i in range(calls, calls + warmup):  # distinct from the timed arguments
+                send(i, worker)
+            # each thread its share of the calls, in the session's context (a new thread starts without it)
+            shares = [range(t, calls, shape.threads) for t in range(shape.threads)]
+            threads = [
+                threading.Thread(target=contextvars.copy_context().run, args=(_loop, share, timed, latencies))
+                for share in shares
+            ]
+            print("ready", flush=True)
+            if sys.stdin.readline().strip() != "go":
+                raise SystemExit("worker: no start signal on stdin")
+            times.append(time.time())
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            times.append(time.time())
+        run_ids.append(session.run_id)
     runtime.shutdown()
-    result = {"run_id": session.run_id, "start": start, "end": end, "latencies_ns": latencies}
+    if len(latencies) != calls:
+        raise SystemExit(f"worker {worker}: {len(latencies)} of {calls} calls returned")
+    result = {"run_id": run_ids[0], "start": times[0], "end": times[1], "latencies_ns": latencies}
     print(json.dumps(result), flush=True)
+
+
+def _loop(share: range, timed: Callable[[int, list[int]], None], latencies: list[int]) -> None:
+    mine: list[int] = []
+    for i in share:
+        timed(i, mine)
+    latencies.extend(mine)
 
 
 # --- one run: W workers on one ledger ---------------------------------------------------------------------
@@ -124,10 +212,10 @@ class Worker:
         return self.stderr.read().strip()[-4000:] or "(no stderr)"
 
 
-def _spawn(url: str, worker: int, calls: int, warmup: int, stderr: IO[str]) -> Worker:
+def _spawn(url: str, worker: int, calls: int, warmup: int, shape: Shape, stderr: IO[str]) -> Worker:
     command = [sys.executable, str(Path(__file__).resolve()), WORKER_FLAG, url, str(worker)]
     proc = subprocess.Popen(
-        [*command, str(calls), str(warmup)],
+        [*command, str(calls), str(warmup), *shape.args()],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=stderr,
@@ -186,8 +274,10 @@ def _collect(workers: Sequence[Worker]) -> tuple[list[WorkerResult], float | Non
     return results, _busy_share(cpu_before, _cpu_times())
 
 
-def run_workers(url: str, count: int, calls: int, warmup: int) -> tuple[list[WorkerResult], float | None]:
-    """Start ``count`` workers on the ledger at ``url`` and release them together.
+def run_workers(
+    url: str, count: int, calls: int, warmup: int, shape: Shape = Shape()
+) -> tuple[list[WorkerResult], float | None]:
+    """Start ``count`` workers of ``shape`` on the ledger at ``url`` and release them together.
 
     Returns their results and the share of the machine's CPU time that was busy from the start signal
     until the last worker exited (None off Linux).
@@ -197,7 +287,7 @@ def run_workers(url: str, count: int, calls: int, warmup: int) -> tuple[list[Wor
         try:
             for index in range(count):
                 stderr = open(Path(errdir) / f"worker-{index}.txt", "w+", encoding="utf-8")  # noqa: SIM115
-                workers.append(_spawn(url, index, calls, warmup, stderr))
+                workers.append(_spawn(url, index, calls, warmup, shape, stderr))
             return _collect(workers)
         finally:
             for worker in workers:
@@ -297,6 +387,69 @@ def measure(
             engine.dispose()
 
 
+@dataclass(frozen=True)
+class FloorRun:
+    """AgentRelay's W workers and pgbench's W clients, one after the other on the same ledger."""
+
+    durability: str
+    workers: int
+    agent_relay: float  # calls/s
+    pgbench: float  # calls/s: its transactions, each one call's statements
+
+    @property
+    def ratio(self) -> float:
+        return self.agent_relay / self.pgbench
+
+
+def measure_floor(
+    pg_url: str, calls: int, warmup: int, repeats: int, counts: Sequence[int], seconds: float
+) -> list[FloorRun]:
+    """For each durability and W: W worker processes, then pgbench with W clients and the same statements
+    (``pgbench_floor``), back to back so both see the same machine; repeats outermost."""
+    engine = sa.create_engine(pg_url)
+    try:
+        create_ledger(pg_url)
+        bench_run = pgbench_floor.create_run(pg_url)
+        runs: list[FloorRun] = []
+        for repeat in range(repeats):
+            for durability in DURABILITIES:
+                for count in counts:
+                    results, cpu_busy = run_workers(pg_url, count, calls, warmup, Shape(durability))
+                    verify_run(engine, results, calls, warmup)
+                    ours = summarise("PostgreSQL", results, calls, cpu_busy)
+                    floor = pgbench_floor.run_pgbench(
+                        pg_url, bench_run, Durability(durability), count, seconds
+                    )
+                    run = FloorRun(durability, count, ours.calls_per_s, floor)
+                    print(
+                        f"repeat {repeat + 1}/{repeats} {durability:<7} W={count}: {run.agent_relay:7.0f} "
+                        f"calls/s, pgbench {run.pgbench:7.0f}/s, ratio {run.ratio:.2f}",
+                        file=sys.stderr,
+                    )
+                    runs.append(run)
+        return runs
+    finally:
+        engine.dispose()
+
+
+def measure_in_process(pg_url: str, calls: int, warmup: int, repeats: int) -> list[tuple[Shape, RunResult]]:
+    """One worker process on PostgreSQL calling from 1 and 8 threads, and as gathered async calls."""
+    engine = sa.create_engine(pg_url)
+    try:
+        create_ledger(pg_url)
+        runs: list[tuple[Shape, RunResult]] = []
+        for repeat in range(repeats):
+            for shape in IN_PROCESS:
+                results, cpu_busy = run_workers(pg_url, 1, calls, warmup, shape)
+                verify_run(engine, results, calls, warmup)
+                run = summarise("PostgreSQL", results, calls, cpu_busy)
+                print(f"repeat {repeat + 1}/{repeats} {shape.label:<16} {progress(run)}", file=sys.stderr)
+                runs.append((shape, run))
+        return runs
+    finally:
+        engine.dispose()
+
+
 def _percent(share: float | None) -> str:
     return "n/a" if share is None else f"{100 * share:.0f}%"
 
@@ -333,6 +486,44 @@ def results_table(runs: Sequence[RunResult], counts: Sequence[int]) -> str:
                 f"| {backend} | {count} | {median_rate:.0f} | {median_rate / base:.2f} "
                 f"| {min(rate):.0f}..{max(rate):.0f} | {latency:.0f} | {p99:.0f} | {busy} |"
             )
+    return "\n".join(lines)
+
+
+def floor_table(runs: Sequence[FloorRun], counts: Sequence[int]) -> str:
+    lines = [
+        "| Durability | Workers | AgentRelay calls/s | pgbench calls/s | ratio | min..max ratio | target |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for durability in DURABILITIES:
+        for count in counts:
+            mine = [r for r in runs if r.durability == durability and r.workers == count]
+            ratios = [r.ratio for r in mine]
+            lines.append(
+                f"| {durability} | {count} | {statistics.median(r.agent_relay for r in mine):.0f} "
+                f"| {statistics.median(r.pgbench for r in mine):.0f} | {statistics.median(ratios):.2f} "
+                f"| {min(ratios):.2f}..{max(ratios):.2f} | {FLOOR_TARGET:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+def in_process_table(runs: Sequence[tuple[Shape, RunResult]]) -> str:
+    lines = [
+        "| In one process | calls/s (median) | x 1 thread | min..max calls/s | µs per call | p99 µs per call "
+        "| CPU busy |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    base = statistics.median(run.calls_per_s for shape, run in runs if shape == IN_PROCESS[0])
+    for wanted in IN_PROCESS:
+        mine = [run for shape, run in runs if shape == wanted]
+        rate = [r.calls_per_s for r in mine]
+        median_rate = statistics.median(rate)
+        lines.append(
+            f"| {wanted.label} | {median_rate:.0f} | {median_rate / base:.2f} "
+            f"| {min(rate):.0f}..{max(rate):.0f} "
+            f"| {statistics.median(r.mean_latency_us for r in mine):.0f} "
+            f"| {statistics.median(r.p99_latency_us for r in mine):.0f} "
+            f"| {_percent(_median_share([r.cpu_busy for r in mine]))} |"
+        )
     return "\n".join(lines)
 
 
@@ -373,6 +564,9 @@ def machine_info(load_before: str, pg: list[tuple[str, str]]) -> list[tuple[str,
 def reproduce_command(args: argparse.Namespace) -> str:
     command = "python bench/bench_workers.py"
     command += f" --calls-per-worker {args.calls_per_worker} --repeats {args.repeats}"
+    command += f" --in-process-calls {args.in_process_calls} --pgbench-seconds {args.pgbench_seconds:g}"
+    if args.sections != SECTIONS:
+        command += f" --sections {','.join(args.sections)}"
     if args.out.resolve() != DEFAULT_OUT:
         command += f" --out {args.out}"
     if args.pg_url != DEFAULT_PG_URL:
@@ -380,21 +574,16 @@ def reproduce_command(args: argparse.Namespace) -> str:
     return command
 
 
-def render_report(
-    args: argparse.Namespace, warmup: int, table: str, runs: Sequence[RunResult], machine: str
-) -> str:
-    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+def workers_section(args: argparse.Namespace, warmup: int, runs: Sequence[RunResult]) -> str:
     spread = max(r.start_spread_ms for r in runs)
     load = [r.load_1min for r in runs]
     rows = args.repeats * sum(WORKER_COUNTS) * (args.calls_per_worker + warmup)
-    return f"""# agent_relay worker-process benchmark
-
-Generated {when} by `bench/bench_workers.py`. W worker processes share one ledger; each has its
+    return f"""W worker processes share one ledger; each has its
 own `AgentRuntime(url)` and one `agent_session`, and makes {args.calls_per_worker} timed live calls of a
 `@tool` (`send(i, worker)`, distinct arguments: a committed claim and a committed completion each)
 after {warmup} untimed warm-up calls. Figures are medians over {args.repeats} repeats.
 
-{table}
+{results_table(runs, WORKER_COUNTS)}
 
 - **calls/s**: all timed calls of the run / (last worker's end - first worker's start). Workers warm
   up, report ready and wait for one start signal, so process start-up, imports, session entry and
@@ -410,40 +599,100 @@ after {warmup} untimed warm-up calls. Figures are medians over {args.repeats} re
 - **SQLite**: a file in a temporary directory with the library's defaults (WAL, `synchronous=NORMAL`,
   writes in `BEGIN IMMEDIATE`, 10 s busy timeout). SQLite has one writer at a time, so more processes
   queue on its write lock: flat or lower throughput is what it does, not a fault of the run.
-- **PostgreSQL**: a private database created on the server below and dropped afterwards; the
-  ledger's default engine options (`pool_pre_ping=True`). Each commit waits for the server's WAL
-  flush (settings below).
+- **PostgreSQL**: a private database created on the server below and dropped afterwards, with the
+  ledger's default options: the calls' statements go through psycopg directly (`ledger/pg_calls.py`,
+  one autocommitted statement per commit, no ping), on a pool of its own. Each commit waits for the
+  server's WAL flush (settings below).
 
 Each backend keeps one ledger for all its runs: the schema is created once before any worker starts,
 and runs add up to {rows} rows by the end. After every run the script checks that each worker exited
 0 and that the ledger holds, for each of the run's W sessions, exactly {args.calls_per_worker + warmup}
 `tool_calls` rows, all `succeeded`, and a `succeeded` run; otherwise it fails with the worker's stderr.
-
-## Machine
-
-{machine}
-
-## Reproduce
-
-From the repository root, with a PostgreSQL server reachable at `--pg-url`:
-
-```
-{reproduce_command(args)}
-```
 """
+
+
+def floor_section(args: argparse.Namespace, runs: Sequence[FloorRun]) -> str:
+    return f"""## PostgreSQL against pgbench
+
+The floor: pgbench ({pgbench_floor.version()}) on the same server and ledger, W clients for
+{args.pgbench_seconds:g} s, each "transaction" one call's statements as AgentRelay sends them (their
+text taken from `agent_relay/ledger/pg_calls.py`, prepared, every value a text parameter): for `strict`
+the claim (`INSERT ... ON CONFLICT ... RETURNING`) and the outcome (`UPDATE` to succeeded), each
+autocommitted; for `outcome` one `INSERT` of the finished row. Each pgbench run follows AgentRelay's
+run of the same W and durability ({args.calls_per_worker} timed calls per worker process, checked as
+above), so both see the same machine.
+
+{floor_table(runs, FLOOR_COUNTS)}
+
+- **ratio**: AgentRelay's calls/s over pgbench's in the same repeat; the median over {args.repeats}
+  repeats, and its range. **target**: issue 18's, at least half the floor.
+- What the ratio leaves out is the client's own cost per call: the tool wrapper, its span, the
+  record and psycopg, on the same 2 CPUs as the server.
+"""
+
+
+def in_process_section(args: argparse.Namespace, runs: Sequence[tuple[Shape, RunResult]]) -> str:
+    return f"""## Threads and async calls in one process (PostgreSQL)
+
+One worker process, one `agent_session`, {args.in_process_calls} timed `strict` calls: from 1 thread,
+from 8 threads (each its share, in the session's context), and as async calls of an `async def` tool,
+gathered 100 at a time (`asyncio.gather`: their claims share a commit, and their outcomes another).
+
+{in_process_table(runs)}
+
+- **x 1 thread**: calls/s over the one-thread calls/s of the same repeats; the target of issue 18 is
+  3x for 8 threads. Each thread's calls take their own pooled connection, so their round trips
+  overlap; the Python work of a call holds the GIL.
+"""
+
+
+def render_report(
+    args: argparse.Namespace,
+    warmup: int,
+    machine: str,
+    workers: Sequence[RunResult],
+    floor: Sequence[FloorRun],
+    in_process: Sequence[tuple[Shape, RunResult]],
+) -> str:
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    sections = [f"# agent_relay worker-process benchmark\n\nGenerated {when} by `bench/bench_workers.py`."]
+    if workers:
+        sections[0] += " " + workers_section(args, warmup, workers)
+    if floor:
+        sections.append(floor_section(args, floor))
+    if in_process:
+        sections.append(in_process_section(args, in_process))
+    sections.append(f"## Machine\n\n{machine}\n")
+    sections.append(
+        "## Reproduce\n\nFrom the repository root, with a PostgreSQL server reachable at `--pg-url` and "
+        f"`pgbench` installed:\n\n```\n{reproduce_command(args)}\n```\n"
+    )
+    return "\n".join(sections)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--calls-per-worker", type=int, default=500, help="timed calls per worker (500)")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of every case (3)")
+    parser.add_argument(
+        "--in-process-calls", type=int, default=2000, help="timed calls of each in-process case (2000)"
+    )
+    parser.add_argument("--pgbench-seconds", type=float, default=5.0, help="length of each pgbench run (5)")
+    parser.add_argument(
+        "--sections",
+        type=lambda text: tuple(text.split(",")),
+        default=SECTIONS,
+        help=f"what to measure, comma-separated ({','.join(SECTIONS)})",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report (bench/RESULTS_WORKERS.md)")
     parser.add_argument(
         "--pg-url", default=DEFAULT_PG_URL, help="a PostgreSQL database to create the private one from"
     )
     args = parser.parse_args(argv)
-    if args.calls_per_worker < 1 or args.repeats < 1:
-        parser.error("--calls-per-worker and --repeats must be >= 1")
+    if args.calls_per_worker < 1 or args.repeats < 1 or args.in_process_calls < 1:
+        parser.error("--calls-per-worker, --in-process-calls and --repeats must be >= 1")
+    if not args.sections or not set(args.sections) <= set(SECTIONS):
+        parser.error(f"--sections takes some of {','.join(SECTIONS)}, not {','.join(args.sections)}")
     return args
 
 
@@ -451,15 +700,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     warmup = max(1, min(50, args.calls_per_worker // 10))
     load_before = _load_average()
+    workers: list[RunResult] = []
+    floor: list[FloorRun] = []
+    in_process: list[tuple[Shape, RunResult]] = []
     with (
         tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp,
         private_postgres_database(args.pg_url) as pg_url,
     ):
-        urls = {"SQLite": f"sqlite:///{Path(tmp) / 'ledger.db'}", "PostgreSQL": pg_url}
-        runs = measure(urls, args.calls_per_worker, warmup, args.repeats, WORKER_COUNTS)
+        if "workers" in args.sections:
+            urls = {"SQLite": f"sqlite:///{Path(tmp) / 'ledger.db'}", "PostgreSQL": pg_url}
+            workers = measure(urls, args.calls_per_worker, warmup, args.repeats, WORKER_COUNTS)
+        if "floor" in args.sections:
+            floor = measure_floor(
+                pg_url, args.calls_per_worker, warmup, args.repeats, FLOOR_COUNTS, args.pgbench_seconds
+            )
+        if "threads" in args.sections:
+            in_process = measure_in_process(pg_url, args.in_process_calls, warmup, args.repeats)
         pg = postgres_info(pg_url)
     machine = "\n".join(f"- {name}: {value}" for name, value in machine_info(load_before, pg))
-    report = render_report(args, warmup, results_table(runs, WORKER_COUNTS), runs, machine)
+    report = render_report(args, warmup, machine, workers, floor, in_process)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report, encoding="utf-8")
     print(report)
@@ -468,7 +727,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 6 and sys.argv[1] == WORKER_FLAG:
-        worker_main(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+    if len(sys.argv) == 9 and sys.argv[1] == WORKER_FLAG:
+        shape = Shape(sys.argv[6], int(sys.argv[7]), int(sys.argv[8]))
+        worker_main(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), shape)
         sys.exit(0)
     sys.exit(main())

@@ -13,19 +13,23 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import psycopg
 from sqlalchemy.engine import Engine
 
+_IDLE = psycopg.pq.TransactionStatus.IDLE
 
-def connect_params(engine: Engine) -> dict[str, Any]:
-    """The keyword arguments ``psycopg.connect`` takes for the engine's URL and its ``connect_args``,
-    as SQLAlchemy itself would connect (without SQLAlchemy's adapters: the backend passes plain values)."""
+
+def connect_params(engine: Engine, connect_args: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments ``psycopg.connect`` takes for the engine's URL and the ``connect_args`` of
+    its options, as SQLAlchemy itself would connect (without SQLAlchemy's adapters: the backend passes
+    plain values)."""
     _, params = engine.dialect.create_connect_args(engine.url)
     params.pop("context", None)
-    return dict(params)
+    return {**params, **connect_args}
 
 
 class Lent:
@@ -42,6 +46,12 @@ class Lent:
         """Whether the connection is lost (the server dropped it, or the network did)."""
         return self.conn.broken or self.conn.closed
 
+    @property
+    def reusable(self) -> bool:
+        """Whether the connection can serve the next caller: open, and outside any transaction or
+        statement (one interrupted mid-statement is not)."""
+        return not self.broken and self.conn.info.transaction_status == _IDLE
+
 
 class PgPool:
     """Up to ``size`` autocommit connections, made when first needed and kept for reuse. Thread-safe.
@@ -56,8 +66,9 @@ class PgPool:
         self._params = dict(params)
         self._size = size
         self._timeout_s = timeout_s
-        self._free = threading.BoundedSemaphore(size)
         self._lock = threading.Lock()
+        self._returned = threading.Condition(self._lock)  # signalled when a connection comes back
+        self._waiting = 0
         self._idle: list[Lent] = []
         self._pid = os.getpid()
         self._closed = False
@@ -67,13 +78,10 @@ class PgPool:
 
     def take(self, *, fresh: bool = False) -> Lent:
         """A connection for this thread (``fresh``: a new one, not one kept idle)."""
-        if not self._free.acquire(timeout=self._timeout_s):
-            raise psycopg.OperationalError(
-                f"all {self._size} ledger connections stayed busy for {self._timeout_s:g} s; raise "
-                f"LedgerOptions(engine_options={{'pool_size': ...}}) or run fewer threads per process"
-            )
         lent: Lent | None = None
         with self._lock:
+            if self.lent >= self._size:
+                self._wait_for_one()
             if os.getpid() != self._pid:  # a forked child: the parent's sockets are not ours to use
                 self._pid, self._idle = os.getpid(), []
             if self._idle and not fresh:
@@ -85,31 +93,50 @@ class PgPool:
         try:
             lent = Lent(psycopg.connect(**self._params, autocommit=True))
         except BaseException:
-            self._returned()
+            self._release(None)
             raise
         with self._lock:
             self.connects += 1
         return lent
 
+    def _wait_for_one(self) -> None:
+        """Wait (holding the lock's condition) until fewer than ``size`` are lent."""
+        deadline = time.monotonic() + self._timeout_s
+        self._waiting += 1
+        try:
+            while self.lent >= self._size:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._returned.wait(left):
+                    if self.lent < self._size:
+                        break
+                    raise psycopg.OperationalError(
+                        f"all {self._size} ledger connections stayed busy for {self._timeout_s:g} s; raise "
+                        f"LedgerOptions(engine_options={{'pool_size': ...}}) or run fewer threads per process"
+                    )
+        finally:
+            self._waiting -= 1
+
     def give(self, lent: Lent) -> None:
         """Take back a connection; a lost one is closed, and with it every idle one (a server that
         dropped one connection, restarting or failing over, dropped them all)."""
-        broken = lent.broken
-        stale: list[Lent] = [lent] if broken or self._closed else []
+        self._release(lent)
+
+    def _release(self, lent: Lent | None) -> None:
+        stale: list[Lent] = []
         with self._lock:
-            if broken:
-                stale, self._idle = stale + self._idle, []
-            elif not self._closed:
-                self._idle.append(lent)
-        self._returned()
+            self.lent -= 1
+            if lent is not None:
+                if lent.broken:
+                    stale, self._idle = [lent, *self._idle], []
+                elif self._closed or not lent.reusable:
+                    stale = [lent]
+                else:
+                    self._idle.append(lent)
+            if self._waiting:
+                self._returned.notify()
         for dead in stale:
             with contextlib.suppress(Exception):
                 dead.conn.close()
-
-    def _returned(self) -> None:
-        with self._lock:
-            self.lent -= 1
-        self._free.release()
 
     def close(self) -> None:
         """Close the idle connections (lent ones are closed when given back after this)."""
@@ -125,4 +152,5 @@ def pool_for(engine: Engine, options: Mapping[str, Any]) -> PgPool:
     """The pool for a ledger's engine, sized as its engine options size SQLAlchemy's pool (``pool_size``
     plus ``max_overflow``, ``pool_timeout``: 5 + 10 and 30 s by default)."""
     size = int(options.get("pool_size", 5)) + max(0, int(options.get("max_overflow", 10)))
-    return PgPool(connect_params(engine), size=size, timeout_s=float(options.get("pool_timeout", 30.0)))
+    params = connect_params(engine, options.get("connect_args", {}))
+    return PgPool(params, size=size, timeout_s=float(options.get("pool_timeout", 30.0)))
