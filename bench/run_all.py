@@ -4,7 +4,8 @@ Runs, in this order and each as its own process (so one's imports and threads ca
 timings): ``bench_overhead.py`` (per-call overhead against the floor, durability modes),
 ``bench_compare.py`` (DBOS and LangGraph side by side, parallel async calls, threads, memory; run in
 ``bench/.venv``, created with ``--setup`` when missing), ``bench_ledger_scale.py`` (a 1,000,000-call
-ledger) and ``bench_workers.py`` (SQLite and PostgreSQL with 1, 4 and 8 worker processes). Each writes its
+ledger) and ``bench_workers.py`` (SQLite and PostgreSQL with 1, 4 and 8 worker processes; PostgreSQL
+against pgbench, and threads and async calls in one process). Each writes its
 own report next to this file; RESULTS.md gathers them.
 
 From the repository root: ``python bench/run_all.py`` (about 15 minutes on a 2-core machine). ``--quick``
@@ -39,7 +40,11 @@ def _steps(
         ["--calls", "20", "--repeats", "1", "--thread-calls", "16", "--memory-calls", "200"] if quick else []
     )
     scale = ["--calls", "2000", "--repeats", "1", "--query-repeats", "1"] if quick else []
-    workers = ["--calls-per-worker", "10", "--repeats", "1"] if quick else []
+    workers = (
+        ["--calls-per-worker", "10", "--repeats", "1", "--in-process-calls", "40", "--pgbench-seconds", "1"]
+        if quick
+        else []
+    )
     if pg_url:
         workers += ["--pg-url", pg_url]
     compare += ["--overhead-report", str(out_dir / "RESULTS_OVERHEAD.md")]

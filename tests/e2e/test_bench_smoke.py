@@ -85,6 +85,11 @@ def test_run_all_writes_every_case_into_one_report(tmp_path: Path) -> None:
     for backend in ("SQLite", "PostgreSQL"):
         for count in (1, 4, 8):
             assert re.search(rf"\| {backend} \| {count} \|", workers), (backend, count)
+    for durability in ("strict", "outcome"):  # against pgbench with the same statements
+        for count in (1, 4):
+            assert re.search(rf"\| {durability} \| {count} \| \d+ \| \d+ \| \d+\.\d\d \|", workers)
+    for shape in ("1 thread", "8 threads", "async, gather 100"):
+        assert re.search(rf"\| {shape} \| \d+ \| \d+\.\d\d \|", workers), shape
     for name in ("RESULTS_OVERHEAD.md", "RESULTS_COMPARE.md", "RESULTS_SCALE.md", "RESULTS_WORKERS.md"):
         assert (tmp_path / name).is_file()
 
