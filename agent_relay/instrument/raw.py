@@ -106,7 +106,11 @@ class AsyncStreamedResponse(StreamedResponse):
 
     async def parse(self, *, to: Any = None) -> Any:
         if self._parsed is _UNPARSED:
-            parsed = await self._response.parse()  # (failed: recorded by _took)
+            try:
+                parsed = await self._response.parse()
+            except BaseException as exc:
+                self._call.failed(exc)
+                raise
             return self._took(lambda: parsed)
         return self._parsed
 
