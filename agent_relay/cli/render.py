@@ -165,6 +165,9 @@ def run_tree(run: dict[str, Any], calls: list[dict[str, Any]], trace_link: str |
         elif call["error_type"]:
             error = (call["error_message"] or "").splitlines()[0][:200] if call["error_message"] else ""
             children.append(f"[red]error {_field(call['error_type'] + ': ' + error)}[/]")
+        for attempt in call.get("history", ()):
+            if not attempt["latest"]:  # an earlier try a later one replaced on the row
+                children.append(_earlier_attempt(attempt))
         nodes.append((label, children))
     if console.is_terminal:
         tree = Tree(title)
@@ -193,6 +196,14 @@ def run_tree(run: dict[str, Any], calls: list[dict[str, Any]], trace_link: str |
         console.print(f"[red]error  {_field(run['error_type'] + ': ' + message)}[/]")
     if run["trace_id"]:
         console.print(f"trace  {_field(trace_link or run['trace_id'])}")
+
+
+def _earlier_attempt(attempt: dict[str, Any]) -> str:
+    message = (attempt["error_message"] or "").splitlines()[0][:200] if attempt["error_message"] else ""
+    error = f" {attempt['error_type']}: {message}" if attempt["error_type"] else ""
+    when = _duration(attempt["started_at"], attempt["ended_at"])
+    text = f"attempt {attempt['attempt']} {attempt['status']}{error}" + (f"  {when}" if when else "")
+    return f"[red]{_field(text)}[/]"
 
 
 _KIND_TEXT = {

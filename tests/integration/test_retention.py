@@ -1,6 +1,7 @@
 """Retention and bulk export: ``prune`` deletes old runs with their calls and attempts, in short
 transactions, never a run still running or waiting for a person, and a process recording calls meanwhile
-does not fail; ``agent-relay export`` streams many runs as JSON Lines or Parquet. SQLite and PostgreSQL."""
+does not fail; ``agent-relay export`` streams many runs as JSON Lines or Parquet; ``runs`` filters and
+``show`` lists a retried call's earlier attempts. SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -323,3 +324,34 @@ def test_a_prune_batch_holds_few_runs_and_few_calls(
     pruned = runtime.ledger.prune(dt.timedelta(days=1), batch=3, max_calls=max_calls, progress=seen.append)
     assert seen == batches and (pruned.runs, pruned.calls) == (5, 10)
     assert _counts(runtime) == (0, 0, 0)
+
+
+def test_show_lists_a_retried_calls_earlier_attempts(runtime: AgentRuntime) -> None:
+    tries: list[str] = []
+
+    @tool(runtime)
+    def send(to: str) -> str:
+        tries.append(to)
+        if len(tries) == 1:
+            raise ConnectionError("smtp: connection reset\nsecond line")
+        return "sent"
+
+    with runtime.agent_session(name="mail") as session:
+        with pytest.raises(ConnectionError):
+            send("ops@example.com")
+        send("ops@example.com")
+    url = runtime.ledger.db.url.render_as_string(hide_password=False)
+    shown = _cli(url, "show", session.run_id)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    call = next(i for i, line in enumerate(lines) if line.startswith("  #") and " send " in line)
+    assert "succeeded" in lines[call] and "attempts 2" in lines[call]
+    # under the call: its arguments, output, then the earlier attempt (its message's first line)
+    assert lines[call + 3].strip().startswith("attempt 1 failed ConnectionError: smtp: connection reset")
+    assert "second line" not in shown.stdout
+    data = json.loads(_cli(url, "show", session.run_id, "--json").stdout)
+    [history] = [c["history"] for c in data["calls"]]
+    assert [(a["attempt"], a["status"], a["latest"]) for a in history] == [
+        (1, "failed", False),
+        (2, "succeeded", True),
+    ]
