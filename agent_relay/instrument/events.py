@@ -34,8 +34,8 @@ def is_last_event(event: Any) -> bool:
 
 
 class StreamEndedError(RuntimeError):
-    """A Responses API stream ended without a final response (``response.completed``, ``.incomplete`` or
-    ``.failed``): the model call is recorded as failed."""
+    """A Responses API stream ended without a final response (``response.completed`` or ``.incomplete``),
+    or with a failed one: the model call is recorded as failed."""
 
 
 def final_response(events: list[Any]) -> Any:
