@@ -14,12 +14,14 @@ import time
 import uuid
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 
 from agent_relay.keys import call_id
 from agent_relay.ledger import LedgerStore
 from agent_relay.ledger.pg_calls import PgCalls
+from agent_relay.ledger.pg_pool import PgPool, connect_params
 from agent_relay.ledger.records import CallRecord, Held
 from agent_relay.states import CallStatus, Durability
 
@@ -81,6 +83,31 @@ def test_threads_claims_are_in_flight_together(database_url: str) -> None:
     assert lent_at_most >= threads_n
     assert results == [Held(1)] * threads_n
     assert sorted(r.seq for r in rows) == list(range(threads_n))
+
+
+def test_the_pool_reuses_its_connections_up_to_its_size_and_drops_lost_ones(database_url: str) -> None:
+    engine = sa.create_engine(database_url)
+    pool = PgPool(connect_params(engine, {}), size=1, timeout_s=0.05)
+    try:
+        first = pool.take()
+        with pytest.raises(
+            psycopg.OperationalError, match=r"all 1 ledger connections stayed busy.*pool_size"
+        ):
+            pool.take()  # all lent: waits, then says which option to raise
+        pool.give(first)
+        again = pool.take()
+        assert again is first and pool.connects == 1  # kept and lent again, not made anew
+        with pytest.raises(psycopg.OperationalError):
+            again.cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")  # the server drops it
+        pool.give(again)
+        assert again.conn.closed
+        fresh = pool.take()
+        assert fresh is not first and pool.connects == 2
+        assert fresh.cursor.execute("SELECT 1").fetchone() == (1,)
+        pool.give(fresh)
+    finally:
+        pool.close()
+        engine.dispose()
 
 
 def _wait_for_waiting_claims(engine: sa.Engine, count: int) -> list[int]:
