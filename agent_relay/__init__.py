@@ -10,6 +10,8 @@ from ._version import __version__
 from .context import CallInfo, current_call
 from .errors import (
     AgentRelayError,
+    ApprovalRejectedError,
+    ApprovalRequiredError,
     ArgumentEncodingError,
     BudgetExceededError,
     CallInDoubtError,
@@ -47,6 +49,8 @@ __all__ = [
     "AgentRelayError",
     "AgentRuntime",
     "AgentSession",
+    "ApprovalRejectedError",
+    "ApprovalRequiredError",
     "ArgumentEncodingError",
     "BudgetExceededError",
     "CallInDoubtError",

@@ -17,12 +17,12 @@ import dataclasses
 import time
 from contextvars import ContextVar, Token
 from decimal import Decimal
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NamedTuple
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from . import semconv, spans
+from . import semconv, spans, stops
 from .batching import LoopBatcher
 from .callbase import MAX_ERROR_MESSAGE
 from .calltable import Live, Refuse, Replay, Serve, Wait
@@ -37,7 +37,6 @@ from .errors import (
     ConfigurationError,
     LedgerError,
     OutputEncodingError,
-    ToolTimeoutError,
 )
 from .injected import model_tool_call_id
 from .keys import encode_arguments, idempotency_key
@@ -52,6 +51,7 @@ from .states import CallStatus, Durability, Origin, Phase, RunMode
 from .usage import TokenUsage, response_facts, usage_from_result
 
 _POLL_S = 0.05  # how often a call waits on a row another live worker holds
+_DECISIONS = (CallStatus.AWAITING_APPROVAL, CallStatus.APPROVED, CallStatus.REJECTED)
 
 _active: ContextVar[Invocation | None] = ContextVar("agent_relay_active_invocation", default=None)
 
@@ -159,8 +159,9 @@ class Invocation(ServedCall):
     def _start_live(self, seq: int, batch: bool) -> Next:
         run, spec, services = self.run, self.spec, self.services
         durability = spec.durability
-        if self.phase is not Phase.FORWARD or run.mode is RunMode.RESUME:
-            durability = Durability.STRICT  # a resumed run's calls and compensations: always strict
+        approval = spec.approval is not None and self.phase is Phase.FORWARD and spec.approval(self.args_json)
+        if self.phase is not Phase.FORWARD or run.mode is RunMode.RESUME or approval:
+            durability = Durability.STRICT  # a resumed run's calls and compensations, and approvals: strict
         record = CallRecord(
             run_id=run.run_id,
             call_id=self.call_id,
@@ -175,6 +176,8 @@ class Invocation(ServedCall):
         )
         if record.arguments is self.args_json:  # not redacted: store the text the key was made from
             record.arguments_text = self.args_text
+        if approval:  # its claim asks for the decision: the row awaits it (unless one was made already)
+            record.status = CallStatus.AWAITING_APPROVAL
         self.record = record
         writer = services.ledger.calls
         found: Found | None = None
@@ -223,7 +226,20 @@ class Invocation(ServedCall):
             self.abandon(claim)
         bound.hold(claim)
         if isinstance(claim, Held):
+            if record.status is CallStatus.AWAITING_APPROVAL:  # the request is recorded: stop for a person
+                stops.await_approval(self)
             return self._go(claim.attempts)
+        if claim.status in _DECISIONS:
+            if claim.status == CallStatus.AWAITING_APPROVAL:
+                stops.await_approval(self)
+            if claim.status == CallStatus.REJECTED:
+                stops.rejected(self)
+            record.status = CallStatus.PENDING
+            attempts = stops.take_approved(self)
+            if attempts is None:  # another worker took it first: wait for its outcome
+                return Poll(_POLL_S)
+            bound.hold(Held(attempts))
+            return self._go(attempts)
         if claim.status == CallStatus.SUCCEEDED:
             self.check_user_key(claim.arguments)
             resumed = self.run.mode is RunMode.RESUME
@@ -436,31 +452,6 @@ class Invocation(ServedCall):
         self.release(self.output_json, succeeded=True)
         self.count(cost)
         return result
-
-    def timed_out(self, exc: ToolTimeoutError) -> NoReturn:
-        """The body did not end in time (``@tool(timeout_s=...)``) and running it again is not known to be
-        safe: its row stays pending, let go (``IN_DOUBT_OWNER``), and the run stops there without
-        unwinding, as for a call whose worker died; ``CallInDoubtError`` says how to settle it."""
-        record, bound, span = self.record, self.bound, self.span
-        assert record is not None and bound is not None and span is not None
-        error = CallInDoubtError(
-            tool_name=self.spec.name,
-            run_id=self.run.run_id,
-            call_id=record.call_id,
-            owner=self.services.owner,
-            why=f"timed out after {exc.timeout_s:g} s, while its side effect may still have been under way",
-        )
-        error.__cause__ = exc
-        record.error_type, record.error_message = spans.error_type_name(exc), str(exc)
-        self.run.in_doubt.append(record.call_id)
-        try:
-            spans.end_span(span, error, self.secrets)
-            bound.finished()  # (still pending: the row keeps why)
-            self.services.ledger.calls.settle(record.call_id, owner=IN_DOUBT_OWNER)
-        except LedgerError as err:
-            error.add_note(f"agent-relay: the call could not be marked in doubt in the ledger: {err}")
-        self.release()
-        raise error
 
     def failed(self, exc: BaseException) -> None:
         """Record the failure; raise ``LedgerError`` (chained to ``exc``) if it could not be recorded."""

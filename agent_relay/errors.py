@@ -26,6 +26,8 @@ input the usual way catches them too::
     ├── ReplayDivergenceError                a replay asked for a call the recorded run does not have
     ├── ReplayedError                        a recorded failure whose type cannot be rebuilt safely
     ├── RunCancelledError                    the run was cancelled from outside; its call was refused
+    ├── ApprovalRequiredError                a call awaits a person's approval; the run stopped there
+    ├── ApprovalRejectedError                a person rejected the call; raised in the resumed run
     └── RuntimeClosedError                   the runtime was shut down
 
 Warnings (``UserWarning``s): ``UnpricedUsageWarning``: usage of a model with no known price was recorded
@@ -40,6 +42,8 @@ from decimal import Decimal
 __all__ = [
     "AgentRelayError",
     "AmbiguousRunError",
+    "ApprovalRejectedError",
+    "ApprovalRequiredError",
     "ArgumentEncodingError",
     "BudgetExceededError",
     "CallInDoubtError",
@@ -252,6 +256,34 @@ class CallInDoubtError(AgentRelayError):
             f'runtime.settle_call("{call_id}", "failed") if it did not, then resume or compensate the run '
             f"again; or declare the tool @tool(..., idempotent=True) if running it again is safe."
         )
+
+
+class ApprovalRequiredError(AgentRelayError):
+    """A tool that requires approval was called: the call is recorded ``awaiting_approval`` and the run
+    stops there without unwinding, until a person decides and the run is resumed."""
+
+    def __init__(self, *, tool_name: str, run_id: str, call_id: str) -> None:
+        self.tool_name = tool_name
+        self.run_id = run_id
+        self.call_id = call_id
+        super().__init__(
+            f"tool call {tool_name!r} (call_id {call_id}) of run {run_id} awaits approval; nothing ran. "
+            f"Decide with runtime.approve({call_id!r}, by=...) or runtime.reject(...) (or agent-relay "
+            f"approve|reject {call_id}), then resume the run (agent_session(..., resume_run_id={run_id!r}))."
+        )
+
+
+class ApprovalRejectedError(AgentRelayError):
+    """A person rejected a call that required approval: raised where the agent called it, in the resumed
+    run; the agent may handle it (unhandled, the saga unwinds)."""
+
+    def __init__(self, *, tool_name: str, call_id: str, by: str | None, note: str | None) -> None:
+        self.tool_name = tool_name
+        self.call_id = call_id
+        self.by = by
+        self.note = note
+        why = f": {note}" if note else ""
+        super().__init__(f"tool call {tool_name!r} (call_id {call_id}) was rejected by {by}{why}.")
 
 
 class RunCancelledError(AgentRelayError):

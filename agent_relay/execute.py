@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-from . import semconv, spans
+from . import semconv, spans, stops
 from .batching import LoopBatcher, batcher_for
 from .calls import ClaimWith, Done, Go, Invocation, Next, Poll
 from .calltable import Wait
@@ -76,7 +76,7 @@ def _after_failure(call: Invocation, exc: BaseException, tries: int) -> float | 
     spec, record = call.spec, call.record
     assert record is not None and call.span is not None
     if isinstance(exc, ToolTimeoutError) and not spec.idempotent and record.durability is Durability.STRICT:
-        call.timed_out(exc)
+        stops.timed_out(call, exc)
     retry = spec.retry
     delay = retry.delay(tries) if retry is not None and retry.retries(exc, tries) else None
     if delay is not None:

@@ -133,6 +133,9 @@ class Call:
     attempts: int
     owner: str | None
     origin: str
+    decided_by: str | None  # a call that required approval: who decided, when, why (status says which)
+    decided_at: dt.datetime | None
+    decision_note: str | None
     history: tuple[Attempt, ...] = ()
 
 

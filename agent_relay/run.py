@@ -67,6 +67,7 @@ class Run:
         self.model_call_parents: set[int] = set()  # spans that wrap a model call recorded here
         self._children: dict[str, list[str]] | None = None  # recorded child runs by name, not yet matched
         self._children_lock = threading.Lock()
+        self.awaiting_approval: list[str] = []  # ids of calls that stopped the run to await a decision
         self.in_doubt: list[str] = []  # ids of calls met in doubt: the run stops there, without unwinding
         self.secrets: set[str] = set()  # redacted values its calls saw: scrubbed out of the run's messages
         self.cancelled = False  # cancelled from outside (runtime.cancel): forward calls are refused

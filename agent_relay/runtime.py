@@ -285,6 +285,24 @@ class AgentRuntime:
         self.ledger.request_cancel(run_id, reason)
         self._services.cancel_open(run_id, reason)
 
+    def approve(self, call_id: str, *, by: str, note: str | None = None) -> None:
+        """Approve a call awaiting approval: resuming its run runs it (its earlier calls served)."""
+        self._decide(call_id, CallStatus.APPROVED, by, note)
+
+    def reject(self, call_id: str, *, by: str, note: str | None = None) -> None:
+        """Reject a call awaiting approval: resuming its run raises ``ApprovalRejectedError`` where the
+        agent called it (handled there, or the saga unwinds); the tool never runs."""
+        self._decide(call_id, CallStatus.REJECTED, by, note)
+
+    def _decide(self, call_id: str, status: CallStatus, by: str, note: str | None) -> None:
+        self._services.check_open()
+        verb = "approve" if status is CallStatus.APPROVED else "reject"
+        if not isinstance(by, str) or not by.strip():
+            raise ConfigurationError(f"{verb}(by=...) must name who decides (kept on the call), not {by!r}.")
+        if note is not None and not isinstance(note, str):
+            raise ConfigurationError(f"{verb}(note=...) must be text, not {note!r}.")
+        self.ledger.decide_call(call_id, status, by, note)
+
     def settle_call(
         self, call_id: str, status: str, *, output: Any = None, error_message: str | None = None
     ) -> None:

@@ -91,3 +91,8 @@ EVENT_COMPENSATION: Final = "agent_relay.compensation"
 EVENT_BUDGET_EXCEEDED: Final = "agent_relay.budget.exceeded"
 EVENT_RETRY: Final = "agent_relay.retry"  # a failed attempt that will be tried again (@tool(retry=...))
 RETRY_DELAY: Final = "agent_relay.retry.delay_s"
+EVENT_APPROVAL_REQUESTED: Final = "agent_relay.approval.requested"  # the call stopped to await a person
+APPROVAL_DECISION: Final = "agent_relay.approval.decision"  # approved | rejected
+APPROVAL_DECIDED_BY: Final = "agent_relay.approval.decided_by"
+APPROVAL_DECIDED_AT: Final = "agent_relay.approval.decided_at"
+APPROVAL_NOTE: Final = "agent_relay.approval.note"

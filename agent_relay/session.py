@@ -386,7 +386,7 @@ class AgentSession:
             return False
         if self._run.cancelled:
             return exc is None or isinstance(exc, Exception)
-        return isinstance(exc, Exception) and not self._run.in_doubt
+        return isinstance(exc, Exception) and not self._run.in_doubt and not self._run.awaiting_approval
 
     def _final_status(self, exc: BaseException | None) -> RunStatus:
         assert self._run is not None
@@ -396,6 +396,8 @@ class AgentSession:
             return RunStatus.CANCELLED
         if exc is not None and self._run.in_doubt and self.mode is not RunMode.RECOVER:
             return RunStatus.IN_DOUBT
+        if exc is not None and self._run.awaiting_approval:
+            return RunStatus.AWAITING_APPROVAL
         if self._saga is not None and self._saga.compensated:
             return RunStatus.COMPENSATED
         return RunStatus.FAILED if exc is not None or self.mode is RunMode.RECOVER else RunStatus.SUCCEEDED

@@ -45,6 +45,7 @@ class ToolSpec:
     call_id_parameters: tuple[str, ...] = ()  # excluded ones a framework fills with the model's call id
     retry: Retry | None = None  # how a failed live call is tried again (``agent_relay.retry``)
     timeout_s: float | None = None  # how long its body may take
+    approval: Callable[[dict[str, Any]], bool] | None = None  # which calls need a person's approval first
     bind: Binder = dataclasses.field(init=False, repr=False)  # binds a call's arguments to ``signature``
     _decode: Callable[[Any], Any] | None = dataclasses.field(default=None, repr=False)
     _hints: dict[str, Any] | None = dataclasses.field(default=None, repr=False)

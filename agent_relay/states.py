@@ -15,6 +15,10 @@ class CallStatus(StrEnum):
     PENDING = "pending"  # claimed: running, or its process died mid-call (in doubt)
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    # a tool that requires approval (@tool(requires_approval=...)): asked, and decided by a person
+    AWAITING_APPROVAL = "awaiting_approval"
+    APPROVED = "approved"  # the resumed run runs it (then pending, then its outcome)
+    REJECTED = "rejected"  # the resumed run raises ApprovalRejectedError where the agent called it
 
 
 class RunStatus(StrEnum):
@@ -27,6 +31,7 @@ class RunStatus(StrEnum):
     COMPENSATED = "compensated"
     COMPENSATION_FAILED = "compensation_failed"
     IN_DOUBT = "in_doubt"  # stopped without unwinding at a call whose outcome is unknown: settle, resume
+    AWAITING_APPROVAL = "awaiting_approval"  # stopped without unwinding at a call a person must decide on
     CANCELLED = "cancelled"  # cancelled from outside (runtime.cancel): its calls refused, its saga run
 
 

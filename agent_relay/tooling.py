@@ -27,6 +27,7 @@ from .runtime import AgentRuntime
 from .services import Services
 from .spans import call_span_name
 from .spec import KINDS, CostSpec, ToolSpec
+from .stops import approver
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -52,6 +53,7 @@ def tool(
     exclude: tuple[str, ...] = (),
     retry: Retry | int | None = None,
     timeout_s: float | None = None,
+    requires_approval: bool | Callable[[dict[str, Any]], bool] = False,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Register the decorated function as a tool of ``runtime``.
 
@@ -80,6 +82,9 @@ def tool(
     (``Retry(attempts=3, initial_delay_s=0.1, ...)``, or a number of attempts); ``timeout_s``: how long
     the body may take — a call that times out is in doubt unless the tool is ``idempotent`` (then it is a
     failure, retried as the policy says); see ``agent_relay.retry``. Both apply inside sessions only.
+    ``requires_approval``: True, or a function of the arguments dict (``lambda a: a["amount"] > 100``):
+    such a call is recorded ``awaiting_approval`` instead of running, and the run stops there (without
+    unwinding) until a person approves or rejects it (``runtime.approve`` / ``reject``) and it is resumed.
 
     Raises ``ConfigurationError`` (a ``ValueError``) for a bad option and ``DuplicateToolError`` when the
     name is taken, both at decoration time.
@@ -110,6 +115,7 @@ def tool(
     checked = None if durability is None else check_durability(durability, f"@tool({name or '...'})")
     policy = retry_policy(retry, name or "...")
     timeout = timeout_seconds(timeout_s, name or "...")
+    approval = approver(requires_approval, name or "...")
     if kind not in KINDS:
         raise ConfigurationError(
             f"@tool(kind=...) must be one of {', '.join(map(repr, KINDS))}, not {kind!r}."
@@ -152,6 +158,7 @@ def tool(
             call_id_parameters=tuple(tool_call_id_parameters(func)),
             retry=policy,
             timeout_s=timeout,
+            approval=approval,
         )
         services = runtime.services
         wrapper = _async_wrapper(services, spec) if spec.is_async else _sync_wrapper(services, spec)

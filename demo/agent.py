@@ -6,7 +6,7 @@ What it shows:
   1. a tool call recorded as a durable ledger row and an OpenTelemetry span;
   2. the agent issuing the same call again (as LLM agents do after a retry): served from the ledger,
      the email is sent once;
-  3. a failing call recorded as failed, then run again on the next attempt;
+  3. a flaky call retried by its policy (@tool(retry=...)): the failed try is kept, the next one works;
   4. the ledger rows of the run, read back with plain SQL, and the trace id to look up in Jaeger;
   5. a trip booking that fails at payment: its flight and hotel are compensated, latest first (saga);
   6. a research agent capped at $0.05: the model call that passes the budget is recorded, the run stops
@@ -15,7 +15,9 @@ What it shows:
   8. a newsletter run that fails at its last step, resumed: done steps are served, the failed one reruns;
   9. an agent loop driven by a model through the official openai client, auto-instrumented: each model
      call is a priced ledger row, and a replay of the loop sends no request. Without OPENAI_API_KEY the
-     client talks to a small local server that speaks the OpenAI wire format (agent_relay.testing).
+     client talks to a small local server that speaks the OpenAI wire format (agent_relay.testing);
+ 10. a refund over $100 that waits for a person: the run stops awaiting approval, `agent-relay approve`
+     records the decision (run here by the demo, standing in for you), and the resumed run pays it.
 
 Configuration is the runtime's: AGENT_RELAY_DATABASE_URL (default sqlite:///agent_relay.db in the working
 directory) and the standard OTEL_* variables (set OTEL_EXPORTER_OTLP_ENDPOINT to export the trace).
@@ -25,11 +27,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from typing import Any
 
 import sqlalchemy as sa
 
-from agent_relay import BudgetExceededError, current_call
+from agent_relay import ApprovalRequiredError, BudgetExceededError, Retry, current_call
 from agent_relay.runtime import AgentRuntime
 from agent_relay.tooling import tool
 
@@ -51,7 +55,7 @@ def cancel_email(to: str, subject: str, body: str) -> None:
     outbox.append(f"cancelled email to {to}")
 
 
-@tool(runtime, name="open_ticket", cost=0.002)
+@tool(runtime, name="open_ticket", cost=0.002, retry=Retry(attempts=3, initial_delay_s=0.01))
 def open_ticket(customer: str, summary: str) -> dict:
     if flaky_failures["remaining"]:
         flaky_failures["remaining"] -= 1
@@ -65,10 +69,7 @@ def agent_flow(event: dict) -> dict:
     # The model, unsure whether its first call went through, asks for the very same email again.
     again = send_email(event["to"], event["subject"], event["body"])
     assert again == msg_id
-    try:
-        ticket = open_ticket(customer=event["to"], summary=event["subject"])
-    except ConnectionError:
-        ticket = open_ticket(customer=event["to"], summary=event["subject"])  # retry: runs again
+    ticket = open_ticket(customer=event["to"], summary=event["subject"])  # fails once, retried
     return {"message_id": msg_id, "ticket": ticket}
 
 
@@ -224,6 +225,36 @@ def model_flow() -> tuple[str, str] | None:
     return session.run_id, replay.run_id
 
 
+# --- approval: a refund over $100 waits for a person -----------------------------------------------
+
+
+@tool(runtime, name="issue_refund", requires_approval=lambda args: args["amount_usd"] > 100)
+def issue_refund(customer: str, amount_usd: int) -> str:
+    outbox.append(f"refunded ${amount_usd} to {customer}")
+    return f"R-{amount_usd}"
+
+
+def support_agent() -> list[str]:
+    return [issue_refund("ada", 40), issue_refund("grace", 250)]
+
+
+def approval_flow() -> str:
+    try:
+        with runtime.agent_session(name="refunds") as first:
+            support_agent()
+    except ApprovalRequiredError as waiting:
+        print(f"  the run stopped: {waiting.tool_name} awaits approval (call {waiting.call_id[:12]}...)")
+        url = runtime.ledger.db.url.render_as_string(hide_password=False)
+        command = ["agent-relay", "--db", url, "approve", waiting.call_id, "--by", "demo-operator"]
+        print(f"  a person approves it: {' '.join(command[:3])} ... approve <call_id> --by demo-operator")
+        argv = [sys.executable, "-m", "agent_relay.cli", *command[1:]]
+        decided = subprocess.run(argv, capture_output=True, text=True, check=True)
+        print(f"  {decided.stdout.strip()}")
+    with runtime.agent_session(name="refunds", resume_run_id=first.run_id) as resumed:
+        resumed.set_output(support_agent())
+    return resumed.run_id
+
+
 def _cell(value: Any, width: int = 60) -> str:
     text = "" if value is None else str(value)
     return text if len(text) <= width else text[: width - 3] + "..."
@@ -303,6 +334,13 @@ def main() -> None:
     runs = model_flow()
     if runs:
         print_ledger(runs[0])
+
+    print("\n--- approval: a refund over $100 waits for a person ---")
+    outbox.clear()
+    refunds = approval_flow()
+    for line in outbox:
+        print(f"  - {line}")
+    print_ledger(refunds)
     runtime.shutdown()
 
 

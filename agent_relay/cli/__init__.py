@@ -30,7 +30,7 @@ from ..ledger.schema import SCHEMA_VERSION
 from ..ledger.store import LedgerStore
 from ..query import LedgerReader, refuse_missing_file
 from ..telemetry import DATABASE_URL_ENV, DEFAULT_DATABASE_URL
-from . import render
+from . import control, render
 from .bulk import export_many, instant, progress_bar, prune
 from .diff import align
 from .text import json_safe, printable
@@ -311,23 +311,6 @@ def compensate(obj: _Context, run: str, app: str, force: bool) -> None:
         raise SystemExit(1)
 
 
-@cli.command()
-@click.argument("run")
-@click.option("--reason", help="Why (kept on the run, and in the error its refused call raises).")
-@click.pass_obj
-def cancel(obj: _Context, run: str, reason: str | None) -> None:
-    """Cancel a running run, wherever it runs: its next tool call is refused, its saga unwinds what it
-    did, and it ends cancelled. (Seen within a second by the process running it.)"""
-    run_id = obj.reader().resolve(run)
-    store = LedgerStore(sa.make_url(obj.db))
-    try:
-        store.open()
-        store.request_cancel(run_id, reason)
-    finally:
-        store.dispose()
-    click.echo(f"run {printable(run_id)}: cancel requested")
-
-
 def _ledger_key(url: sa.URL) -> tuple[object, ...]:
     """What names the database a URL opens, driver and credentials aside: a SQLite file by its real path,
     a server database by backend, host, port (the backend's default when left out) and name."""
@@ -404,25 +387,6 @@ def upgrade(obj: _Context) -> None:
     )
 
 
-@db.command("rotate-key")
-@click.pass_obj
-def rotate_key(obj: _Context) -> None:
-    """Add a new key secret to the ledger: runtimes opened from now on key new runs with it.
-
-    Runs keyed with an older secret keep it: they replay, fork and resume as before. (A secret given
-    from outside, AGENT_RELAY_KEY_SECRET, rotates by giving the new one first: new,old.)
-    """
-    url = sa.make_url(obj.db)
-    refuse_missing_file(url, _WHERE_DB)
-    store = LedgerStore(url)
-    try:
-        store.open()
-        key_id = store.rotate_key_secret()
-    finally:
-        store.dispose()
-    click.echo(f"{printable(store.database)}: new key secret {key_id}; runs keyed with older ones keep them")
-
-
 @cli.command()
 @click.pass_obj
 def demo(obj: _Context) -> None:
@@ -437,6 +401,11 @@ def demo(obj: _Context) -> None:
     done = subprocess.run([sys.executable, str(path)], env={**os.environ, DATABASE_URL_ENV: obj.db})
     if done.returncode:
         raise SystemExit(done.returncode if done.returncode > 0 else 128 - done.returncode)
+
+
+for _command in (control.cancel, control.approve, control.reject):
+    cli.add_command(_command)
+db.add_command(control.rotate_key)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,10 @@ from .connection import utc
 from .records import CallRecord
 from .schema import Money, money_text, tool_calls
 
-ROW: Final = tuple(c.name for c in tool_calls.c)
+DECISION: Final = ("decided_by", "decided_at", "decision_note")
+"""Written by a person's decision on a call that required approval (``CallWriter.decide``), never by a
+call's own writes."""
+ROW: Final = tuple(c.name for c in tool_calls.c if c.name not in DECISION)
 """Every column: a finished call's row (a served replay row, an ``outcome``-durability call)."""
 KEY: Final = ("run_id", "phase", "idempotency_key")
 """The unique key: one row per call of a run."""

@@ -14,7 +14,8 @@ amounts below $100,000 a row (SQLite reads each amount as a double on the way: 1
 - ``live_spend``: cost and tokens of each attempt whose body ran here (``origin = 'live'``): replays copy
   their source's cost, which was spent once.
 - ``live_spend_daily``: ``live_spend`` summed by UTC day, tool and model.
-- ``runs_awaiting_action``: runs stopped for a person (``in_doubt``: settle and resume;
+- ``runs_awaiting_action``: runs stopped for a person (``awaiting_approval``: decide and resume;
+  ``in_doubt``: settle and resume;
   ``compensation_failed``: compensate again), with how many of their calls are pending.
 """
 
@@ -32,7 +33,7 @@ from sqlalchemy.sql.expression import FunctionElement
 from ..states import AttemptStatus, CallStatus, Origin, RunStatus
 from .schema import Money, agent_runs, tool_call_attempts, tool_calls
 
-AWAITING_ACTION = (RunStatus.IN_DOUBT, RunStatus.COMPENSATION_FAILED)
+AWAITING_ACTION = (RunStatus.IN_DOUBT, RunStatus.AWAITING_APPROVAL, RunStatus.COMPENSATION_FAILED)
 """Run statuses that wait for a person; such runs are never pruned."""
 
 views = sa.MetaData()

@@ -18,7 +18,9 @@ and ``ON DELETE CASCADE`` on the foreign keys to runs (on SQLite, which cannot a
 Version 5: keyed idempotency keys — the ledger's key secret (``agent_relay_key_secrets``, one made by the
 step) and each run's ``key_version`` / ``key_id``; runs recorded before keep key version 1 (their column
 is NULL), so they replay, fork and resume unchanged. Version 6: cancelling a run from outside — each
-run's ``cancel_requested_at`` and ``cancel_reason``.
+run's ``cancel_requested_at`` and ``cancel_reason``. Version 7: approval before a tool runs — each call's
+``decided_by``, ``decided_at`` and ``decision_note``, and a ``status`` wide enough for
+``awaiting_approval`` (on PostgreSQL; SQLite does not enforce a length).
 
 The trigger and views (``derived``) are not steps: every upgrade drops them before its steps change the
 tables, and its last step makes the current ones. To add a version: bump ``SCHEMA_VERSION``, write the
@@ -38,6 +40,7 @@ from .secrets import ensure_secret
 
 # Columns each version added, by table: the DDL of a step, and what a test drops to build the old schema.
 ADDED_COLUMNS: dict[int, list[tuple[sa.Table, str]]] = {
+    7: [(tool_calls, "decided_by"), (tool_calls, "decided_at"), (tool_calls, "decision_note")],
     6: [(agent_runs, "cancel_requested_at"), (agent_runs, "cancel_reason")],
     5: [(agent_runs, "key_version"), (agent_runs, "key_id")],
     4: [],
@@ -123,16 +126,25 @@ ADDED_TABLES: dict[int, list[sa.Table]] = {4: [tool_call_attempts], 5: [key_secr
 CASCADED: dict[int, list[tuple[sa.Table, str]]] = {4: [(tool_calls, "fk_tool_calls_run")]}
 
 
-def rebuild_sqlite_table(conn: Connection, table: sa.Table, ddl: str | None = None) -> None:
-    """Make a SQLite table again as ``ddl`` declares it (by default, as the schema does), keeping every
-    row: SQLite cannot alter a constraint, so a new table is filled from the old one, which is dropped,
-    and the new one renamed; then its indexes are made."""
+def later_columns(table: sa.Table, version: int) -> set[str]:
+    """The columns of ``table`` that versions after ``version`` added (a step must not make them: the
+    step that adds them comes later)."""
+    return {name for v, added in ADDED_COLUMNS.items() if v > version for t, name in added if t is table}
+
+
+def rebuild_sqlite_table(conn: Connection, table: sa.Table, version: int, ddl: str | None = None) -> None:
+    """Make a SQLite table again as ``ddl`` declares it (by default, as the schema of ``version`` does),
+    keeping every row: SQLite cannot alter a constraint, so a new table is filled from the old one, which
+    is dropped, and the new one renamed; then its indexes are made."""
     temporary = f"{table.name}__rebuilt"
     ddl = ddl or str(sa.schema.CreateTable(table).compile(dialect=conn.dialect))
+    later = later_columns(table, version)
+    # (CreateTable writes one column per line, constraints after them: leaving a line out keeps it valid)
+    ddl = "\n".join(line for line in ddl.splitlines() if line.strip().split(" ", 1)[0] not in later)
     head = f"CREATE TABLE {table.name} ("
     assert ddl.strip().startswith(head), ddl
     conn.exec_driver_sql(ddl.strip().replace(head, f"CREATE TABLE {temporary} (", 1))
-    names = ", ".join(c.name for c in table.c)
+    names = ", ".join(c.name for c in table.c if c.name not in later)
     conn.exec_driver_sql(f"INSERT INTO {temporary} ({names}) SELECT {names} FROM {table.name}")
     conn.exec_driver_sql(f"DROP TABLE {table.name}")
     conn.exec_driver_sql(f"ALTER TABLE {temporary} RENAME TO {table.name}")
@@ -161,7 +173,7 @@ def _attempts_and_cascade(conn: Connection) -> None:
     _orphans(conn)
     for table, name in CASCADED[4]:
         if conn.dialect.name == "sqlite":
-            rebuild_sqlite_table(conn, table)
+            rebuild_sqlite_table(conn, table, 4)
             continue
         [key] = [k for k in table.foreign_keys if k.constraint is not None and k.constraint.name == name]
         parent = key.column
@@ -180,11 +192,18 @@ def _keyed_keys(conn: Connection) -> None:
     ensure_secret(conn)
 
 
+def _approvals(conn: Connection) -> None:
+    _add_columns(7)(conn)
+    if conn.dialect.name != "sqlite":
+        conn.exec_driver_sql("ALTER TABLE tool_calls ALTER COLUMN status TYPE varchar(32)")
+
+
 STEPS: dict[int, Callable[[Connection], None]] = {
     2: _add_columns(2),
     3: _exact_values,
     4: _attempts_and_cascade,
     5: _keyed_keys,
     6: _add_columns(6),
+    7: _approvals,
 }
 """``STEPS[v]`` upgrades a ledger from version ``v - 1`` to ``v``."""

@@ -4,6 +4,7 @@ found: values, not flags. Who writes a record is decided by the caller, never ma
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -66,6 +67,15 @@ class CallRecord:
     output_tokens: int | None = None
     model: str | None = None
     origin: Origin = Origin.LIVE
+
+
+class Approval(NamedTuple):
+    """An approved call, claimed for its try: its attempt number and the decision."""
+
+    attempts: int
+    decided_by: str | None
+    decided_at: dt.datetime | None
+    note: str | None
 
 
 class Held(NamedTuple):

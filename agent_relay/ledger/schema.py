@@ -18,7 +18,7 @@ from sqlalchemy.ext.compiler import compiles
 
 from ..states import Origin, RunMode
 
-SCHEMA_VERSION = 6  # see migrations.py for what each version added
+SCHEMA_VERSION = 7  # see migrations.py for what each version added
 
 metadata = sa.MetaData()
 
@@ -144,7 +144,8 @@ tool_calls = sa.Table(
     sa.Column("idempotency_key", sa.String(64), nullable=False),
     sa.Column("arguments", _JSON, nullable=True),
     sa.Column("output", _JSON, nullable=True),
-    sa.Column("status", sa.String(16), nullable=False),  # pending | succeeded | failed
+    # pending | succeeded | failed; awaiting_approval | approved | rejected (version 7 widened it)
+    sa.Column("status", sa.String(32), nullable=False),
     sa.Column("error_type", sa.String(200), nullable=True),
     sa.Column("error_message", sa.Text, nullable=True),
     sa.Column("cost_usd", Money, nullable=True),
@@ -161,6 +162,10 @@ tool_calls = sa.Table(
     # live: the tool body ran (or runs) for this row; replayed: the outcome was copied from the replayed
     # run; diverged: a replay asked for a call its source does not have (recorded failed, nothing ran)
     sa.Column("origin", sa.String(16), nullable=False, server_default=Origin.LIVE),
+    # the decision on a call that required approval: who, when, why (its status says which)
+    sa.Column("decided_by", sa.String(200), nullable=True),
+    sa.Column("decided_at", _TS, nullable=True),
+    sa.Column("decision_note", sa.Text, nullable=True),
     sa.UniqueConstraint("run_id", "phase", "idempotency_key", name="uq_tool_calls_run_phase_key"),
     sa.Index("ix_tool_calls_run_seq", "run_id", "seq"),
     sa.Index("ix_tool_calls_tool_started_at", "tool_name", "started_at"),

@@ -195,7 +195,7 @@ class LedgerStore:
         """Ask run ``run_id`` to stop (the first request's time and reason are kept). ``UnknownRunError``;
         ``SessionStateError`` unless it is running or stopped in doubt."""
         r = agent_runs.c
-        cancellable = (RunStatus.RUNNING, RunStatus.IN_DOUBT)
+        cancellable = (RunStatus.RUNNING, RunStatus.IN_DOUBT, RunStatus.AWAITING_APPROVAL)
         stmt = (
             agent_runs.update()
             .where(r.run_id == run_id, r.status.in_(cancellable), r.cancel_requested_at.is_(None))
@@ -307,6 +307,13 @@ class LedgerStore:
                 inp += row.input_tokens or 0
                 out += row.output_tokens or 0
         return cost, unknown, inp, out
+
+    def decide_call(self, call_id: str, status: CallStatus, by: str, note: str | None) -> None:
+        """Record a person's decision on a call awaiting approval; ``SessionStateError`` if it is not."""
+        if not self.calls.decide(call_id, status, by, note):
+            row = self.get_call(call_id)
+            state = "does not exist" if row is None else f"is {row.status}, not awaiting_approval"
+            raise SessionStateError(f"call {call_id} {state}; only a call awaiting approval can be decided.")
 
     def get_call(self, call_id: str) -> Row[Any] | None:
         with self.reading("read a call") as conn:

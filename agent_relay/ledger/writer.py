@@ -16,6 +16,7 @@ for any other server driver). All write the same rows.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
@@ -24,8 +25,8 @@ from opentelemetry import context as otel_context
 
 from ..errors import LedgerError
 from ..states import CallStatus, Durability
-from .connection import Database, suppress_instrumentation
-from .records import CallRecord, Claim, Found, Held
+from .connection import Database, suppress_instrumentation, utc
+from .records import Approval, CallRecord, Claim, Found, Held
 from .schema import tool_calls
 
 _T = TypeVar("_T")
@@ -183,6 +184,40 @@ class CallWriter:
             if self._background is None:
                 self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-relay-writer")
             return self._background.submit(self.insert_rows, records)
+
+    def decide(self, call_id: str, status: CallStatus, by: str, note: str | None) -> bool:
+        """A person's decision on a call awaiting approval (``APPROVED`` or ``REJECTED``); False if the
+        call is not awaiting one."""
+        c = tool_calls.c
+        values: dict[str, Any] = {"status": status, "decided_by": by, "decided_at": utc(time.time_ns())}
+        values["decision_note"] = note
+        if status is CallStatus.REJECTED:
+            values["error_type"] = "agent_relay.errors.ApprovalRejectedError"
+            values["error_message"] = f"rejected by {by}" + (f": {note}" if note else "")
+        stmt = tool_calls.update().where(c.call_id == call_id, c.status == CallStatus.AWAITING_APPROVAL)
+        with self._db.guard("record a decision on a call"), self._db.write_engine.begin() as conn:
+            return bool(conn.execute(stmt.values(**values)).rowcount)
+
+    def take_approved(self, record: CallRecord) -> Approval | None:
+        """Claim an approved call for this try (it becomes ``pending``, held by ``record.owner``); the
+        decision, or None when another worker took it first."""
+        c = tool_calls.c
+        stmt = (
+            tool_calls.update()
+            .where(c.call_id == record.call_id, c.status == CallStatus.APPROVED)
+            .values(
+                status=CallStatus.PENDING,
+                owner=record.owner,
+                seq=record.seq,
+                trace_id=record.trace_id,
+                span_id=record.span_id,
+                started_at=utc(record.started_ns or time.time_ns()),
+            )
+            .returning(c.attempts, c.decided_by, c.decided_at, c.decision_note)
+        )
+        with self._db.guard("claim an approved call"), self._db.write_engine.begin() as conn:
+            row = conn.execute(stmt).first()
+        return None if row is None else Approval(*row)
 
     def settle(self, call_id: str, **values: Any) -> bool:
         """Write by hand the outcome of a pending call (a person settling one left in doubt); False if it

@@ -97,6 +97,7 @@ def test_demo_runs_on_the_default_sqlite_ledger(tmp_path: Path) -> None:
         ("model_agent", "succeeded", "live"),
         ("model_agent", "succeeded", "replay"),
         ("newsletter", "succeeded", "resume"),
+        ("refunds", "succeeded", "resume"),
         ("research", "failed", "live"),
         ("trip_booking", "compensated", "live"),
     ]
@@ -107,3 +108,6 @@ def test_demo_runs_on_the_default_sqlite_ledger(tmp_path: Path) -> None:
     assert out.count("fetched subscribers of weekly") == 1 and "sent issue to 2 subscribers" in out
     # the model-driven loop: two model calls recorded, none sent again by its replay
     assert "model requests: 2 while recording, 0 during the replay" in out
+    # the refund over $100: stopped for approval, approved with the CLI, paid once when resumed
+    assert "issue_refund awaits approval" in out and "approved by demo-operator" in out
+    assert out.count("refunded $40 to ada") == 1 and out.count("refunded $250 to grace") == 1

@@ -49,7 +49,7 @@ def uncascade(conn: sa.Connection, table: sa.Table, name: str) -> None:
     """Foreign key ``name`` of ``table`` as it was before version 4: without ON DELETE CASCADE."""
     if conn.dialect.name == "sqlite":
         ddl = str(sa.schema.CreateTable(table).compile(dialect=conn.dialect))
-        rebuild_sqlite_table(conn, table, ddl.replace(" ON DELETE CASCADE", ""))
+        rebuild_sqlite_table(conn, table, 3, ddl.replace(" ON DELETE CASCADE", ""))
         return
     [key] = [k for k in table.foreign_keys if k.constraint is not None and k.constraint.name == name]
     conn.exec_driver_sql(

@@ -11,7 +11,8 @@ import agent_relay
 from agent_relay import errors
 
 EXPECTED = {
-    "AgentRelayError", "AgentRuntime", "AgentSession", "ArgumentEncodingError", "BudgetExceededError",
+    "AgentRelayError", "AgentRuntime", "AgentSession", "ApprovalRejectedError", "ApprovalRequiredError",
+    "ArgumentEncodingError", "BudgetExceededError",
     "CallInDoubtError", "CallInProgressError", "CallInfo", "CompensationFailure", "ConfigurationError",
     "DuplicateToolError", "EncodingError", "IdempotencyKeyReuseError", "LedgerError", "LedgerOptions",
     "LedgerReader", "LedgerSpanProcessor", "ModelPrice", "OutputEncodingError", "ReplayDivergenceError",
