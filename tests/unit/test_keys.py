@@ -56,19 +56,17 @@ def test_key_depends_on_tool_and_phase() -> None:
     )
 
 
+# the arguments of the pinned keys below
+PINNED_ARGS = {"to": "user@example.com", "n": 3, "tags": ["b", "a"], "price": 1.5, "meta": {"z": None, "a": True}}
+
+
 def test_key_is_pinned_across_versions_and_processes() -> None:
     # A changed value here breaks every stored ledger's dedup and replay: never update it casually.
     # It is sha256 of the documented recipe, checked by hand with sha256sum:
     # {"args":{"meta":{"a":true,"z":null},"n":3,"price":1.5,"tags":["b","a"],"to":"user@example.com"},
     #  "phase":"forward","tool":"send_email","v":1}   (one line, no spaces)
     pinned = "c121b76dd84b253686ae7a45caa615f5269612fb146192f4e1dd164af4686e31"
-    args = {
-        "to": "user@example.com",
-        "n": 3,
-        "tags": ["b", "a"],
-        "price": 1.5,
-        "meta": {"z": None, "a": True},
-    }
+    args = PINNED_ARGS
     assert idempotency_key("send_email", "forward", args) == pinned
     code = (
         "from agent_relay.keys import idempotency_key;"
@@ -245,13 +243,7 @@ def test_a_keyed_key_is_the_hmac_of_the_documented_material_and_differs_by_secre
     # printf '%s' '<material>' | openssl dgst -sha256 -hmac a-secret-of-the-ledger-000001
     # where <material> is the version-1 recipe above with "v":2.
     pinned = "296264e51e96449d9069addc204c5b0f576443625f68423147ef94b1dc367938"
-    args = {
-        "to": "user@example.com",
-        "n": 3,
-        "tags": ["b", "a"],
-        "price": 1.5,
-        "meta": {"z": None, "a": True},
-    }
+    args = PINNED_ARGS
     scheme = KeyScheme(b"a-secret-of-the-ledger-000001")
     assert idempotency_key("send_email", "forward", args, scheme=scheme) == pinned
     other = KeyScheme(b"a-secret-of-the-ledger-000002")
