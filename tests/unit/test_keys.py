@@ -57,7 +57,13 @@ def test_key_depends_on_tool_and_phase() -> None:
 
 
 # the arguments of the pinned keys below
-PINNED_ARGS = {"to": "user@example.com", "n": 3, "tags": ["b", "a"], "price": 1.5, "meta": {"z": None, "a": True}}
+PINNED_ARGS = {
+    "to": "user@example.com",
+    "n": 3,
+    "tags": ["b", "a"],
+    "price": 1.5,
+    "meta": {"z": None, "a": True},
+}
 
 
 def test_key_is_pinned_across_versions_and_processes() -> None:
