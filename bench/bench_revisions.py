@@ -1,0 +1,98 @@
+"""Per-call cost of this checkout against an earlier revision, measured in the same run.
+
+    python bench/bench_revisions.py --base 469be01
+
+A ratio against a floor (``bench_overhead.py``) moves with the disk and the load of the day; "is this
+change slower than that one" is answered by running both, interleaved, in one session. The base revision
+is checked out in a temporary git worktree; each round runs every case once per revision, alternating
+which goes first, each in a fresh interpreter that imports its own revision's ``agent_relay`` and
+``bench/bench_overhead.py``. Reported: the median µs per call of each revision and their ratio (this
+checkout ÷ base; below 1 is faster). It writes ``bench/RESULTS_REVISIONS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = Path(__file__).resolve().parent / "RESULTS_REVISIONS.md"
+CASES = ("live", "dedup", "replay")
+
+# One measurement in a child process: the case's best µs per call over ``repeats`` fresh ledgers.
+CHILD = """
+import sys, tempfile
+from pathlib import Path
+sys.path[:0] = [sys.argv[1], sys.argv[1] + "/bench"]
+import bench_overhead as b
+case, calls, repeats = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+run = {"live": b.run_live, "dedup": b.run_dedup, "replay": b.run_replay}[case]
+best = min(run(calls, 200, Path(tempfile.mkdtemp())) for _ in range(repeats))
+print(best / calls / 1000)
+"""
+
+
+def measure(tree: Path, case: str, calls: int, repeats: int) -> float:
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tree), case, str(calls), str(repeats)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tree,
+    )
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--base", required=True, help="the revision to compare with (e.g. 469be01)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (5)")
+    parser.add_argument("--calls", type=int, default=2000, help="calls per measurement (2000; live: 1/4)")
+    parser.add_argument("--repeats", type=int, default=3, help="measurements kept the best of (3)")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    with tempfile.TemporaryDirectory() as tmp:
+        base_tree = Path(tmp) / "base"
+        subprocess.run(
+            ["git", "worktree", "add", "-q", "--detach", str(base_tree), args.base], cwd=ROOT, check=True
+        )
+        try:
+            samples: dict[tuple[str, str], list[float]] = {}
+            for round_no in range(args.rounds):
+                for case in CASES:
+                    calls = args.calls // 4 if case == "live" else args.calls
+                    trees = [("base", base_tree), ("head", ROOT)]
+                    for label, tree in trees if round_no % 2 == 0 else trees[::-1]:
+                        samples.setdefault((case, label), []).append(measure(tree, case, calls, args.repeats))
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(base_tree)], cwd=ROOT, check=True)
+    lines = [
+        "# This checkout against an earlier revision",
+        "",
+        f"`python bench/bench_revisions.py --base {args.base} --rounds {args.rounds}` on "
+        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC: base `{args.base}`, this checkout `{head}` (its "
+        f"working tree). Median over {args.rounds} interleaved rounds of the best of {args.repeats}.",
+        "",
+        "| case | base µs/call | this µs/call | this ÷ base |",
+        "|---|---:|---:|---:|",
+    ]
+    for case in CASES:
+        base, this = statistics.median(samples[case, "base"]), statistics.median(samples[case, "head"])
+        lines.append(f"| {case} | {base:.1f} | {this:.1f} | {this / base:.2f} |")
+    report = "\n".join(lines) + "\n"
+    args.out.write_text(report)
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
