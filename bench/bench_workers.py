@@ -614,7 +614,7 @@ and runs add up to {rows} rows by the end. After every run the script checks tha
 def floor_section(args: argparse.Namespace, runs: Sequence[FloorRun]) -> str:
     return f"""## PostgreSQL against pgbench
 
-The floor: pgbench ({pgbench_floor.version()}) on the same server and ledger, W clients for
+The floor: `{pgbench_floor.version()}` on the same server and ledger, W clients for
 {args.pgbench_seconds:g} s, each "transaction" one call's statements as AgentRelay sends them (their
 text taken from `agent_relay/ledger/pg_calls.py`, prepared, every value a text parameter): for `strict`
 the claim (`INSERT ... ON CONFLICT ... RETURNING`) and the outcome (`UPDATE` to succeeded), each
