@@ -7,9 +7,14 @@ and warm-up are not timed. Throughput is all timed calls over (last worker's end
 start); latency is the median over workers of each worker's mean per-call time. After each run the
 ledger is checked: every call of those runs is one ``succeeded`` row, and every worker exited cleanly.
 
+On PostgreSQL it also measures, in the same run, pgbench running the ledger's own statements
+(``pgbench_floor.py``) against ``strict`` and ``outcome`` workers (1 and 4), the floor AgentRelay is
+reported as a ratio to; and one process calling from 1 and 8 threads, and as 100 gathered async calls.
+
 Run from the repository root: ``python bench/bench_workers.py`` (see ``--help``). It needs a PostgreSQL
-server (``--pg-url``, default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``), on which it creates
-a private database and drops it at the end. It writes ``bench/RESULTS_WORKERS.md`` and prints it.
+server (``--pg-url``, default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``) and ``pgbench``; it
+creates a private database on the server and drops it at the end. It writes ``bench/RESULTS_WORKERS.md``
+and prints it.
 """
 
 from __future__ import annotations
