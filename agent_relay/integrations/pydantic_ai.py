@@ -3,7 +3,7 @@
     from agent_relay.integrations.pydantic_ai import durable_tools, durable_toolset
 
     agent = Agent(model, toolsets=[durable_tools(runtime, [get_weather, Tool(book_flight)])])
-    agent = Agent(model, toolsets=[durable_toolset(runtime, mcp_server)])  # any toolset
+    agent = Agent(model, toolsets=[durable_toolset(runtime, MCPToolset("server.py"))])  # any toolset
 
 ``durable_toolset`` wraps any ``AbstractToolset`` in a ``DurableToolset`` (a ``WrapperToolset``): the
 tools, their definitions and schemas are the wrapped toolset's, and each ``call_tool`` is a call of the

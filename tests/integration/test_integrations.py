@@ -11,6 +11,7 @@ tests define inside their bodies.)
 
 import asyncio
 import json
+import os
 from typing import Annotated, Any
 
 import pytest
@@ -756,3 +757,60 @@ def test_outside_a_session_the_wrapped_tools_run_as_the_originals(runtime: Agent
     assert ran == ["agents a", "langchain hi"] * 2
     with runtime.ledger.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(tool_calls)).scalar() == 0
+
+
+MCP_SERVER = '''
+import os
+from pathlib import Path
+
+from mcp.server.mcpserver import MCPServer
+
+server = MCPServer("inventory")
+
+
+@server.tool()
+def reserve(item: str, quantity: int) -> str:
+    """Reserve stock."""
+    with Path(os.environ["RESERVED_LOG"]).open("a") as log:
+        log.write(item + "\\n")
+    return f"reserved {quantity} x {item}"
+
+
+server.run()
+'''
+
+
+def test_pydantic_ai_mcp_toolset_of_a_server_process(runtime: AgentRuntime, tmp_path: Any) -> None:
+    pydantic_ai = pytest.importorskip("pydantic_ai")
+    pytest.importorskip("mcp")
+    fastmcp = pytest.importorskip("fastmcp")
+    from fastmcp.client.transports import PythonStdioTransport
+    from pydantic_ai.mcp import MCPToolset
+    from pydantic_ai.models.test import TestModel
+
+    from agent_relay.integrations.pydantic_ai import durable_toolset
+
+    script, reserved = tmp_path / "inventory.py", tmp_path / "reserved.log"
+    script.write_text(MCP_SERVER)
+    reserved.touch()
+    transport = PythonStdioTransport(script, env={**os.environ, "RESERVED_LOG": str(reserved)})
+    server = MCPToolset(fastmcp.Client(transport))
+    agent = pydantic_ai.Agent(TestModel(), toolsets=[durable_toolset(runtime, server)])
+
+    async def main() -> str:
+        async with agent:
+            async with runtime.agent_session(name="inventory") as source:
+                await agent.run("reserve some stock")
+                await agent.run("reserve some stock")  # the same tools/call: served, not sent
+            async with runtime.agent_session(name="inventory", replay=True, replay_run_id=source.run_id):
+                await agent.run("reserve some stock")  # replayed: not sent either
+        return source.run_id
+
+    run_id = asyncio.run(main())
+    assert len(reserved.read_text().split()) == 1  # the server's tool ran once
+    (row,) = calls_of(runtime, run_id)
+    assert (row["tool_name"], list(row["arguments"]), row["status"]) == (
+        "reserve",
+        ["item", "quantity"],
+        "succeeded",
+    )
