@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -325,12 +326,14 @@ def measure_steps(ledger: Ledger, run_id: str, repeats: int, query_repeats: int)
         with stdout_to_devnull():
             _expect("show in process: exit code", cli_main(["--db", ledger.url, "show", run_id]), 0)
 
-    def read_run() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def read_run() -> tuple[dict[str, Any], list[dict[str, Any]]]:  # (what agent-relay show renders)
         found = resolve_run_id(store, run_id)
-        return get_run(store, found), run_calls(store, found)
+        return dataclasses.asdict(get_run(store, found)), [
+            dataclasses.asdict(c) for c in run_calls(store, found)
+        ]
 
     record, calls = read_run()
-    listed = list_runs(store, limit=RUNS_LIMIT)
+    listed = [dataclasses.asdict(r) for r in list_runs(store, limit=RUNS_LIMIT)]
 
     def render_tree() -> None:
         with stdout_to_devnull():

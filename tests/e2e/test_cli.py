@@ -92,7 +92,7 @@ def test_runs_lists_newest_first_with_filters(ledger: dict[str, str]) -> None:
     assert out.returncode == 0, out.stderr
     assert "trip_booking" in out.stdout and "compensated" in out.stdout and "research" in out.stdout
     rows = json.loads(cli("runs", "--json", cwd=tmp).stdout)
-    assert len(rows) == 8  # the demo's seven runs and the divergent replay
+    assert len(rows) == 9  # the demo's eight runs and the divergent replay
     assert [r["started_at"] for r in rows] == sorted((r["started_at"] for r in rows), reverse=True)
     assert {r["name"] for r in rows} >= {"email_flow", "trip_booking", "research", "newsletter"}
     trip = next(r for r in rows if r["name"] == "trip_booking")
@@ -102,7 +102,7 @@ def test_runs_lists_newest_first_with_filters(ledger: dict[str, str]) -> None:
     assert [r["name"] for r in json.loads(cli("runs", "--name", "research", "--json", cwd=tmp).stdout)] == [
         "research"
     ]
-    assert len(json.loads(cli("runs", "--since", "1h", "--json", cwd=tmp).stdout)) == 8
+    assert len(json.loads(cli("runs", "--since", "1h", "--json", cwd=tmp).stdout)) == 9
     assert json.loads(cli("runs", "--since", "2999-01-01", "--json", cwd=tmp).stdout) == []
     assert len(json.loads(cli("runs", "--limit", "2", "--json", cwd=tmp).stdout)) == 2
 
