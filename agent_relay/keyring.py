@@ -38,6 +38,17 @@ class SecretStore(Protocol):
     def key_secrets(self) -> list[bytes]: ...
 
 
+class KeyedRun(Protocol):
+    """What a recorded run (an ``agent_runs`` row) says of how its calls were keyed."""
+
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def key_version(self) -> int | None: ...
+    @property
+    def key_id(self) -> str | None: ...
+
+
 def span_key_chars(form: str | None, environ: Mapping[str, str] | None = None) -> int:
     """How many hex digits of a key a span shows, for ``span_key=`` (or ``AGENT_RELAY_SPAN_KEY``)."""
     source = "AgentRuntime(span_key=...)"
@@ -91,10 +102,11 @@ class KeyRing:
     def __init__(self, supplied: list[bytes], ledger: SecretStore, database: str) -> None:
         self._ledger = ledger
         self._database = database
-        self._schemes = {scheme.key_id: scheme for scheme in map(KeyScheme, supplied)}
+        schemes = [KeyScheme(secret) for secret in supplied]
+        self._schemes = {scheme.key_id: scheme for scheme in schemes}
         self._lock = threading.Lock()
-        if supplied:
-            self.current = KeyScheme(supplied[0])
+        if schemes:
+            self.current = schemes[0]
         else:
             newest = self._load()
             if newest is None:
@@ -113,8 +125,9 @@ class KeyRing:
                 self._schemes.setdefault(newest.key_id, newest)
         return newest
 
-    def for_run(self, run_id: str, version: int | None, key_id: str | None) -> KeyScheme:
-        """How run ``run_id``'s calls were keyed (its recorded version and secret)."""
+    def for_run(self, run: KeyedRun) -> KeyScheme:
+        """How a recorded run's calls were keyed (its recorded version and secret)."""
+        run_id, version, key_id = run.run_id, run.key_version, run.key_id
         if version is None or version == LEGACY_KEY_VERSION:  # (recorded before keys had versions)
             return KeyScheme.LEGACY
         if version != KEY_VERSION:

@@ -296,11 +296,6 @@ class AgentRuntime:
 
     def _decide(self, call_id: str, status: CallStatus, by: str, note: str | None) -> None:
         self._services.check_open()
-        verb = "approve" if status is CallStatus.APPROVED else "reject"
-        if not isinstance(by, str) or not by.strip():
-            raise ConfigurationError(f"{verb}(by=...) must name who decides (kept on the call), not {by!r}.")
-        if note is not None and not isinstance(note, str):
-            raise ConfigurationError(f"{verb}(note=...) must be text, not {note!r}.")
         self.ledger.decide_call(call_id, status, by, note)
 
     def settle_call(

@@ -117,7 +117,7 @@ class AgentSession:
         session = cls(runtime, row.name)
         session.mode, session.run_id, session.trace_id = RunMode.RECOVER, row.run_id, row.trace_id
         session._spend = RunSpend(row.run_id, None)
-        session._keys = runtime.services.keys.for_run(row.run_id, row.key_version, row.key_id)
+        session._keys = runtime.services.keys.for_run(row)
         return session
 
     # --- public --------------------------------------------------------------------------------------
@@ -310,7 +310,7 @@ class AgentSession:
             recorded = ledger.get_run(self.replay_of)
             if recorded is None:
                 raise UnknownRunError(self.replay_of, ledger.database)
-            keys = self._services.keys.for_run(recorded.run_id, recorded.key_version, recorded.key_id)
+            keys = self._services.keys.for_run(recorded)
             source = ReplaySource(self.replay_of, ledger.forward_calls(self.replay_of), self.fork_after)
         self.trace_id = format_trace_id(ctx.trace_id) if ctx.is_valid else None
         ledger.insert_run(
@@ -338,7 +338,7 @@ class AgentSession:
         row = ledger.get_run(run_id)
         if row is None:
             raise UnknownRunError(run_id, ledger.database)
-        keys = self._services.keys.for_run(run_id, row.key_version, row.key_id)
+        keys = self._services.keys.for_run(row)
         if row.status in (RunStatus.COMPENSATED, RunStatus.COMPENSATION_FAILED, RunStatus.CANCELLED):
             raise SessionStateError(
                 f"run {run_id} was compensated ({row.status}), so it cannot be resumed; start a new run."

@@ -39,7 +39,7 @@ TRACE_URL_ENV = "AGENT_RELAY_TRACE_URL"
 TRACE_URL_PLACEHOLDERS = ("trace_id", "run_id")
 _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433, "oracle": 1521}
 F = TypeVar("F", bound=Callable[..., Any])
-_WHERE_DB = f"set --db or {DATABASE_URL_ENV}"
+_WHERE_DB = control.WHERE_DB
 
 
 class _Context:

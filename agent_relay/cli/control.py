@@ -15,7 +15,7 @@ from ..states import CallStatus
 from ..telemetry import DATABASE_URL_ENV
 from .text import printable
 
-_WHERE_DB = f"set --db or {DATABASE_URL_ENV}"
+WHERE_DB = f"set --db or {DATABASE_URL_ENV}"  # (the fix a missing ledger's error names)
 
 
 class Options(Protocol):
@@ -28,7 +28,7 @@ class Options(Protocol):
 
 def _store(obj: Options) -> LedgerStore:
     url = sa.make_url(obj.db)
-    refuse_missing_file(url, _WHERE_DB)
+    refuse_missing_file(url, WHERE_DB)
     store = LedgerStore(url)
     try:
         store.open()

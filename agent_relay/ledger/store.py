@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, Row
 
-from ..errors import LedgerError, SchemaVersionError, SessionStateError, UnknownRunError
+from ..errors import ConfigurationError, LedgerError, SchemaVersionError, SessionStateError, UnknownRunError
 from ..states import CallStatus, Origin, Phase, RunStatus
 from . import derived, migrations, retention, secrets
 from .checkpoint import Checkpointer
@@ -309,7 +309,13 @@ class LedgerStore:
         return cost, unknown, inp, out
 
     def decide_call(self, call_id: str, status: CallStatus, by: str, note: str | None) -> None:
-        """Record a person's decision on a call awaiting approval; ``SessionStateError`` if it is not."""
+        """Record a person's decision on a call awaiting approval (the runtime's and the CLI's): who
+        decides must be named (``ConfigurationError``); ``SessionStateError`` if it is not awaiting one."""
+        verb = "approve" if status is CallStatus.APPROVED else "reject"
+        if not isinstance(by, str) or not by.strip():
+            raise ConfigurationError(f"{verb}(by=...) must name who decides (kept on the call), not {by!r}.")
+        if note is not None and not isinstance(note, str):
+            raise ConfigurationError(f"{verb}(note=...) must be text, not {note!r}.")
         if not self.calls.decide(call_id, status, by, note):
             row = self.get_call(call_id)
             state = "does not exist" if row is None else f"is {row.status}, not awaiting_approval"

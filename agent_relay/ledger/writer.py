@@ -189,8 +189,12 @@ class CallWriter:
         """A person's decision on a call awaiting approval (``APPROVED`` or ``REJECTED``); False if the
         call is not awaiting one."""
         c = tool_calls.c
-        values: dict[str, Any] = {"status": status, "decided_by": by, "decided_at": utc(time.time_ns())}
-        values["decision_note"] = note
+        values: dict[str, Any] = {
+            "status": status,
+            "decided_by": by,
+            "decided_at": utc(time.time_ns()),
+            "decision_note": note,
+        }
         if status is CallStatus.REJECTED:
             values["error_type"] = "agent_relay.errors.ApprovalRejectedError"
             values["error_message"] = f"rejected by {by}" + (f": {note}" if note else "")

@@ -177,6 +177,8 @@ def test_approve_with_the_cli_from_another_process_then_resume(tmp_path: Path) -
     waiting = cli("runs", "--status", "awaiting_approval", "--json")
     assert waiting.returncode == 0, waiting.stderr
     assert run_id in waiting.stdout
+    nobody = cli("approve", call_id, "--by", " ")  # the CLI checks who decides as the runtime does
+    assert nobody.returncode == 1 and "must name who decides" in nobody.stderr
     done = cli("approve", call_id, "--by", "ops-oncall")
     assert done.returncode == 0 and "approved by ops-oncall" in done.stdout
     again = cli("reject", call_id, "--by", "ops-oncall")
