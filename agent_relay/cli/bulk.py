@@ -81,7 +81,7 @@ def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
 )
 @click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
 @click.option(
-    "--batch", default=200, show_default=True, type=click.IntRange(1, 100_000), help="Runs per transaction."
+    "--batch", default=500, show_default=True, type=click.IntRange(1, 100_000), help="Runs per transaction."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj

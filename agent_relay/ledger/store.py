@@ -160,15 +160,15 @@ class LedgerStore:
         *,
         statuses: Iterable[str] | None = None,
         dry_run: bool = False,
-        batch: int = 200,
+        batch: int = 500,
         max_calls: int = 5_000,
         progress: Callable[[int], None] | None = None,
     ) -> retention.Pruned:
         """Delete runs that started before ``older_than`` (ago) with their calls and attempts, in batches
         of at most ``batch`` runs and (unless one run has more) ``max_calls`` calls, each its own
         transaction; never a run still running or waiting for a person (``in_doubt``,
-        ``compensation_failed``). ``statuses``: only those; ``dry_run``: only count. See
-        ``agent_relay.ledger.retention``."""
+        ``awaiting_approval``, ``compensation_failed``). ``statuses``: only those; ``dry_run``: only
+        count. See ``agent_relay.ledger.retention``."""
         return retention.prune(
             self.db,
             older_than,

@@ -137,13 +137,13 @@ def test_prune_while_another_process_records_calls(runtime: AgentRuntime, tmp_pa
     """Many old runs are pruned in batches while a subprocess records calls the whole time: it finishes
     every call, none failing (each batch is a short transaction)."""
     runs = [
-        {"run_id": f"old-{i:05d}", "name": "old", "status": "succeeded", "mode": "live", "started_at": OLD}
-        for i in range(20_000)
+        {"run_id": f"old-{i:06d}", "name": "old", "status": "succeeded", "mode": "live", "started_at": OLD}
+        for i in range(100_000)
     ]
     calls = [
-        {"call_id": f"c{i:05d}", "run_id": f"old-{i:05d}", "seq": 1, "tool_name": "t", "phase": "forward",
+        {"call_id": f"c{i:06d}", "run_id": f"old-{i:06d}", "seq": 1, "tool_name": "t", "phase": "forward",
          "idempotency_key": "k", "status": "succeeded", "attempts": 1, "started_at": OLD}
-        for i in range(20_000)
+        for i in range(100_000)
     ]  # fmt: skip
     with runtime.ledger.engine.begin() as conn:
         conn.execute(agent_runs.insert(), runs)
@@ -158,13 +158,13 @@ def test_prune_while_another_process_records_calls(runtime: AgentRuntime, tmp_pa
     )
     try:
         assert writer.stdout is not None and writer.stdout.readline() == "ready\n"
-        pruned = runtime.ledger.prune(dt.timedelta(days=30), batch=100)
+        pruned = runtime.ledger.prune(dt.timedelta(days=30))
     finally:
         stop.touch()
         out, err = writer.communicate(timeout=300)
     assert writer.returncode == 0, err
     done = int(out.strip())
-    assert (pruned.runs, pruned.calls) == (20_000, 20_000)
+    assert (pruned.runs, pruned.calls) == (100_000, 100_000)
     with runtime.ledger.engine.connect() as conn:
         written = conn.execute(
             sa.select(tool_calls.c.status, sa.func.count())
