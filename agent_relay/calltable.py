@@ -30,15 +30,16 @@ _waiters_lock = threading.Lock()  # (tasks waiting on a flight are rare: one loc
 
 class Flight:
     """A live call that callers with the same key wait for: threads block on a lock, tasks await a
-    future their loop is told about when the call lands."""
+    future their loop is told about when the call lands. Made by the first caller that waits (most calls
+    have none: the table marks a call in flight with its thread's id alone)."""
 
     __slots__ = ("_running", "_waiters", "thread_id")
 
-    def __init__(self) -> None:
+    def __init__(self, thread_id: int) -> None:
         self._running = threading.Lock()  # held while the call runs (cheaper to make than an Event)
         self._running.acquire()
         self._waiters: list[asyncio.Future[None]] | None = None
-        self.thread_id = threading.get_ident()
+        self.thread_id = thread_id  # the thread running the call
 
     def land(self) -> None:
         """The call ended: wake the waiters. (No lock: a task registers itself before it looks whether
@@ -128,7 +129,7 @@ class CallTable:
         # (phase, key) -> (arguments, output) of succeeded calls, least recently used first
         self._done: OrderedDict[tuple[str, str], Serve] = OrderedDict()
         self._evicted: bytearray | None = None  # which keys the index dropped (see maybe_evicted)
-        self._inflight: dict[tuple[str, str], Flight] = {}
+        self._inflight: dict[tuple[str, str], Flight | int] = {}  # a Flight once someone waits
         self._occurrences: dict[str, int] = {}
         self._tries: dict[tuple[str, str], int] = {}
 
@@ -149,10 +150,12 @@ class CallTable:
                 return done
             flight = self._inflight.get((phase, key))
             if flight is not None:
+                if not isinstance(flight, Flight):  # the first to wait for it (its runner's thread id)
+                    flight = self._inflight[(phase, key)] = Flight(flight)
                 return Wait(flight)
             fate = new_call(self._seq.__next__, phase, key, tool)
             if isinstance(fate, (Live, Replay)):
-                self._inflight[(phase, key)] = Flight()
+                self._inflight[(phase, key)] = threading.get_ident()
             return fate
 
     def release(self, phase: str, key: str, done: Serve | None = None) -> None:
@@ -167,7 +170,7 @@ class CallTable:
                     for bit in _filter_bits(dropped):
                         self._evicted[bit >> 3] |= 1 << (bit & 7)
             flight = self._inflight.pop((phase, key), None)
-        if flight is not None:
+        if isinstance(flight, Flight):
             flight.land()
 
     def maybe_evicted(self, key: str) -> bool:
