@@ -160,14 +160,20 @@ def encode(
         ) from None
 
 
+# Made once: ``json.dumps`` builds an encoder on every call, and these run on every tool call. (An
+# encoder keeps no state between calls: ``encode`` is safe from any thread.)
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def canonical_dumps(value: JSONValue) -> str:
     """Serialise plain JSON data canonically (sorted keys, compact, ASCII)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return _CANONICAL.encode(value)
 
 
 def compact_dumps(value: JSONValue) -> str:
     """Serialise for storage: compact, keys in their given order, UTF-8 kept readable."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _COMPACT.encode(value)
 
 
 class JSONText(str):

@@ -109,11 +109,16 @@ def binder(signature: inspect.Signature) -> Binder:
 
     def bind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         if len(args) <= len(positional) and kwargs.keys() <= known:
-            given = dict(zip(positional, args, strict=False))
-            if given.keys().isdisjoint(kwargs):
+            given = kwargs
+            if args:
+                given = dict(zip(positional, args, strict=False))
+                if not given.keys().isdisjoint(kwargs):  # an argument given twice: bind raises
+                    return bind_arguments(signature, args, kwargs)
                 given.update(kwargs)
-                if required <= given.keys():
-                    return {n: given[n] if n in given else defaults[n] for n in names}
+            if required <= given.keys():
+                if len(given) < len(names):
+                    given = {**defaults, **given}
+                return dict(zip(names, map(given.__getitem__, names), strict=True))  # (in order)
         return bind_arguments(signature, args, kwargs)
 
     return bind
