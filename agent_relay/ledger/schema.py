@@ -18,7 +18,7 @@ from sqlalchemy.ext.compiler import compiles
 
 from ..states import Origin, RunMode
 
-SCHEMA_VERSION = 7  # see migrations.py for what each version added
+SCHEMA_VERSION = 10  # see migrations.py for what each version added
 
 metadata = sa.MetaData()
 
@@ -123,9 +123,12 @@ agent_runs = sa.Table(
     # a cancel asked from outside (runtime.cancel): when, and why; its next call is refused
     sa.Column("cancel_requested_at", _TS, nullable=True),
     sa.Column("cancel_reason", sa.Text, nullable=True),
+    # a child run (parent_run_id): whether its parent's saga undoes it too (agent_session(unwind_with_parent))
+    sa.Column("unwind_with_parent", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Index("ix_agent_runs_started_at", "started_at"),
     sa.Index("ix_agent_runs_name_started_at", "name", "started_at"),
     sa.Index("ix_agent_runs_status", "status"),
+    sa.Index("ix_agent_runs_parent_run_id", "parent_run_id"),
 )
 
 tool_calls = sa.Table(
