@@ -122,7 +122,7 @@ class Saga:
                     _run_coroutine(execute_async(call, step.compensation.func, (), kwargs))
                 else:
                     execute(call, step.compensation.func, (), kwargs)
-                self.compensated += 1
+                self._undone(step)
             except Exception as exc:
                 self._failed(step, exc)
 
@@ -140,9 +140,19 @@ class Saga:
                     await execute_async(call, step.compensation.func, (), kwargs)
                 else:
                     execute(call, step.compensation.func, (), kwargs)
-                self.compensated += 1
+                self._undone(step)
             except Exception as exc:
                 self._failed(step, exc)
+
+    def _undone(self, step: compensation.Step) -> None:
+        """A compensation succeeded; a global key its forward call held is given up (the order it
+        charged was refunded: charging it again is a new charge)."""
+        self.compensated += 1
+        if step.forward.global_key is not None:
+            try:
+                self._services.ledger.keys.release(step.call_id, pending_only=False)
+            except AgentRelayError as exc:
+                self._note(CompensationFailure(step.compensation.name, step.forward.name, step.seq, exc))
 
     def _failed(self, step: compensation.Step, exc: BaseException) -> None:
         self._note(CompensationFailure(step.compensation.name, step.forward.name, step.seq, exc))

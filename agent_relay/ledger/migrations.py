@@ -22,7 +22,8 @@ run's ``cancel_requested_at`` and ``cancel_reason``. Version 7: approval before 
 ``decided_by``, ``decided_at`` and ``decision_note``, and a ``status`` wide enough for
 ``awaiting_approval`` (on PostgreSQL; SQLite does not enforce a length). Versions 8 and 9: reserved for
 work merged alongside version 10 (no change here). Version 10: multi-agent sagas and keys across runs —
-each run's ``unwind_with_parent`` and an index on ``parent_run_id`` (a failing parent finds its children).
+each run's ``unwind_with_parent`` and an index on ``parent_run_id`` (a failing parent finds its children);
+the ``tool_call_keys`` table (one row per global idempotency key, with its holder, output and expiry).
 
 The trigger and views (``derived``) are not steps: every upgrade drops them before its steps change the
 tables, and its last step makes the current ones. To add a version: bump ``SCHEMA_VERSION``, write the
@@ -37,7 +38,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..errors import LedgerError
-from .schema import agent_runs, key_secrets, tool_call_attempts, tool_calls
+from .schema import agent_runs, key_secrets, tool_call_attempts, tool_call_keys, tool_calls
 from .secrets import ensure_secret
 
 # Columns each version added, by table: the DDL of a step, and what a test drops to build the old schema.
@@ -127,7 +128,7 @@ def _exact_values(conn: Connection) -> None:
 
 
 # Tables each version added, and foreign keys it gave ON DELETE CASCADE (table, constraint name).
-ADDED_TABLES: dict[int, list[sa.Table]] = {4: [tool_call_attempts], 5: [key_secrets]}
+ADDED_TABLES: dict[int, list[sa.Table]] = {4: [tool_call_attempts], 5: [key_secrets], 10: [tool_call_keys]}
 # Indexes each version added on existing tables.
 ADDED_INDEXES: dict[int, list[sa.Index]] = {
     10: [next(i for i in agent_runs.indexes if i.name == "ix_agent_runs_parent_run_id")]
@@ -215,6 +216,8 @@ def _multi_run(conn: Connection) -> None:
     _add_columns(10)(conn)
     for index in ADDED_INDEXES[10]:
         index.create(conn, checkfirst=True)
+    for table in ADDED_TABLES[10]:
+        table.create(conn)
 
 
 STEPS: dict[int, Callable[[Connection], None]] = {

@@ -22,6 +22,7 @@ from ..states import CallStatus, Origin, Phase, RunStatus
 from . import derived, migrations, retention, secrets
 from .checkpoint import Checkpointer
 from .connection import Database, LedgerOptions
+from .key_claims import KeyClaims
 from .schema import SCHEMA_VERSION, agent_runs, metadata, schema_info, tool_calls
 from .sql_calls import SqlCalls
 from .sqlite_calls import SqliteCalls
@@ -37,6 +38,7 @@ class LedgerStore:
             Checkpointer(self.db.engine, self.db.lock) if self.db.background_checkpoints else None
         )
         self.calls = CallWriter(self.db, self._calls_backend())
+        self.keys = KeyClaims(self.db)  # global idempotency keys (tool_call_keys): written here only
 
     def _calls_backend(self) -> CallStatements:
         """The tool calls' statements: plain ``sqlite3``, psycopg on its own pool for PostgreSQL through
@@ -168,8 +170,9 @@ class LedgerStore:
         of at most ``batch`` runs and (unless one run has more) ``max_calls`` calls, each its own
         transaction; never a run still running or waiting for a person (``in_doubt``,
         ``awaiting_approval``, ``compensation_failed``). ``statuses``: only those; ``dry_run``: only
-        count. See ``agent_relay.ledger.retention``."""
-        return retention.prune(
+        count. Global idempotency keys outlive their runs (``tool_call_keys`` holds their outcome): only
+        those whose retention ended are deleted. See ``agent_relay.ledger.retention``."""
+        pruned = retention.prune(
             self.db,
             older_than,
             statuses=statuses,
@@ -178,6 +181,9 @@ class LedgerStore:
             max_calls=max_calls,
             progress=progress,
         )
+        if not dry_run:
+            self.keys.expire()
+        return pruned
 
     # --- runs ----------------------------------------------------------------------------------------
     def insert_run(self, **values: Any) -> None:
