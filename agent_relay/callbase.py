@@ -52,6 +52,7 @@ class CallBase:
         "phase",
         "record",
         "run",
+        "scope",
         "secrets",
         "services",
         "span",
@@ -112,6 +113,7 @@ class CallBase:
         self.output_json: JSONValue = None
         self.deadline: float | None = None  # waiting on another worker's row: until when
         self.usage_cost = _ZERO
+        self.scope: str | None = None  # this try and its global key (``keyscope``): held, or waited on
 
     def again(self) -> Self:
         """The same call (arguments, key, ids) for another try: nothing of this try's state."""
@@ -120,6 +122,7 @@ class CallBase:
             setattr(other, name, getattr(self, name))
         other.record = other.span = other.bound = other.output_json = other.deadline = None
         other.batched = False
+        other.scope = None
         other.usage_cost = _ZERO
         return other
 
@@ -204,6 +207,10 @@ class CallBase:
         if self.span is not None and self.span.is_recording() and self.record is not None:
             self.abandon(err)
         raise err
+
+    def failed(self, exc: BaseException) -> None:
+        """Record the live call as failed with ``exc`` (``Invocation``: the live path)."""
+        raise NotImplementedError
 
     def count(self, cost: Decimal | None, *, raise_budget: bool = True) -> None:
         """Count a finished call's cost and tokens against the run; raise if it passed the budget or

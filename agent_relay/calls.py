@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from . import semconv, spans, stops
+from . import keyscope, semconv, spans, stops
 from .batching import LoopBatcher
 from .callbase import MAX_ERROR_MESSAGE
 from .calltable import Live, Refuse, Replay, Serve, Wait
@@ -274,15 +274,17 @@ class Invocation(ServedCall):
         return self._go(held.attempts)
 
     def poll(self) -> Next:
-        """Claim again, after waiting on another worker's row."""
+        """Claim again, after waiting on another worker's row (or on another run's global key)."""
         assert self.record is not None
+        if self.scope == keyscope.WAITING:
+            return self._scoped()
         try:
             claim: Claim | LedgerError = self.services.ledger.calls.claim(self.record)
         except LedgerError as err:
             claim = err
         return self.claimed(claim)
 
-    def _go(self, attempts: int) -> Go:
+    def _go(self, attempts: int) -> Next:
         assert self.span is not None and self.record is not None
         self.record.attempts = attempts
         self.span.set_attribute(semconv.CALL_ATTEMPT, attempts)
@@ -294,7 +296,14 @@ class Invocation(ServedCall):
                     semconv.FORWARD_TOOL: self.compensates.forward.name,
                 },
             )
-        return _GO
+        return _GO if self.spec.global_key is None or self.phase is not Phase.FORWARD else self._scoped()
+
+    def _scoped(self) -> Next:
+        """Hold the call's global key (``keyscope``): run the body, serve another run's result, or wait."""
+        step = keyscope.claim(self)
+        if isinstance(step, keyscope.Served):
+            return Done(step.value)
+        return _GO if step == keyscope.HELD else Poll(_POLL_S)
 
     def _in_progress(self) -> CallInProgressError:
         return CallInProgressError(tool_name=self.spec.name, run_id=self.run.run_id, idempotency_key=self.key)
@@ -446,6 +455,7 @@ class Invocation(ServedCall):
         record = self.record
         assert record is not None
         self.metric(CallStatus.SUCCEEDED, Origin.LIVE, record)
+        error = error or keyscope.finished(self)
         if error is not None:
             self.release()
             raise error
@@ -474,6 +484,7 @@ class Invocation(ServedCall):
             error = err
         self.metric(CallStatus.FAILED, Origin.LIVE, record)
         self.release()
+        keyscope.released(self)
         if error is not None:
             raise error from exc
         self.count(cost, raise_budget=False)

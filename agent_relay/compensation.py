@@ -1,19 +1,22 @@
 """The saga's plan: which recorded calls to compensate, with which tool, in which order.
 
 Pure decisions over ledger rows and the tool registry; the session runs the plan. A run is unwound in
-reverse ``seq`` order; only succeeded forward calls whose tool names a compensation take part.
+reverse ``seq`` order; only succeeded forward calls whose tool names a compensation take part. The child
+runs it opened (``parent_run_id``, unless they opted out) are unwound with it, each where it happened:
+a child opened after a call is undone before that call (``interleave``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .errors import UnknownToolError
 from .ledger.connection import owner_is_gone
 from .spec import ToolSpec
+from .states import RunStatus
 
 FORWARD_RESULT = "forward_result"
 """A compensating tool with a parameter of this name receives the forward call's result."""
@@ -29,6 +32,55 @@ class Step:
     compensation: ToolSpec
     arguments: Mapping[str, Any]
     output: Any
+    started_at: Any = None  # when the forward call started (orders it among the run's children)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Child:
+    """Unwind child run ``row`` (an ``agent_runs`` row: run_id, name, status, owner, started_at, ...)."""
+
+    row: Any
+
+    @property
+    def run_id(self) -> str:
+        return str(self.row.run_id)
+
+
+# a child whose saga ran already (its own failure, or a cancel) is not unwound again
+_UNWOUND = (RunStatus.COMPENSATED, RunStatus.COMPENSATION_FAILED, RunStatus.CANCELLED)
+
+
+def children(rows: Iterable[Any]) -> tuple[list[Child], list[Any]]:
+    """Of the child runs ``rows`` (latest first), those to unwind, and those still running in a live
+    process (which an unwind cannot undo under them: named, not skipped)."""
+    unwind, running = [], []
+    for row in rows:
+        if row.status in _UNWOUND:
+            continue
+        if row.status == RunStatus.RUNNING and not owner_is_gone(row.owner):
+            running.append(row)
+        else:
+            unwind.append(Child(row))
+    return unwind, running
+
+
+def interleave(steps: Sequence[Step], kids: Sequence[Child]) -> list[Step | Child]:
+    """Steps (latest first) and children (latest first) in one order, latest first: a child run that
+    started at or after a forward call started is unwound before that call."""
+    order: list[Step | Child] = []
+    waiting = list(kids)
+    for step in steps:
+        while waiting and (step.started_at is None or _after(waiting[0].row.started_at, step.started_at)):
+            order.append(waiting.pop(0))
+        order.append(step)
+    return order + waiting
+
+
+def _after(child: Any, call: Any) -> bool:
+    try:
+        return bool(child >= call)
+    except TypeError:  # (one of them naive, the other aware: both are UTC)
+        return bool(child.replace(tzinfo=None) >= call.replace(tzinfo=None))
 
 
 def plan(rows: Iterable[Any], tools: Mapping[str, ToolSpec]) -> list[Step]:
@@ -46,7 +98,15 @@ def plan(rows: Iterable[Any], tools: Mapping[str, ToolSpec]) -> list[Step]:
         if forward.compensation is None:
             continue
         steps.append(
-            Step(row.call_id, row.seq, forward, resolve(forward, tools), row.arguments or {}, row.output)
+            Step(
+                row.call_id,
+                row.seq,
+                forward,
+                resolve(forward, tools),
+                row.arguments or {},
+                row.output,
+                getattr(row, "started_at", None),
+            )
         )
     return steps
 

@@ -105,6 +105,7 @@ class KeyRing:
         schemes = [KeyScheme(secret) for secret in supplied]
         self._schemes = {scheme.key_id: scheme for scheme in schemes}
         self._lock = threading.Lock()
+        self._anchor: KeyScheme | None = None
         if schemes:
             self.current = schemes[0]
         else:
@@ -115,6 +116,21 @@ class KeyRing:
                     f"supply one with AgentRuntime(key_secret=...) or {ENV_SECRET}."
                 )
             self.current = newest
+
+    @property
+    def anchor(self) -> KeyScheme:
+        """The scheme of global keys (``keys.scope_key``): the ledger's first secret, whatever the current
+        one is. Rotation moves new runs to a new secret; a global key must keep naming the same call for
+        as long as it is retained, so it stays with the secret the ledger was made with."""
+        if self._anchor is None:
+            secrets = self._ledger.key_secrets()  # oldest first
+            if not secrets:
+                raise ConfigurationError(
+                    f"the ledger at {self._database} holds no key secret for global keys; upgrade it "
+                    f"(agent-relay db upgrade)."
+                )
+            self._anchor = KeyScheme(secrets[0])
+        return self._anchor
 
     def _load(self) -> KeyScheme | None:
         """Read the ledger's secrets into the ring; the newest of them."""

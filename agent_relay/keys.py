@@ -14,6 +14,8 @@ runs recorded with it keep it (``KeyScheme.LEGACY``), so they replay, fork and r
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import functools
 import hashlib
 import hmac
@@ -22,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .encoding import JSONValue, canonical_dumps, encode
-from .errors import ArgumentEncodingError
+from .errors import ArgumentEncodingError, ConfigurationError
 
 KEY_VERSION = 2  # the version new runs key their calls with; see KeyScheme
 LEGACY_KEY_VERSION = 1
@@ -171,6 +173,56 @@ def idempotency_key(
 @functools.lru_cache(maxsize=4096)
 def _key_tail(phase: str, tool_name: str, version: int) -> str:
     return f',"phase":{canonical_dumps(phase)},"tool":{canonical_dumps(tool_name)},"v":{version}}}'
+
+
+KEY_SCOPES = ("run", "global")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GlobalKey:
+    """``@tool(key=..., key_scope="global")``: the key deduplicates across runs, for ``retain`` (None:
+    for good) after the call that holds it started."""
+
+    retain: dt.timedelta | None
+
+
+def global_key(
+    scope: object, retain: object, *, has_key: bool, deduplicate: bool, tool_name: str
+) -> GlobalKey | None:
+    """Check ``key_scope=`` and ``retain=`` together; the tool's ``GlobalKey``, or None (run scope)."""
+    where = f"@tool({tool_name!r})"
+    if scope not in KEY_SCOPES:
+        raise ConfigurationError(
+            f"{where}: key_scope must be 'run' (the default: a key deduplicates within its run) or 'global' "
+            f"(across runs: an order id charged once, ever), not {scope!r}."
+        )
+    if scope == "run":
+        if retain is not None:
+            raise ConfigurationError(
+                f"{where}: retain=... needs key_scope='global' (a run's keys last as it does)."
+            )
+        return None
+    if not has_key:
+        raise ConfigurationError(
+            f"{where}: key_scope='global' needs key=..., the function naming the call across runs (e.g. "
+            f"key=lambda a: a['order_id']): arguments alone would make every identical call of any run one."
+        )
+    if not deduplicate:
+        raise ConfigurationError(f"{where}: key_scope='global' cannot be combined with deduplicate=False.")
+    if retain is not None and (not isinstance(retain, dt.timedelta) or retain <= dt.timedelta(0)):
+        raise ConfigurationError(
+            f"{where}: retain must be a positive datetime.timedelta (how long a global key is kept), or None "
+            f"to keep it for good, not {retain!r}."
+        )
+    return GlobalKey(retain)
+
+
+def scope_key(tool_name: str, user_key: str, scheme: KeyScheme) -> str:
+    """The key that names a call across runs (``@tool(key=..., key_scope="global")``): the HMAC, under
+    ``scheme`` (the ledger's first secret, ``KeyRing.anchor``: never rotated, so an order id names the same
+    call for as long as it is retained), of ``{"key", "scope": "global", "tool", "v"}``. Never on a span."""
+    material = canonical_dumps({"key": user_key, "scope": "global", "tool": tool_name, "v": scheme.version})
+    return scheme.digest(material)
 
 
 def call_id(run_id: str, phase: str, key: str) -> str:

@@ -71,6 +71,7 @@ class Run:
         self.in_doubt: list[str] = []  # ids of calls met in doubt: the run stops there, without unwinding
         self.secrets: set[str] = set()  # redacted values its calls saw: scrubbed out of the run's messages
         self.cancelled = False  # cancelled from outside (runtime.cancel): forward calls are refused
+        self.parent: Run | None = None  # the run open here its session was opened in (its cancel is ours)
         self.cancel_reason: str | None = None
         self._cancel_checked = -CANCEL_POLL_S  # (monotonic) when the ledger was last asked
 
@@ -132,7 +133,13 @@ class Run:
             )
         if not self.cancelled and phase == Phase.FORWARD:  # a cancel from another process: asked at most
             now = time.monotonic()  # every CANCEL_POLL_S (one in this process is told at once)
-            if now - self._cancel_checked >= CANCEL_POLL_S:
+            parent = self.parent
+            while parent is not None and not parent.cancelled:
+                parent = parent.parent
+            if parent is not None:  # a run it was opened in was cancelled: it refuses its calls too
+                why = f": {parent.cancel_reason}" if parent.cancel_reason else ""
+                self.cancel(f"its parent run {parent.run_id} was cancelled{why}")
+            elif now - self._cancel_checked >= CANCEL_POLL_S:  # (the ledger answers for its parents too)
                 self._cancel_checked = now
                 self.cancelled, self.cancel_reason = self.services.ledger.cancel_requested(self.run_id)
         return self.table.reserve(phase, key, self._decide, tool_name)

@@ -238,6 +238,7 @@ class AgentRuntime:
         resume_run_id: str | None = None,
         parent_run_id: str | None = None,
         child_key: str | None = None,
+        unwind_with_parent: bool = True,
     ) -> AgentSession:
         """A session recording one run; use it as ``with`` or ``async with``.
 
@@ -257,6 +258,12 @@ class AgentRuntime:
         retried request) continues that run, even once it succeeded: succeeded calls are served, failed
         ones run again, as in a resume.
 
+        A child run (opened inside another session, or given ``parent_run_id``) is unwound with its
+        parent: when the parent's saga runs (it failed, or was cancelled), the child's compensations run
+        too, where the child came among the parent's calls, and the child ends ``compensated``.
+        ``unwind_with_parent=False`` leaves a child's effects in place. A cancelled parent's children
+        refuse their calls as it does.
+
         Bad arguments raise here; an unknown run id raises when the session starts, before the agent
         runs.
         """
@@ -272,6 +279,7 @@ class AgentRuntime:
             resume_run_id=resume_run_id,
             parent_run_id=parent_run_id,
             child_key=child_key,
+            unwind_with_parent=unwind_with_parent,
         )
 
     def cancel(self, run_id: str, *, reason: str | None = None) -> None:

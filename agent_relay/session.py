@@ -9,7 +9,9 @@ Nesting: a session opened inside another records its own run, linked to the oute
 ``parent_run_id``, with its span a child of the outer session's span; tools called inside belong to the
 inner run until it exits. A session given ``parent_run_id`` is the child of a run recorded in another
 process (an MCP server's, serving that run's request); with ``child_key`` it is opened again, not anew,
-when the same request comes again.
+when the same request comes again. A child is unwound with its parent when the parent's saga runs (see
+``agent_relay.saga``; ``unwind_with_parent=False`` opts out), and refuses its calls once its parent is
+cancelled.
 
 Saga: when the block raises an ``Exception`` (``BudgetExceededError`` included), every succeeded forward
 call whose tool names a compensation is compensated, latest first, before the exception propagates —
@@ -20,6 +22,7 @@ unchanged, with any compensation failures attached as notes and on ``compensatio
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
 from contextvars import Token
@@ -42,6 +45,7 @@ from .errors import (
     LedgerError,
     OutputEncodingError,
     ReplayDivergenceError,
+    RunCancelledError,
     SessionStateError,
     UnknownRunError,
 )
@@ -78,7 +82,12 @@ class AgentSession:
         resume_run_id: str | None = None,
         parent_run_id: str | None = None,
         child_key: str | None = None,
+        unwind_with_parent: bool = True,
     ) -> None:
+        if not isinstance(unwind_with_parent, bool):
+            raise SessionStateError(
+                f"agent_session(unwind_with_parent=...) must be a bool, not {unwind_with_parent!r}."
+            )
         if not isinstance(name, str) or not name.strip():
             raise SessionStateError(f"agent_session(name=...) must be a non-empty string, not {name!r}.")
         self.mode = run_mode(replay, replay_run_id, fork_after, resume_run_id)
@@ -97,6 +106,7 @@ class AgentSession:
             child = f"agent-relay:{parent_run_id}:{name}:{child_key}"
             self.run_id = str(uuid.uuid5(uuid.NAMESPACE_URL, child))
         self._remote_parent, self._child_key = parent_run_id, child_key
+        self.unwind_with_parent = unwind_with_parent
         self.parent_run_id: str | None = parent_run_id
         self.trace_id: str | None = None
         self.status = RunStatus.NEW
@@ -262,6 +272,7 @@ class AgentSession:
             raise
         self._span = span
         self._run.open = True
+        self._run.parent = parent if self._remote_parent is None else None
         services.session_opened(True, self.run_id, self._run)
         self._tokens = (otel_context.attach(trace.set_span_in_context(span)), self._run.enter())
         self.status = RunStatus.RUNNING
@@ -329,6 +340,7 @@ class AgentSession:
             started_at=dt.datetime.now(dt.UTC),
             key_version=keys.version,
             key_id=keys.key_id,
+            unwind_with_parent=self.unwind_with_parent,
         )
         return Run(self._services, self.run_id, self.name, self.mode, self._spend, replay=source, keys=keys)
 
@@ -384,6 +396,11 @@ class AgentSession:
         unwinds = self.status == RunStatus.RUNNING and self.mode is not RunMode.RECOVER
         if not unwinds:
             return False
+        if isinstance(exc, RunCancelledError) and not self._run.cancelled:  # (a child saw it first)
+            with contextlib.suppress(LedgerError):
+                self._run.cancelled, self._run.cancel_reason = self._services.ledger.cancel_requested(
+                    self.run_id
+                )
         if self._run.cancelled:
             return exc is None or isinstance(exc, Exception)
         return isinstance(exc, Exception) and not self._run.in_doubt and not self._run.awaiting_approval

@@ -93,6 +93,18 @@ def served_attributes(origin: str, *, resumed: bool = False) -> dict[str, Any]:
     return _RESUMED if resumed else DEDUPLICATED_ATTRIBUTES
 
 
+def mark_served_across_runs(span: Span, run_id: str, call_id: str) -> None:
+    """A call served the result of another run's call holding the same global key."""
+    span.set_attributes(
+        {
+            semconv.DEDUPLICATED: True,
+            semconv.SERVED_FROM_RUN_ID: run_id,
+            semconv.SERVED_FROM_CALL_ID: call_id,
+        }
+    )
+    span.add_event(semconv.EVENT_DEDUPLICATED, {semconv.SERVED_FROM_RUN_ID: run_id})
+
+
 def outcome_attributes(
     *,
     cost_usd: Any = None,

@@ -12,7 +12,7 @@ from typing import Any
 
 from .content import ToolContent
 from .encoding import decoder_for
-from .keys import Binder, binder
+from .keys import Binder, GlobalKey, binder
 from .pricing import to_usd
 from .retry import Retry
 from .states import Durability
@@ -46,6 +46,7 @@ class ToolSpec:
     retry: Retry | None = None  # how a failed live call is tried again (``agent_relay.retry``)
     timeout_s: float | None = None  # how long its body may take
     approval: Callable[[dict[str, Any]], bool] | None = None  # which calls need a person's approval first
+    global_key: GlobalKey | None = None  # its key= deduplicates across runs (key_scope="global")
     bind: Binder = dataclasses.field(init=False, repr=False)  # binds a call's arguments to ``signature``
     _decode: Callable[[Any], Any] | None = dataclasses.field(default=None, repr=False)
     _hints: dict[str, Any] | None = dataclasses.field(default=None, repr=False)

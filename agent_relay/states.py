@@ -58,6 +58,8 @@ class Origin(StrEnum):
     LIVE = "live"  # the tool body ran (or runs) for this row
     REPLAYED = "replayed"  # copied from the replayed run; no body ran
     DIVERGED = "diverged"  # a replay asked for a call its source does not have (failed, nothing ran)
+    # served from another run's call holding the same global key (@tool(key_scope="global")); nothing ran
+    DEDUPLICATED = "deduplicated"
 
 
 class Durability(StrEnum):

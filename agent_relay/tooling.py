@@ -11,6 +11,7 @@ span but no ledger row, no key and no deduplication.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,7 @@ from .calls import Invocation
 from .errors import ConfigurationError
 from .execute import execute, execute_async, plain_call
 from .injected import injected_parameters, tool_call_id_parameters
+from .keys import global_key
 from .ledger.records import check_durability
 from .pricing import to_usd
 from .retry import Retry, retry_policy, timeout_seconds
@@ -54,6 +56,8 @@ def tool(
     retry: Retry | int | None = None,
     timeout_s: float | None = None,
     requires_approval: bool | Callable[[dict[str, Any]], bool] = False,
+    key_scope: str = "run",
+    retain: dt.timedelta | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Register the decorated function as a tool of ``runtime``.
 
@@ -85,6 +89,10 @@ def tool(
     ``requires_approval``: True, or a function of the arguments dict (``lambda a: a["amount"] > 100``):
     such a call is recorded ``awaiting_approval`` instead of running, and the run stops there (without
     unwinding) until a person approves or rejects it (``runtime.approve`` / ``reject``) and it is resumed.
+    ``key_scope="global"`` (with ``key=``): the key deduplicates across runs — a call whose key another
+    run's call already used is served that call's recorded result (recorded in its own run, origin
+    ``deduplicated``), the Stripe rule applying across runs; ``retain`` (a ``timedelta``; default: for
+    good) is how long after it the key may not run again. See the README's "Keys across runs".
 
     Raises ``ConfigurationError`` (a ``ValueError``) for a bad option and ``DuplicateToolError`` when the
     name is taken, both at decoration time.
@@ -116,6 +124,9 @@ def tool(
     policy = retry_policy(retry, name or "...")
     timeout = timeout_seconds(timeout_s, name or "...")
     approval = approver(requires_approval, name or "...")
+    scoped = global_key(
+        key_scope, retain, has_key=key is not None, deduplicate=bool(deduplicate), tool_name=name or "..."
+    )
     if kind not in KINDS:
         raise ConfigurationError(
             f"@tool(kind=...) must be one of {', '.join(map(repr, KINDS))}, not {kind!r}."
@@ -159,6 +170,7 @@ def tool(
             retry=policy,
             timeout_s=timeout,
             approval=approval,
+            global_key=scoped,
         )
         services = runtime.services
         wrapper = _async_wrapper(services, spec) if spec.is_async else _sync_wrapper(services, spec)

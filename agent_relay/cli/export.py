@@ -100,6 +100,8 @@ def spans_of(
             attrs |= spans.response_attributes(response_facts(call["output"]))
         if call["origin"] == Origin.REPLAYED:
             attrs |= spans.served_attributes(Origin.REPLAYED)
+        elif call["origin"] == Origin.DEDUPLICATED:  # served from another run's call of a global key
+            attrs |= spans.DEDUPLICATED_ATTRIBUTES
         attrs |= spans.outcome_attributes(
             cost_usd=call["cost_usd"],
             input_tokens=call["input_tokens"],

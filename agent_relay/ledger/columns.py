@@ -38,8 +38,10 @@ OUTCOME: Final = (
     "output_tokens",
     "model",
     "ended_at",
+    "origin",
 )
-"""What a call's end writes onto its pending row."""
+"""What a call's end writes onto its pending row (``origin``: a call served from another run's global key
+ends ``deduplicated``)."""
 CLAIM: Final = tuple(name for name in ROW if name not in OUTCOME or name == "status")
 """The pending row (``status`` pending, no outcome yet)."""
 FOUND: Final = ("status", "output", "attempts", "owner", "arguments")

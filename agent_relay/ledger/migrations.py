@@ -20,7 +20,10 @@ step) and each run's ``key_version`` / ``key_id``; runs recorded before keep key
 is NULL), so they replay, fork and resume unchanged. Version 6: cancelling a run from outside — each
 run's ``cancel_requested_at`` and ``cancel_reason``. Version 7: approval before a tool runs — each call's
 ``decided_by``, ``decided_at`` and ``decision_note``, and a ``status`` wide enough for
-``awaiting_approval`` (on PostgreSQL; SQLite does not enforce a length).
+``awaiting_approval`` (on PostgreSQL; SQLite does not enforce a length). Versions 8 and 9: reserved for
+work merged alongside version 10 (no change here). Version 10: multi-agent sagas and keys across runs —
+each run's ``unwind_with_parent`` and an index on ``parent_run_id`` (a failing parent finds its children);
+the ``tool_call_keys`` table (one row per global idempotency key, with its holder, output and expiry).
 
 The trigger and views (``derived``) are not steps: every upgrade drops them before its steps change the
 tables, and its last step makes the current ones. To add a version: bump ``SCHEMA_VERSION``, write the
@@ -35,11 +38,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..errors import LedgerError
-from .schema import agent_runs, key_secrets, tool_call_attempts, tool_calls
+from .schema import agent_runs, key_secrets, tool_call_attempts, tool_call_keys, tool_calls
 from .secrets import ensure_secret
 
 # Columns each version added, by table: the DDL of a step, and what a test drops to build the old schema.
 ADDED_COLUMNS: dict[int, list[tuple[sa.Table, str]]] = {
+    10: [(agent_runs, "unwind_with_parent")],
+    9: [],
+    8: [],
     7: [(tool_calls, "decided_by"), (tool_calls, "decided_at"), (tool_calls, "decision_note")],
     6: [(agent_runs, "cancel_requested_at"), (agent_runs, "cancel_reason")],
     5: [(agent_runs, "key_version"), (agent_runs, "key_id")],
@@ -122,7 +128,11 @@ def _exact_values(conn: Connection) -> None:
 
 
 # Tables each version added, and foreign keys it gave ON DELETE CASCADE (table, constraint name).
-ADDED_TABLES: dict[int, list[sa.Table]] = {4: [tool_call_attempts], 5: [key_secrets]}
+ADDED_TABLES: dict[int, list[sa.Table]] = {4: [tool_call_attempts], 5: [key_secrets], 10: [tool_call_keys]}
+# Indexes each version added on existing tables.
+ADDED_INDEXES: dict[int, list[sa.Index]] = {
+    10: [next(i for i in agent_runs.indexes if i.name == "ix_agent_runs_parent_run_id")]
+}
 CASCADED: dict[int, list[tuple[sa.Table, str]]] = {4: [(tool_calls, "fk_tool_calls_run")]}
 
 
@@ -198,6 +208,18 @@ def _approvals(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE tool_calls ALTER COLUMN status TYPE varchar(32)")
 
 
+def _reserved(conn: Connection) -> None:
+    """(A version number another branch's step takes when they are merged; nothing to do here.)"""
+
+
+def _multi_run(conn: Connection) -> None:
+    _add_columns(10)(conn)
+    for index in ADDED_INDEXES[10]:
+        index.create(conn, checkfirst=True)
+    for table in ADDED_TABLES[10]:
+        table.create(conn)
+
+
 STEPS: dict[int, Callable[[Connection], None]] = {
     2: _add_columns(2),
     3: _exact_values,
@@ -205,5 +227,8 @@ STEPS: dict[int, Callable[[Connection], None]] = {
     5: _keyed_keys,
     6: _add_columns(6),
     7: _approvals,
+    8: _reserved,
+    9: _reserved,
+    10: _multi_run,
 }
 """``STEPS[v]`` upgrades a ledger from version ``v - 1`` to ``v``."""

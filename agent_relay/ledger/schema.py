@@ -18,7 +18,7 @@ from sqlalchemy.ext.compiler import compiles
 
 from ..states import Origin, RunMode
 
-SCHEMA_VERSION = 7  # see migrations.py for what each version added
+SCHEMA_VERSION = 10  # see migrations.py for what each version added
 
 metadata = sa.MetaData()
 
@@ -123,9 +123,12 @@ agent_runs = sa.Table(
     # a cancel asked from outside (runtime.cancel): when, and why; its next call is refused
     sa.Column("cancel_requested_at", _TS, nullable=True),
     sa.Column("cancel_reason", sa.Text, nullable=True),
+    # a child run (parent_run_id): whether its parent's saga undoes it too (agent_session(unwind_with_parent))
+    sa.Column("unwind_with_parent", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Index("ix_agent_runs_started_at", "started_at"),
     sa.Index("ix_agent_runs_name_started_at", "name", "started_at"),
     sa.Index("ix_agent_runs_status", "status"),
+    sa.Index("ix_agent_runs_parent_run_id", "parent_run_id"),
 )
 
 tool_calls = sa.Table(
@@ -219,4 +222,26 @@ key_secrets = sa.Table(
     sa.Column("key_id", sa.String(16), primary_key=True),
     sa.Column("secret", sa.String(128), nullable=False),  # hex
     sa.Column("created_at", _TS, nullable=False),
+)
+
+# Keys across runs (``@tool(key=..., key_scope="global")``): one row per global key, naming the call that
+# holds it — running (``pending``) or done (``succeeded``, with its output, so a later run is served even
+# once the holder's run was pruned). No foreign key: it outlives the run; ``expires_at`` (NULL: never) is
+# when the key may run again. A failed or compensated call gives its key up (the row is deleted).
+tool_call_keys = sa.Table(
+    "tool_call_keys",
+    metadata,
+    sa.Column("scope_key", sa.String(64), primary_key=True),  # HMAC of (tool, key): see keys.scope_key
+    sa.Column("tool_name", sa.String(200), nullable=False),
+    sa.Column("run_id", sa.String(36), nullable=False),
+    sa.Column("call_id", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),  # pending | succeeded
+    sa.Column("arguments", _JSON, nullable=True),
+    sa.Column("output", _JSON, nullable=True),
+    sa.Column("owner", sa.String(200), nullable=True),
+    sa.Column("created_at", _TS, nullable=False),
+    sa.Column("ended_at", _TS, nullable=True),
+    sa.Column("expires_at", _TS, nullable=True),
+    sa.Index("ix_tool_call_keys_call_id", "call_id"),
+    sa.Index("ix_tool_call_keys_expires_at", "expires_at"),
 )

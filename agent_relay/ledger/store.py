@@ -22,6 +22,7 @@ from ..states import CallStatus, Origin, Phase, RunStatus
 from . import derived, migrations, retention, secrets
 from .checkpoint import Checkpointer
 from .connection import Database, LedgerOptions
+from .key_claims import KeyClaims
 from .schema import SCHEMA_VERSION, agent_runs, metadata, schema_info, tool_calls
 from .sql_calls import SqlCalls
 from .sqlite_calls import SqliteCalls
@@ -37,6 +38,7 @@ class LedgerStore:
             Checkpointer(self.db.engine, self.db.lock) if self.db.background_checkpoints else None
         )
         self.calls = CallWriter(self.db, self._calls_backend())
+        self.keys = KeyClaims(self.db)  # global idempotency keys (tool_call_keys): written here only
 
     def _calls_backend(self) -> CallStatements:
         """The tool calls' statements: plain ``sqlite3``, psycopg on its own pool for PostgreSQL through
@@ -168,8 +170,9 @@ class LedgerStore:
         of at most ``batch`` runs and (unless one run has more) ``max_calls`` calls, each its own
         transaction; never a run still running or waiting for a person (``in_doubt``,
         ``awaiting_approval``, ``compensation_failed``). ``statuses``: only those; ``dry_run``: only
-        count. See ``agent_relay.ledger.retention``."""
-        return retention.prune(
+        count. Global idempotency keys outlive their runs (``tool_call_keys`` holds their outcome): only
+        those whose retention ended are deleted. See ``agent_relay.ledger.retention``."""
+        pruned = retention.prune(
             self.db,
             older_than,
             statuses=statuses,
@@ -178,6 +181,9 @@ class LedgerStore:
             max_calls=max_calls,
             progress=progress,
         )
+        if not dry_run:
+            self.keys.expire()
+        return pruned
 
     # --- runs ----------------------------------------------------------------------------------------
     def insert_run(self, **values: Any) -> None:
@@ -214,12 +220,25 @@ class LedgerStore:
             )
 
     def cancel_requested(self, run_id: str) -> tuple[bool, str | None]:
-        """Whether run ``run_id`` was asked to stop, and why."""
+        """Whether run ``run_id``, or a run it was opened in (its parent's, theirs, ...: a child refuses
+        its calls as its parent does), was asked to stop, and why."""
         r = agent_runs.c
-        stmt = sa.select(r.cancel_requested_at, r.cancel_reason).where(r.run_id == run_id)
+        stmt = sa.select(r.cancel_requested_at, r.cancel_reason, r.parent_run_id)
+        asked, seen = run_id, {run_id}
         with self.reading("read whether the run was cancelled", run_id) as conn:
-            row = conn.execute(stmt).first()
-        return (row is not None and row.cancel_requested_at is not None), (row.cancel_reason if row else None)
+            while True:
+                row = conn.execute(stmt.where(r.run_id == asked)).first()
+                if row is None:
+                    return False, None
+                if row.cancel_requested_at is not None:
+                    if asked == run_id:
+                        return True, row.cancel_reason
+                    why = f": {row.cancel_reason}" if row.cancel_reason else ""
+                    return True, f"its parent run {asked} was cancelled{why}"
+                if row.parent_run_id is None or row.parent_run_id in seen:
+                    return False, None
+                asked = row.parent_run_id
+                seen.add(asked)
 
     def get_run(self, run_id: str) -> Row[Any] | None:
         with self.reading("read a run", run_id) as conn:
@@ -232,6 +251,18 @@ class LedgerStore:
         with self.reading("read the child runs of a run", run_id) as conn:
             return [(row.run_id, row.name) for row in conn.execute(stmt)]
 
+    def children_to_unwind(self, run_id: str) -> Sequence[Any]:
+        """The runs opened inside run ``run_id`` (``parent_run_id``) that its saga undoes too
+        (``unwind_with_parent``), latest first: what a child's unwind needs to know of it."""
+        r = agent_runs.c
+        stmt = (
+            sa.select(r.run_id, r.name, r.status, r.owner, r.started_at, r.trace_id, r.key_version, r.key_id)
+            .where(r.parent_run_id == run_id, r.unwind_with_parent)
+            .order_by(r.started_at.desc(), r.run_id.desc())
+        )
+        with self.reading("read the child runs of a run", run_id) as conn:
+            return conn.execute(stmt).all()
+
     # --- reads of calls ------------------------------------------------------------------------------
     def list_calls(self, run_id: str) -> Sequence[Row[Any]]:
         with self.reading("read the calls of a run", run_id) as conn:
@@ -243,7 +274,7 @@ class LedgerStore:
         """The run's succeeded forward calls, latest first (the order a saga unwinds them)."""
         c = tool_calls.c
         stmt = (
-            sa.select(c.call_id, c.seq, c.tool_name, c.arguments, c.output)
+            sa.select(c.call_id, c.seq, c.tool_name, c.arguments, c.output, c.started_at)
             .where(
                 c.run_id == run_id,
                 c.phase == Phase.FORWARD,
