@@ -235,7 +235,8 @@ class BudgetExceededError(AgentRelayError):
 
 
 class CallInDoubtError(AgentRelayError):
-    """A call was claimed by a process that died before recording its outcome.
+    """A call was claimed by a process that died (or whose lease on it ran out: gone, frozen or cut off
+    from the ledger) before recording its outcome, or its body timed out.
 
     Whether its side effect happened is unknown, so it is not run again unless its tool is declared
     ``idempotent=True``.

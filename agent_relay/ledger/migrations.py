@@ -20,7 +20,9 @@ step) and each run's ``key_version`` / ``key_id``; runs recorded before keep key
 is NULL), so they replay, fork and resume unchanged. Version 6: cancelling a run from outside — each
 run's ``cancel_requested_at`` and ``cancel_reason``. Version 7: approval before a tool runs — each call's
 ``decided_by``, ``decided_at`` and ``decision_note``, and a ``status`` wide enough for
-``awaiting_approval`` (on PostgreSQL; SQLite does not enforce a length).
+``awaiting_approval`` (on PostgreSQL; SQLite does not enforce a length). Version 8: leases on claims —
+each call's ``lease_expires_at``, until when the owner of a pending row holds it (``ledger.leases``);
+rows claimed before keep it NULL (only a same-host owner's death frees them, as before).
 
 The trigger and views (``derived``) are not steps: every upgrade drops them before its steps change the
 tables, and its last step makes the current ones. To add a version: bump ``SCHEMA_VERSION``, write the
@@ -40,6 +42,7 @@ from .secrets import ensure_secret
 
 # Columns each version added, by table: the DDL of a step, and what a test drops to build the old schema.
 ADDED_COLUMNS: dict[int, list[tuple[sa.Table, str]]] = {
+    8: [(tool_calls, "lease_expires_at")],
     7: [(tool_calls, "decided_by"), (tool_calls, "decided_at"), (tool_calls, "decision_note")],
     6: [(agent_runs, "cancel_requested_at"), (agent_runs, "cancel_reason")],
     5: [(agent_runs, "key_version"), (agent_runs, "key_id")],
@@ -205,5 +208,6 @@ STEPS: dict[int, Callable[[Connection], None]] = {
     5: _keyed_keys,
     6: _add_columns(6),
     7: _approvals,
+    8: _add_columns(8),
 }
 """``STEPS[v]`` upgrades a ledger from version ``v - 1`` to ``v``."""

@@ -18,7 +18,7 @@ from sqlalchemy.ext.compiler import compiles
 
 from ..states import Origin, RunMode
 
-SCHEMA_VERSION = 7  # see migrations.py for what each version added
+SCHEMA_VERSION = 8  # see migrations.py for what each version added
 
 metadata = sa.MetaData()
 
@@ -166,6 +166,8 @@ tool_calls = sa.Table(
     sa.Column("decided_by", sa.String(200), nullable=True),
     sa.Column("decided_at", _TS, nullable=True),
     sa.Column("decision_note", sa.Text, nullable=True),
+    # until when the owner of a pending claim holds it: renewed while its body runs (version 8)
+    sa.Column("lease_expires_at", _TS, nullable=True),
     sa.UniqueConstraint("run_id", "phase", "idempotency_key", name="uq_tool_calls_run_phase_key"),
     sa.Index("ix_tool_calls_run_seq", "run_id", "seq"),
     sa.Index("ix_tool_calls_tool_started_at", "tool_name", "started_at"),

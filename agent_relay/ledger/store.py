@@ -36,7 +36,7 @@ class LedgerStore:
         self._checkpointer = (
             Checkpointer(self.db.engine, self.db.lock) if self.db.background_checkpoints else None
         )
-        self.calls = CallWriter(self.db, self._calls_backend())
+        self.calls = CallWriter(self.db, self._calls_backend(), lease_s=self.db.options.lease_s)
 
     def _calls_backend(self) -> CallStatements:
         """The tool calls' statements: plain ``sqlite3``, psycopg on its own pool for PostgreSQL through
