@@ -136,6 +136,7 @@ class Call:
     decided_by: str | None  # a call that required approval: who decided, when, why (status says which)
     decided_at: dt.datetime | None
     decision_note: str | None
+    lease_expires_at: dt.datetime | None  # until when a pending row's owner holds it (renewed as it runs)
     history: tuple[Attempt, ...] = ()
 
 

@@ -38,6 +38,7 @@ from .content import scrub
 from .encoding import JSONValue, encode, safe_text
 from .errors import (
     AgentRelayError,
+    ClaimLostError,
     EncodingError,
     LedgerError,
     OutputEncodingError,
@@ -384,6 +385,8 @@ class AgentSession:
         unwinds = self.status == RunStatus.RUNNING and self.mode is not RunMode.RECOVER
         if not unwinds:
             return False
+        if isinstance(exc, ClaimLostError):  # the run is another worker's now: leave it be
+            return False
         if self._run.cancelled:
             return exc is None or isinstance(exc, Exception)
         return isinstance(exc, Exception) and not self._run.in_doubt and not self._run.awaiting_approval
@@ -433,7 +436,8 @@ class AgentSession:
             )
         ledger_error = run.served.flush()
         try:
-            ledger.finish_run(self.run_id, **values)
+            if not isinstance(exc, ClaimLostError):  # (its end is the worker's that took the run over)
+                ledger.finish_run(self.run_id, **values)
         except LedgerError as err:
             ledger_error = ledger_error or err
         if exc is not None:

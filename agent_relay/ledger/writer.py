@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar
 
 from opentelemetry import context as otel_context
 
-from ..errors import LedgerError
+from ..errors import ClaimLostError, LedgerError
 from ..states import CallStatus, Durability
 from .connection import Database, suppress_instrumentation, utc
 from .leases import FOREVER_NS, LeaseRenewer
@@ -196,7 +196,21 @@ class CallWriter:
         return None if attempts is None else self._held(record, Held(attempts))
 
     def not_recorded(self, record: CallRecord) -> LedgerError:
-        """A call whose outcome found no row to take it: another worker settled or recorded it first."""
+        """A call whose outcome found no row to take it: another worker settled or recorded it first, or
+        took it over when this one's lease ran out (``ClaimLostError``: the row has another owner)."""
+        if record.durability is Durability.STRICT:
+            try:
+                found = self.find(record)
+            except LedgerError:
+                found = None
+            if found is not None and found.owner != record.owner:
+                return ClaimLostError(
+                    database=self._db.name,
+                    run_id=record.run_id,
+                    tool_name=record.tool_name,
+                    call_id=record.call_id,
+                    owner=found.owner,
+                )
         why = "was no longer pending: another worker settled it"
         if record.durability is Durability.OUTCOME:
             why = "was already recorded by another worker"

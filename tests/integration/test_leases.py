@@ -39,14 +39,21 @@ WORKER = textwrap.dedent(
     url, here, idempotent, hold_s = sys.argv[1], Path(sys.argv[2]), sys.argv[3] == "1", float(sys.argv[4])
     runtime = AgentRuntime(url, ledger_options=LedgerOptions(lease_s=1))
 
-    @tool(runtime, idempotent=idempotent)
-    def charge(order: str) -> str:
+    def log(line):
         with (here / "bodies").open("a") as f:
-            f.write(f"worker {order}\\n")  # the claim is committed: the body runs
+            f.write(f"{line}\\n")
+
+    @tool(runtime, idempotent=idempotent, compensation="refund")
+    def charge(order: str) -> str:
+        log(f"worker {order}")  # the claim is committed: the body runs
         deadline = time.monotonic() + hold_s
         while time.monotonic() < deadline and not (here / "release").exists():
             time.sleep(0.02)
         return f"charged {order} by the worker"
+
+    @tool(runtime)
+    def refund(order: str) -> None:
+        log(f"worker refund {order}")
 
     try:
         with runtime.agent_session(name="pay") as session:
@@ -122,10 +129,14 @@ def worker_factory(tmp_path: Path) -> Iterator[Any]:
 def _resumer(url: str, ran: list[str], *, idempotent: bool) -> tuple[AgentRuntime, Any]:
     runtime = AgentRuntime(url, ledger_options=LEASE, wait_timeout_s=120)
 
-    @tool(runtime, idempotent=idempotent)
+    @tool(runtime, idempotent=idempotent, compensation="refund")
     def charge(order: str) -> str:
         ran.append(order)
         return f"charged {order} by the resumer"
+
+    @tool(runtime)
+    def refund(order: str) -> None:
+        ran.append(f"refund {order}")
 
     return runtime, charge
 
@@ -161,14 +172,17 @@ def test_a_frozen_owners_idempotent_call_runs_again_exactly_once(
         assert _attempts(runtime, row["call_id"]) == [(1, "in_doubt", _owner(worker))]
         assert runtime.ledger.calls.leases.held() == []  # the outcome is written: nothing to renew
 
-        # thawed, the worker's body ends: its outcome cannot replace the new owner's
+        # thawed, the worker's body ends: its outcome cannot replace the new owner's, and its session
+        # stops without unwinding the run (no refund) or writing the run's end over the new owner's
         out = worker.release()
-        assert "error: LedgerError" in out and "no longer pending" in out, out
+        assert f"error: ClaimLostError tool call 'charge' (call_id {row['call_id']})" in out, out
+        assert f"was taken over by {runtime.owner}" in out, out
         [after] = calls_of(runtime, worker.run_id)
         assert (after["status"], after["owner"], after["output"]) == (
             "succeeded", runtime.owner, "charged o-1 by the resumer",
         )  # fmt: skip
-        assert worker.bodies() == ["worker o-1"] and ran == ["o-1"]  # each body ran once
+        assert worker.bodies() == ["worker o-1"] and ran == ["o-1"]  # each body ran once, none refunded
+        assert run_row(runtime, worker.run_id)["status"] == "succeeded"
     finally:
         runtime.shutdown()
 
