@@ -278,8 +278,9 @@ class CallInDoubtError(AgentRelayError):
             f"tool call {tool_name!r} (call_id {call_id}) of run {run_id} {why}: it may or may not have "
             f"happened. Check the real outcome, then "
             f'record it with runtime.settle_call("{call_id}", "succeeded", output=...) if it happened, or '
-            f'runtime.settle_call("{call_id}", "failed") if it did not, then resume or compensate the run '
-            f"again; or declare the tool @tool(..., idempotent=True) if running it again is safe."
+            f'runtime.settle_call("{call_id}", "failed") if it did not (from a shell: agent-relay settle '
+            f"{call_id} succeeded --output JSON, or ... failed), then resume or compensate the run again; "
+            f"or declare the tool @tool(..., idempotent=True) if running it again is safe."
         )
 
 

@@ -205,13 +205,21 @@ def test_a_frozen_owners_call_that_is_not_idempotent_is_in_doubt(
         assert (error.call_id, error.owner, error.run_id) == (row["call_id"], _owner(worker), worker.run_id)
         message = str(error)
         assert "lease" in message and f'runtime.settle_call("{row["call_id"]}", "succeeded"' in message
+        assert f"agent-relay settle {row['call_id']} succeeded --output JSON" in message
         assert ran == [] and session.status == "in_doubt"
         assert run_row(runtime, worker.run_id)["status"] == "in_doubt"
         # nothing was taken over: the row is still the worker's, pending
         assert (row["status"], row["attempts"], row["owner"]) == ("pending", 1, _owner(worker))
 
-        # settled by hand (the payment provider says it happened), the run resumes to its end
-        runtime.settle_call(row["call_id"], "succeeded", output="charged o-1 by the worker")
+        # settled from a shell as the message says (the payment provider says it happened), the run
+        # resumes to its end
+        settled = _cli(
+            database_url, "settle", row["call_id"], "succeeded", "--output", '"charged o-1 by the worker"'
+        )
+        assert settled.returncode == 0 and "settled succeeded" in settled.stdout, settled.stderr
+        again_cli = _cli(database_url, "settle", row["call_id"], "failed")
+        assert again_cli.returncode == 1 and "is succeeded, not pending" in again_cli.stderr
+        assert len(again_cli.stderr.strip().splitlines()) == 1  # one line, no traceback
         with runtime.agent_session(name="pay", resume_run_id=worker.run_id) as again:
             assert charge("o-1") == "charged o-1 by the worker"
         assert again.status == "succeeded" and ran == []
@@ -236,6 +244,28 @@ def test_a_live_owner_renewing_its_lease_is_waited_for(database_url: str, worker
         assert worker.bodies() == ["worker o-1"]
     finally:
         runtime.shutdown()
+
+
+def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    command = [sys.executable, "-m", "agent_relay.cli", "--db", url, *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (("succeeded", "--output", "w-1"), "--output must be JSON"),
+        (("failed", "--output", "1"), "--output goes with succeeded"),
+        (("succeeded",), "does not exist; only a pending call can be settled"),
+    ],
+)
+def test_settle_from_a_shell_refuses_in_one_line(tmp_path: Path, args: tuple[str, ...], error: str) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    AgentRuntime(url).shutdown()  # (an empty ledger)
+    done = _cli(url, "settle", "0" * 32, *args)
+    assert done.returncode == 1 and error in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
 
 
 def _lease_of(runtime: AgentRuntime) -> tuple[Any, str]:
