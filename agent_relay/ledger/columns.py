@@ -62,20 +62,22 @@ _PYTHON["started_at"] = "utc(r.started_ns or 0)"
 _PYTHON["ended_at"] = "utc(r.ended_ns or r.started_ns or 0)"
 _PYTHON["lease_expires_at"] = "(None if r.lease_until_ns is None else utc(r.lease_until_ns))"
 
-_second: tuple[int, str] = (-1, "")  # the last second formatted, and its text
+_seconds: dict[int, str] = {}  # the seconds formatted lately (a call's start, its lease's end), as text
 
 
 def timestamp(ns: int) -> str:
     """A UTC instant as SQLAlchemy's SQLite DateTime stores it (``YYYY-MM-DD HH:MM:SS.ffffff``).
 
-    Calls come many to a second, so the second's text is formatted once and kept.
+    Calls come many to a second, so each second's text is formatted once and kept (a few at a time: a
+    claim writes its start and its lease's end, seconds apart).
     """
-    global _second
     seconds, micros = divmod(ns // 1000, 1_000_000)
-    cached = _second
-    if cached[0] != seconds:
-        cached = _second = (seconds, time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds)))
-    return f"{cached[1]}.{micros:06d}"
+    text = _seconds.get(seconds)
+    if text is None:
+        if len(_seconds) >= 8:
+            _seconds.clear()
+        text = _seconds[seconds] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds))
+    return f"{text}.{micros:06d}"
 
 
 def instant(value: dt.datetime | str | None) -> dt.datetime | None:
