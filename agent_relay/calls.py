@@ -40,7 +40,7 @@ from .errors import (
 )
 from .injected import model_tool_call_id
 from .keys import encode_arguments, idempotency_key
-from .ledger.connection import IN_DOUBT_OWNER, owner_is_gone
+from .ledger.leases import lapsed
 from .ledger.processor import BoundCall
 from .ledger.records import CallRecord, Claim, Found, Held
 from .run import Run, current_run
@@ -246,14 +246,15 @@ class Invocation(ServedCall):
             span.set_attributes(spans.served_attributes(Origin.LIVE, resumed=resumed))
             event = semconv.EVENT_RESUMED if resumed else semconv.EVENT_DEDUPLICATED
             return Done(self.served(span, claim.output, event, "resumed" if resumed else "deduplicated"))
-        if claim.status == CallStatus.PENDING and not owner_is_gone(claim.owner):
+        gone = lapsed(claim, self.services.owner, time.time_ns())  # (the row is pending: whose is it?)
+        if gone is None:  # held by a live worker: wait for its outcome (bounded)
             now = time.monotonic()
             if self.deadline is None:
                 self.deadline = now + self.services.wait_timeout_s
             if now > self.deadline:
                 self.abandon(self._in_progress())
             return Poll(_POLL_S)
-        if not self.spec.idempotent:  # pending, and its owner is gone: the call is in doubt
+        if not self.spec.idempotent:  # its owner is gone, or its lease ran out: the call is in doubt
             self.run.in_doubt.append(record.call_id)
             self.abandon(
                 CallInDoubtError(
@@ -261,15 +262,15 @@ class Invocation(ServedCall):
                     run_id=self.run.run_id,
                     call_id=record.call_id,
                     owner=claim.owner,
-                    why="timed out before its outcome was known" if claim.owner == IN_DOUBT_OWNER else None,
+                    why=gone.why,
                 )
             )
         try:
-            held = self.services.ledger.calls.take_over(record, claim.owner)
+            held = self.services.ledger.calls.take_over(record, claim.owner, gone.before_ns)
         except LedgerError as err:
             self.abandon(err)
-        if held is None:
-            self.abandon(self._in_progress())
+        if held is None:  # another worker took it first, or its owner renewed the lease: wait on it
+            return Poll(_POLL_S)
         bound.hold(held)
         return self._go(held.attempts)
 

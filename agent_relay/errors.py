@@ -18,7 +18,8 @@ input the usual way catches them too::
     │   ├── ArgumentEncodingError            ... a tool argument (raised before the tool runs)
     │   └── OutputEncodingError              ... a tool's result or a session output
     ├── LedgerError                          the ledger could not be read or written
-    │   └── SchemaVersionError               the ledger was made by another schema version
+    │   ├── SchemaVersionError               the ledger was made by another schema version
+    │   └── ClaimLostError                   another worker took over a call after this one's lease ran out
     ├── BudgetExceededError                  the run spent more than its budget_limit
     ├── CallInProgressError                  another worker holds the claim on this call
     ├── CallInDoubtError                     a call's process died (or its body timed out) mid-call
@@ -48,6 +49,7 @@ __all__ = [
     "BudgetExceededError",
     "CallInDoubtError",
     "CallInProgressError",
+    "ClaimLostError",
     "ConfigurationError",
     "DuplicateToolError",
     "EncodingError",
@@ -196,6 +198,28 @@ class LedgerError(AgentRelayError):
         super().__init__(message)
 
 
+class ClaimLostError(LedgerError):
+    """Another worker took over this process's call after its lease on it ran out (this process was
+    frozen, or cut off from the ledger, for longer than ``LedgerOptions.lease_s``): the body ran here, but
+    its outcome is not recorded, and the run is the other worker's now. A session this reaches stops
+    without unwinding the run and leaves the run's row to that worker."""
+
+    def __init__(
+        self, *, database: str, run_id: str, tool_name: str, call_id: str, owner: str | None
+    ) -> None:
+        self.call_id = call_id
+        self.owner = owner
+        super().__init__(
+            f"tool call {tool_name!r} (call_id {call_id}) of run {run_id} was taken over by {owner} after "
+            f"this process's lease on it ran out (it was frozen, or cut off from the ledger at {database}, "
+            f"for longer than LedgerOptions(lease_s=...)); its outcome here was not recorded. The run goes "
+            f"on in {owner}: this session stops without unwinding it.",
+            database=database,
+            run_id=run_id,
+            tool_name=tool_name,
+        )
+
+
 class SchemaVersionError(LedgerError):
     """The ledger's recorded schema version is not the one this version of AgentRelay uses."""
 
@@ -235,7 +259,8 @@ class BudgetExceededError(AgentRelayError):
 
 
 class CallInDoubtError(AgentRelayError):
-    """A call was claimed by a process that died before recording its outcome.
+    """A call was claimed by a process that died (or whose lease on it ran out: gone, frozen or cut off
+    from the ledger) before recording its outcome, or its body timed out.
 
     Whether its side effect happened is unknown, so it is not run again unless its tool is declared
     ``idempotent=True``.
@@ -253,8 +278,9 @@ class CallInDoubtError(AgentRelayError):
             f"tool call {tool_name!r} (call_id {call_id}) of run {run_id} {why}: it may or may not have "
             f"happened. Check the real outcome, then "
             f'record it with runtime.settle_call("{call_id}", "succeeded", output=...) if it happened, or '
-            f'runtime.settle_call("{call_id}", "failed") if it did not, then resume or compensate the run '
-            f"again; or declare the tool @tool(..., idempotent=True) if running it again is safe."
+            f'runtime.settle_call("{call_id}", "failed") if it did not (from a shell: agent-relay settle '
+            f"{call_id} succeeded --output JSON, or ... failed), then resume or compensate the run again; "
+            f"or declare the tool @tool(..., idempotent=True) if running it again is safe."
         )
 
 

@@ -73,6 +73,7 @@ class Run:
     key_id: str | None = None  # the fingerprint of the secret of a keyed (version 2) run
     cancel_requested_at: dt.datetime | None = None  # when runtime.cancel asked it to stop
     cancel_reason: str | None = None
+    unwind_with_parent: bool = True  # a failing parent run unwinds this (child) run too
     calls: int | None = None
 
 
@@ -136,6 +137,7 @@ class Call:
     decided_by: str | None  # a call that required approval: who decided, when, why (status says which)
     decided_at: dt.datetime | None
     decision_note: str | None
+    lease_expires_at: dt.datetime | None  # until when a pending row's owner holds it (renewed as it runs)
     history: tuple[Attempt, ...] = ()
 
 

@@ -9,7 +9,6 @@ constructor opens the ledger (creating its tables on an empty database) and buil
 from __future__ import annotations
 
 import atexit
-import datetime as dt
 import os
 import threading
 import time
@@ -29,8 +28,7 @@ from . import semconv
 from ._version import __version__
 from .calls import active_invocation
 from .content import ContentPolicy
-from .encoding import encode
-from .errors import ConfigurationError, OutputEncodingError, SessionStateError, UnknownRunError
+from .errors import ConfigurationError, SessionStateError, UnknownRunError
 from .keyring import KeyRing, SecretSource, span_key_chars, supplied_secrets
 from .ledger import LedgerOptions, LedgerSpanProcessor, LedgerStore
 from .ledger.connection import default_owner, owner_is_gone
@@ -309,30 +307,14 @@ class AgentRuntime:
     def settle_call(
         self, call_id: str, status: str, *, output: Any = None, error_message: str | None = None
     ) -> None:
-        """Record by hand the real outcome of a call left in doubt (``pending``) by a dead process.
+        """Record by hand the real outcome of a call left in doubt (``pending``): its process died, froze
+        past its lease, or its body timed out. (``agent-relay settle CALL succeeded|failed`` does the same.)
 
         ``status`` is ``"succeeded"`` (with its ``output``, as the tool would have returned it) or
         ``"failed"``. A resumed run then serves it, or runs it again, like any other call.
         """
         self._services.check_open()
-        if status not in (CallStatus.SUCCEEDED, CallStatus.FAILED):
-            raise ConfigurationError(
-                f"settle_call(status=...) must be 'succeeded' or 'failed', not {status!r}."
-            )
-        encoded = encode(output, root="output", error=OutputEncodingError, what="settle_call(output=...) at")
-        succeeded = status == CallStatus.SUCCEEDED
-        settled = self.ledger.calls.settle(
-            call_id,
-            status=CallStatus(status),
-            output=encoded if succeeded else None,
-            error_type=None if succeeded else "agent_relay.settled",
-            error_message=None if succeeded else error_message,
-            ended_at=dt.datetime.now(dt.UTC),
-        )
-        if not settled:
-            row = self.ledger.get_call(call_id)
-            state = "does not exist" if row is None else f"is {row.status}, not pending"
-            raise SessionStateError(f"call {call_id} {state}; only a pending call can be settled.")
+        self.ledger.settle_call(call_id, status, output=output, error_message=error_message)
 
     def compensate(self, run_id: str, *, force: bool = False) -> AgentSession:
         """Unwind run ``run_id`` (its process died before it could, or some compensations failed).

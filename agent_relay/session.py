@@ -41,6 +41,7 @@ from .content import scrub
 from .encoding import JSONValue, encode, safe_text
 from .errors import (
     AgentRelayError,
+    ClaimLostError,
     EncodingError,
     LedgerError,
     OutputEncodingError,
@@ -396,6 +397,8 @@ class AgentSession:
         unwinds = self.status == RunStatus.RUNNING and self.mode is not RunMode.RECOVER
         if not unwinds:
             return False
+        if isinstance(exc, ClaimLostError):  # the run is another worker's now: leave it be
+            return False
         if isinstance(exc, RunCancelledError) and not self._run.cancelled:  # (a child saw it first)
             with contextlib.suppress(LedgerError):
                 self._run.cancelled, self._run.cancel_reason = self._services.ledger.cancel_requested(
@@ -450,7 +453,8 @@ class AgentSession:
             )
         ledger_error = run.served.flush()
         try:
-            ledger.finish_run(self.run_id, **values)
+            if not isinstance(exc, ClaimLostError):  # (its end is the worker's that took the run over)
+                ledger.finish_run(self.run_id, **values)
         except LedgerError as err:
             ledger_error = ledger_error or err
         if exc is not None:

@@ -403,7 +403,7 @@ def demo(obj: _Context) -> None:
         raise SystemExit(done.returncode if done.returncode > 0 else 128 - done.returncode)
 
 
-for _command in (control.cancel, control.approve, control.reject):
+for _command in (control.cancel, control.approve, control.reject, control.settle):
     cli.add_command(_command)
 db.add_command(control.rotate_key)
 

@@ -1,14 +1,17 @@
-"""The commands that act on runs from outside, writing to the ledger: ``cancel``, ``approve``, ``reject``
-and ``db rotate-key``. Each opens the ledger itself (no runtime, no tools needed) and says what it did in
-one line; a refusal is one line on stderr (``agent_relay.cli.main`` prints ``AgentRelayError``s so)."""
+"""The commands that act on runs from outside, writing to the ledger: ``cancel``, ``approve``, ``reject``,
+``settle`` and ``db rotate-key``. Each opens the ledger itself (no runtime, no tools needed) and says what
+it did in one line; a refusal is one line on stderr (``agent_relay.cli.main`` prints ``AgentRelayError``s
+so)."""
 
 from __future__ import annotations
 
+import json
 from typing import Protocol
 
 import click
 import sqlalchemy as sa
 
+from ..errors import ConfigurationError
 from ..ledger.store import LedgerStore
 from ..query import LedgerReader, refuse_missing_file
 from ..states import CallStatus
@@ -81,6 +84,33 @@ def _decide(obj: Options, call_id: str, status: CallStatus, by: str, note: str |
     finally:
         store.dispose()
     click.echo(f"call {printable(call_id)}: {status} by {printable(by)}; resume its run to go on")
+
+
+@click.command()
+@click.argument("call")
+@click.argument("outcome", type=click.Choice(["succeeded", "failed"]))
+@click.option("--output", "output_json", help="succeeded: what the tool returned, as JSON (default null).")
+@click.option("--error", "error_message", help="failed: why (kept on the call).")
+@click.pass_obj
+def settle(obj: Options, call: str, outcome: str, output_json: str | None, error_message: str | None) -> None:
+    """Record the real outcome of a call left in doubt (pending: its process died, froze past its lease, or
+    its body timed out; its full call_id): resuming its run then serves it, or runs it again if failed."""
+    output = None
+    if output_json is not None:
+        if outcome != CallStatus.SUCCEEDED:
+            raise ConfigurationError(
+                "--output goes with succeeded (a failed call has no output; use --error)."
+            )
+        try:
+            output = json.loads(output_json)
+        except json.JSONDecodeError as exc:
+            raise ConfigurationError(f"--output must be JSON (a string is quoted: '\"w-1\"'): {exc}") from exc
+    store = _store(obj)
+    try:
+        store.settle_call(call, outcome, output=output, error_message=error_message)
+    finally:
+        store.dispose()
+    click.echo(f"call {printable(call)}: settled {outcome}; resume (or compensate) its run to go on")
 
 
 @click.command("rotate-key")

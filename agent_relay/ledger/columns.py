@@ -5,6 +5,7 @@ text, the PostgreSQL text and the SQLAlchemy statements cannot drift apart in wh
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ import sqlalchemy as sa
 
 from ..encoding import JSONText, compact_dumps
 from .connection import utc
-from .records import CallRecord
+from .records import CallRecord, Found
 from .schema import Money, money_text, tool_calls
 
 DECISION: Final = ("decided_by", "decided_at", "decision_note")
@@ -25,7 +26,7 @@ ROW: Final = tuple(c.name for c in tool_calls.c if c.name not in DECISION)
 """Every column: a finished call's row (a served replay row, an ``outcome``-durability call)."""
 KEY: Final = ("run_id", "phase", "idempotency_key")
 """The unique key: one row per call of a run."""
-ATTEMPT: Final = ("seq", "trace_id", "span_id", "started_at", "owner")
+ATTEMPT: Final = ("seq", "trace_id", "span_id", "started_at", "owner", "lease_expires_at")
 """What every try of a call writes anew (a failed call run again keeps its row and ``call_id``)."""
 OUTCOME: Final = (
     "status",
@@ -44,7 +45,7 @@ OUTCOME: Final = (
 ends ``deduplicated``)."""
 CLAIM: Final = tuple(name for name in ROW if name not in OUTCOME or name == "status")
 """The pending row (``status`` pending, no outcome yet)."""
-FOUND: Final = ("status", "output", "attempts", "owner", "arguments")
+FOUND: Final = ("status", "output", "attempts", "owner", "arguments", "lease_expires_at")
 """What a claim reads back when another row holds the key."""
 RETRY_SET: Final = ATTEMPT + OUTCOME
 """What a finished row writes over a failed earlier try of its key (``attempts`` is counted up)."""
@@ -61,21 +62,40 @@ _PYTHON: dict[str, str] = {name: f"r.{name}" for name in ROW}
 _PYTHON["arguments"] = "(r.arguments if r.arguments_text is None else JSONText(r.arguments_text))"
 _PYTHON["started_at"] = "utc(r.started_ns or 0)"
 _PYTHON["ended_at"] = "utc(r.ended_ns or r.started_ns or 0)"
+_PYTHON["lease_expires_at"] = "(None if r.lease_until_ns is None else utc(r.lease_until_ns))"
 
-_second: tuple[int, str] = (-1, "")  # the last second formatted, and its text
+_seconds: dict[int, str] = {}  # the seconds formatted lately (a call's start, its lease's end), as text
 
 
 def timestamp(ns: int) -> str:
     """A UTC instant as SQLAlchemy's SQLite DateTime stores it (``YYYY-MM-DD HH:MM:SS.ffffff``).
 
-    Calls come many to a second, so the second's text is formatted once and kept.
+    Calls come many to a second, so each second's text is formatted once and kept (a few at a time: a
+    claim writes its start and its lease's end, seconds apart).
     """
-    global _second
     seconds, micros = divmod(ns // 1000, 1_000_000)
-    cached = _second
-    if cached[0] != seconds:
-        cached = _second = (seconds, time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds)))
-    return f"{cached[1]}.{micros:06d}"
+    text = _seconds.get(seconds)
+    if text is None:
+        if len(_seconds) >= 8:
+            _seconds.clear()
+        text = _seconds[seconds] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds))
+    return f"{text}.{micros:06d}"
+
+
+def instant(value: dt.datetime | str | None) -> dt.datetime | None:
+    """A timestamp column as a driver returns it (aware; naive UTC, as SQLAlchemy reads SQLite; or
+    SQLite's text, as plain ``sqlite3`` does) as an aware UTC datetime."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+def found(row: Any) -> Found:
+    """The ``Found`` of a row of the ``FOUND`` columns, its JSON already decoded."""
+    status, output, attempts, owner, arguments, lease_until = row
+    return Found(status, output, attempts, owner, arguments, instant(lease_until))
 
 
 def json_text(value: Any) -> str | None:
@@ -97,6 +117,8 @@ def _sqlite_expression(name: str) -> str:
         return "timestamp(r.started_ns or 0)"
     if name == "ended_at":
         return "timestamp(r.ended_ns or r.started_ns or 0)"
+    if name == "lease_expires_at":
+        return "(None if r.lease_until_ns is None else timestamp(r.lease_until_ns))"
     if isinstance(kind, sa.JSON):
         return f"json_text(r.{name})"
     if isinstance(kind, Money):

@@ -46,13 +46,17 @@ class LedgerOptions:
     own statements run on a separate pool of the same size (``pool_size`` + ``max_overflow``), without a
     ping: a statement a dropped connection failed is tried again on a new one (``ledger.pg_calls``).
     ``upgrade``: bring a ledger of an older schema version up to date when opening it, instead of
-    refusing it.
+    refusing it. ``lease_s``: how long a claim on a call (its pending row) stays held without renewal;
+    this process renews the leases of the calls it runs every ``lease_s / 3``, and a worker that finds a
+    claim whose lease ran out treats the call as in doubt, its owner gone (``ledger.leases``). Keep it
+    below ``AgentRuntime(wait_timeout_s=...)``, and well above the clock skew between hosts.
     """
 
     busy_timeout_s: float = 10.0
     sqlite_synchronous: str = "NORMAL"
     engine_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     upgrade: bool = False
+    lease_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.sqlite_synchronous.upper() not in _SYNCHRONOUS:
@@ -62,6 +66,12 @@ class LedgerOptions:
             )
         if not self.busy_timeout_s >= 0:
             raise ConfigurationError(f"busy_timeout_s must be a number >= 0, not {self.busy_timeout_s!r}.")
+        lease = self.lease_s
+        if isinstance(lease, bool) or not isinstance(lease, int | float) or not 0 < lease < 1e9:
+            raise ConfigurationError(
+                f"lease_s must be a number of seconds > 0 (how long a claim stays held without renewal, "
+                f"e.g. LedgerOptions(lease_s=30)), not {lease!r}."
+            )
 
 
 def default_owner() -> str:

@@ -20,10 +20,13 @@ step) and each run's ``key_version`` / ``key_id``; runs recorded before keep key
 is NULL), so they replay, fork and resume unchanged. Version 6: cancelling a run from outside — each
 run's ``cancel_requested_at`` and ``cancel_reason``. Version 7: approval before a tool runs — each call's
 ``decided_by``, ``decided_at`` and ``decision_note``, and a ``status`` wide enough for
-``awaiting_approval`` (on PostgreSQL; SQLite does not enforce a length). Versions 8 and 9: reserved for
-work merged alongside version 10 (no change here). Version 10: multi-agent sagas and keys across runs —
-each run's ``unwind_with_parent`` and an index on ``parent_run_id`` (a failing parent finds its children);
-the ``tool_call_keys`` table (one row per global idempotency key, with its holder, output and expiry).
+``awaiting_approval`` (on PostgreSQL; SQLite does not enforce a length). Version 8: leases on claims —
+each call's ``lease_expires_at``, until when the owner of a pending row holds it (``ledger.leases``);
+rows claimed before keep it NULL (only a same-host owner's death frees them, as before). Version 9:
+reserved for work merged alongside version 10 (no change here). Version 10: multi-agent sagas and keys
+across runs — each run's ``unwind_with_parent`` and an index on ``parent_run_id`` (a failing parent finds
+its children); the ``tool_call_keys`` table (one row per global idempotency key, with its holder, output
+and expiry).
 
 The trigger and views (``derived``) are not steps: every upgrade drops them before its steps change the
 tables, and its last step makes the current ones. To add a version: bump ``SCHEMA_VERSION``, write the
@@ -45,7 +48,7 @@ from .secrets import ensure_secret
 ADDED_COLUMNS: dict[int, list[tuple[sa.Table, str]]] = {
     10: [(agent_runs, "unwind_with_parent")],
     9: [],
-    8: [],
+    8: [(tool_calls, "lease_expires_at")],
     7: [(tool_calls, "decided_by"), (tool_calls, "decided_at"), (tool_calls, "decision_note")],
     6: [(agent_runs, "cancel_requested_at"), (agent_runs, "cancel_reason")],
     5: [(agent_runs, "key_version"), (agent_runs, "key_id")],
@@ -227,7 +230,7 @@ STEPS: dict[int, Callable[[Connection], None]] = {
     5: _keyed_keys,
     6: _add_columns(6),
     7: _approvals,
-    8: _reserved,
+    8: _add_columns(8),
     9: _reserved,
     10: _multi_run,
 }

@@ -27,6 +27,7 @@ from sqlalchemy.engine import Engine
 
 from ..states import CallStatus, Durability
 from . import columns as col
+from .connection import utc
 from .pg_pool import Lent, PgPool, pool_for
 from .records import CallRecord, Claim, Found, Held
 
@@ -53,11 +54,16 @@ INSERT_ROW = _insert(col.ROW)
 FIND = f"SELECT {', '.join(col.FOUND)} FROM tool_calls WHERE {' AND '.join(f'{k} = %s' for k in col.KEY)}"
 FINISH = (
     f"UPDATE tool_calls SET {_assign(col.OUTCOME, '%s')} "
-    f"WHERE call_id = %s AND status = '{CallStatus.PENDING}'"
+    f"WHERE call_id = %s AND status = '{CallStatus.PENDING}' AND owner = %s"
 )
 TAKE_OVER = (
     f"UPDATE tool_calls SET {_assign(col.ATTEMPT, '%s')}, attempts = attempts + 1 "
-    f"WHERE call_id = %s AND status = '{CallStatus.PENDING}' AND owner = %s RETURNING attempts"
+    f"WHERE call_id = %s AND status = '{CallStatus.PENDING}' AND owner = %s "
+    f"AND (lease_expires_at IS NULL OR lease_expires_at < %s) RETURNING attempts"
+)
+RENEW = (
+    f"UPDATE tool_calls SET lease_expires_at = %s WHERE status = '{CallStatus.PENDING}' AND owner = %s "
+    f"AND call_id = ANY(%s) RETURNING call_id"
 )
 # the row as this attempt left it, if it did: what a try cut off by a lost connection may have committed
 MINE = (
@@ -68,7 +74,7 @@ MINE = (
 _claim_params = col.postgres_params(col.CLAIM)
 _row_params = col.postgres_params(col.ROW)
 _key_params = col.postgres_params(col.KEY)
-_finish_params = col.postgres_params((*col.OUTCOME, "call_id"))
+_finish_params = col.postgres_params((*col.OUTCOME, "call_id", "owner"))
 _attempt_params = col.postgres_params((*col.ATTEMPT, "call_id"))
 _mine_params = col.postgres_params(("call_id", "seq", "started_at", "owner"))
 
@@ -128,9 +134,9 @@ class PgCalls:
     def find(self, record: CallRecord) -> Found | None:
         return self._run(lambda cur: _find_on(cur, record), lambda cur: None)  # (a read: just again)
 
-    def take_over(self, record: CallRecord, owner: str | None) -> int | None:
+    def take_over(self, record: CallRecord, owner: str | None, before_ns: int) -> int | None:
         def take(cur: Cursor) -> int | None:
-            row = cur.execute(TAKE_OVER, (*_attempt_params(record), owner)).fetchone()
+            row = cur.execute(TAKE_OVER, (*_attempt_params(record), owner, utc(before_ns))).fetchone()
             return None if row is None else int(row[0])
 
         def mine(cur: Cursor) -> int | None:
@@ -138,6 +144,14 @@ class PgCalls:
             return None if claim is None else claim.attempts
 
         return self._run(take, mine)
+
+    def renew(self, owner: str, call_ids: Sequence[str], until_ns: int) -> set[str]:
+        """One autocommitted statement: a process frozen after sending it holds no row lock."""
+
+        def renew(cur: Cursor) -> set[str]:
+            return {row[0] for row in cur.execute(RENEW, (utc(until_ns), owner, list(call_ids))).fetchall()}
+
+        return self._run(renew, lambda cur: None)  # (renewing again is harmless)
 
     def insert_rows(self, records: Sequence[CallRecord]) -> None:
         def insert(cur: Cursor) -> bool:
@@ -236,7 +250,7 @@ class PgCalls:
 
 def _find_on(cur: Cursor, record: CallRecord) -> Found | None:
     row = cur.execute(FIND, _key_params(record)).fetchone()
-    return None if row is None else Found(*row)
+    return None if row is None else col.found(row)
 
 
 def _finish_on(cur: Cursor, record: CallRecord) -> bool:

@@ -56,6 +56,8 @@ class CallRecord:
     started_ns: int | None = None
     ended_ns: int | None = None
     attempts: int = 1
+    # until when its pending row is held (ns since the epoch, UTC): set by the writer with each claim
+    lease_until_ns: int | None = None
     # its outcome
     status: CallStatus = CallStatus.PENDING
     output: Any = None
@@ -86,13 +88,16 @@ class Held(NamedTuple):
 
 
 class Found(NamedTuple):
-    """A row already holds the call's key and was not failed: what it says (JSON decoded)."""
+    """A row already holds the call's key and was not failed: what it says (JSON decoded).
+    ``lease_until``: when its owner's lease on it ends (aware, UTC; ``None``: a row claimed without
+    one); ``ledger.leases.lapsed`` judges it."""
 
     status: str
     output: Any
     attempts: int
     owner: str | None
     arguments: Any
+    lease_until: dt.datetime | None = None
 
 
 Claim = Held | Found

@@ -169,6 +169,8 @@ tool_calls = sa.Table(
     sa.Column("decided_by", sa.String(200), nullable=True),
     sa.Column("decided_at", _TS, nullable=True),
     sa.Column("decision_note", sa.Text, nullable=True),
+    # until when the owner of a pending claim holds it: renewed while its body runs (version 8)
+    sa.Column("lease_expires_at", _TS, nullable=True),
     sa.UniqueConstraint("run_id", "phase", "idempotency_key", name="uq_tool_calls_run_phase_key"),
     sa.Index("ix_tool_calls_run_seq", "run_id", "seq"),
     sa.Index("ix_tool_calls_tool_started_at", "tool_name", "started_at"),

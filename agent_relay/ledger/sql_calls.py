@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from ..states import CallStatus, Durability
 from . import columns as col
+from .connection import utc
 from .records import CallRecord, Claim, Found, Held
 from .schema import tool_calls
 
@@ -50,7 +51,11 @@ class SqlCalls:
         )
         self._finish = (
             tool_calls.update()
-            .where(_c.call_id == sa.bindparam("b_call_id"), _c.status == CallStatus.PENDING)
+            .where(
+                _c.call_id == sa.bindparam("b_call_id"),
+                _c.status == CallStatus.PENDING,
+                _c.owner == sa.bindparam("b_owner"),
+            )
             .values(_params(col.OUTCOME))
         )
         self._take_over = (
@@ -59,9 +64,23 @@ class SqlCalls:
                 _c.call_id == sa.bindparam("b_call_id"),
                 _c.status == CallStatus.PENDING,
                 _c.owner == sa.bindparam("b_owner"),
+                sa.or_(
+                    _c.lease_expires_at.is_(None),
+                    _c.lease_expires_at < sa.bindparam("b_before", type_=_c.lease_expires_at.type),
+                ),
             )
             .values(_params(col.ATTEMPT) | {"attempts": _c.attempts + 1})
             .returning(_c.attempts)
+        )
+        self._renew = (
+            tool_calls.update()
+            .where(
+                _c.status == CallStatus.PENDING,
+                _c.owner == sa.bindparam("b_owner"),
+                _c.call_id.in_(sa.bindparam("b_ids", expanding=True)),
+            )
+            .values(lease_expires_at=sa.bindparam("b_until", type_=_c.lease_expires_at.type))
+            .returning(_c.call_id)
         )
         self._claim_values = col.python_params(col.CLAIM)
         self._row_values = col.python_params(col.ROW)
@@ -138,16 +157,25 @@ class SqlCalls:
         with self._read.connect() as conn:
             return self._find_on(conn, record)
 
-    def take_over(self, record: CallRecord, owner: str | None) -> int | None:
-        values = self._attempt_values(record) | {"b_call_id": record.call_id, "b_owner": owner}
+    def take_over(self, record: CallRecord, owner: str | None, before_ns: int) -> int | None:
+        values = self._attempt_values(record) | {
+            "b_call_id": record.call_id,
+            "b_owner": owner,
+            "b_before": utc(before_ns),
+        }
         with self._write.begin() as conn:
             attempts = conn.execute(self._take_over, values).scalar()
         return None if attempts is None else int(attempts)
 
+    def renew(self, owner: str, call_ids: Sequence[str], until_ns: int) -> set[str]:
+        values = {"b_owner": owner, "b_ids": list(call_ids), "b_until": utc(until_ns)}
+        with self._write.begin() as conn:
+            return set(conn.execute(self._renew, values).scalars())
+
     def _find_on(self, conn: Connection, record: CallRecord) -> Found | None:
         key = {f"b_{name}": getattr(record, name) for name in col.KEY}
         row = conn.execute(self._find, key).first()
-        return None if row is None else Found(*row)
+        return None if row is None else col.found(row)
 
     def _claim_on(self, conn: Connection, record: CallRecord) -> Claim:
         attempts = conn.execute(self._claim, self._claim_values(record)).scalar()
@@ -160,7 +188,7 @@ class SqlCalls:
     def _finish_on(self, conn: Connection, record: CallRecord) -> bool:
         if record.durability is Durability.OUTCOME:
             return conn.execute(self._insert_outcome, self._row_values(record)).scalar() is not None
-        values = self._outcome_values(record) | {"b_call_id": record.call_id}
+        values = self._outcome_values(record) | {"b_call_id": record.call_id, "b_owner": record.owner}
         return conn.execute(self._finish, values).rowcount == 1
 
 

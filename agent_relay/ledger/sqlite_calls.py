@@ -52,23 +52,32 @@ def _insert_rows(n: int) -> str:
 
 FIND = f"SELECT {', '.join(col.FOUND)} FROM tool_calls WHERE {_assign(col.KEY, '?').replace(', ', ' AND ')}"
 FINISH = (
-    f"UPDATE tool_calls SET {_assign(col.OUTCOME, '?')} WHERE call_id = ? AND status = '{CallStatus.PENDING}'"
+    f"UPDATE tool_calls SET {_assign(col.OUTCOME, '?')} "
+    f"WHERE call_id = ? AND status = '{CallStatus.PENDING}' AND owner = ?"
 )
 TAKE_OVER = (
     f"UPDATE tool_calls SET {_assign(col.ATTEMPT, '?')}, attempts = attempts + 1 "
-    f"WHERE call_id = ? AND status = '{CallStatus.PENDING}' AND owner = ? RETURNING attempts"
+    f"WHERE call_id = ? AND status = '{CallStatus.PENDING}' AND owner = ? "
+    f"AND (lease_expires_at IS NULL OR lease_expires_at < ?) RETURNING attempts"
+)
+
+RENEW = (
+    f"UPDATE tool_calls SET lease_expires_at = ? WHERE status = '{CallStatus.PENDING}' AND owner = ? "
+    f"AND call_id IN ({{}}) RETURNING call_id"
 )
 
 _claim_params = col.sqlite_params(col.CLAIM)
 _row_params = col.sqlite_params(col.ROW)
 _key_params = col.sqlite_params(col.KEY)
-_finish_params = col.sqlite_params((*col.OUTCOME, "call_id"))
+_finish_params = col.sqlite_params((*col.OUTCOME, "call_id", "owner"))
 _attempt_params = col.sqlite_params((*col.ATTEMPT, "call_id"))
 
 
 def _found(row: tuple[Any, ...]) -> Found:
-    status, output, attempts, owner, arguments = row
-    return Found(status, col.json_value(output), attempts, owner, col.json_value(arguments))
+    status, output, attempts, owner, arguments, lease_until = row
+    return col.found(
+        (status, col.json_value(output), attempts, owner, col.json_value(arguments), lease_until)
+    )
 
 
 class SqliteCalls:
@@ -202,16 +211,29 @@ class SqliteCalls:
             raise
         return None if row is None else _found(row)
 
-    def take_over(self, record: CallRecord, owner: str | None) -> int | None:
+    def take_over(self, record: CallRecord, owner: str | None, before_ns: int) -> int | None:
         conn = self.connection()
         try:
             conn.execute("BEGIN IMMEDIATE")
-            row = conn.execute(TAKE_OVER, (*_attempt_params(record), owner)).fetchone()
+            params = (*_attempt_params(record), owner, col.timestamp(before_ns))
+            row = conn.execute(TAKE_OVER, params).fetchone()
             self._commit(conn)
         except BaseException:
             self._failed(conn)
             raise
         return None if row is None else int(row[0])
+
+    def renew(self, owner: str, call_ids: Sequence[str], until_ns: int) -> set[str]:
+        """One statement, committed on its own: no transaction is left open between driver calls (a
+        process frozen then would hold the ledger's write lock)."""
+        conn = self.connection()
+        stmt = RENEW.format(", ".join("?" * len(call_ids)))
+        try:
+            rows = conn.execute(stmt, (col.timestamp(until_ns), owner, *call_ids)).fetchall()
+        except BaseException:
+            self._failed(conn)
+            raise
+        return {row[0] for row in rows}
 
     @staticmethod
     def _claim_in(conn: sqlite3.Connection, record: CallRecord) -> Claim:

@@ -17,7 +17,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, Row
 
-from ..errors import ConfigurationError, LedgerError, SchemaVersionError, SessionStateError, UnknownRunError
+from ..encoding import encode
+from ..errors import (
+    ConfigurationError,
+    LedgerError,
+    OutputEncodingError,
+    SchemaVersionError,
+    SessionStateError,
+    UnknownRunError,
+)
 from ..states import CallStatus, Origin, Phase, RunStatus
 from . import derived, migrations, retention, secrets
 from .checkpoint import Checkpointer
@@ -37,7 +45,7 @@ class LedgerStore:
         self._checkpointer = (
             Checkpointer(self.db.engine, self.db.lock) if self.db.background_checkpoints else None
         )
-        self.calls = CallWriter(self.db, self._calls_backend())
+        self.calls = CallWriter(self.db, self._calls_backend(), lease_s=self.db.options.lease_s)
         self.keys = KeyClaims(self.db)  # global idempotency keys (tool_call_keys): written here only
 
     def _calls_backend(self) -> CallStatements:
@@ -351,6 +359,29 @@ class LedgerStore:
             row = self.get_call(call_id)
             state = "does not exist" if row is None else f"is {row.status}, not awaiting_approval"
             raise SessionStateError(f"call {call_id} {state}; only a call awaiting approval can be decided.")
+
+    def settle_call(self, call_id: str, status: str, *, output: Any, error_message: str | None) -> None:
+        """Record by hand the real outcome of a pending call (the runtime's and the CLI's): ``status``
+        ``succeeded`` (with the tool's ``output``) or ``failed``; ``ConfigurationError`` for another
+        status or an output that is not JSON, ``SessionStateError`` if the call is not pending."""
+        if status not in (CallStatus.SUCCEEDED, CallStatus.FAILED):
+            raise ConfigurationError(
+                f"settle_call(status=...) must be 'succeeded' or 'failed', not {status!r}."
+            )
+        encoded = encode(output, root="output", error=OutputEncodingError, what="settle_call(output=...) at")
+        succeeded = status == CallStatus.SUCCEEDED
+        settled = self.calls.settle(
+            call_id,
+            status=CallStatus(status),
+            output=encoded if succeeded else None,
+            error_type=None if succeeded else "agent_relay.settled",
+            error_message=None if succeeded else error_message,
+            ended_at=dt.datetime.now(dt.UTC),
+        )
+        if not settled:
+            row = self.get_call(call_id)
+            state = "does not exist" if row is None else f"is {row.status}, not pending"
+            raise SessionStateError(f"call {call_id} {state}; only a pending call can be settled.")
 
     def get_call(self, call_id: str) -> Row[Any] | None:
         with self.reading("read a call") as conn:

@@ -23,13 +23,15 @@ from typing import Any, Protocol, TypeVar
 
 from opentelemetry import context as otel_context
 
-from ..errors import LedgerError
+from ..errors import ClaimLostError, LedgerError
 from ..states import CallStatus, Durability
 from .connection import Database, suppress_instrumentation, utc
+from .leases import FOREVER_NS, LeaseRenewer
 from .records import Approval, CallRecord, Claim, Found, Held
 from .schema import tool_calls
 
 _T = TypeVar("_T")
+_C = TypeVar("_C", bound=Claim | LedgerError)
 _CLAIM = "claim a call of tool {tool}"
 _FINISH = "record the outcome of tool {tool}"
 
@@ -52,17 +54,34 @@ class CallStatements(Protocol):
 
     def find(self, record: CallRecord) -> Found | None: ...
 
-    def take_over(self, record: CallRecord, owner: str | None) -> int | None: ...
+    def take_over(self, record: CallRecord, owner: str | None, before_ns: int) -> int | None: ...
+
+    def renew(self, owner: str, call_ids: Sequence[str], until_ns: int) -> set[str]: ...
 
     def close(self) -> None: ...
 
 
 class CallWriter:
-    """The ``tool_calls`` writer of one ledger. Thread-safe."""
+    """The ``tool_calls`` writer of one ledger. Thread-safe.
 
-    def __init__(self, database: Database, backend: CallStatements) -> None:
+    Every claim of a strict call (``start``, ``claim``, ``write_batch``, ``take_over``,
+    ``take_approved``) carries a lease of ``lease_s`` from ``clock()`` (ns since the epoch), renewed by
+    ``leases`` until the call's outcome is written (see ``ledger.leases``).
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        backend: CallStatements,
+        *,
+        lease_s: float = 30.0,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
         self._db = database
         self._backend = backend
+        self._lease_ns = int(lease_s * 1e9)
+        self._clock = clock
+        self.leases = LeaseRenewer(lease_s, self.renew_leases)
         self._background: ThreadPoolExecutor | None = None  # see insert_rows_later
         self._background_lock = threading.Lock()
 
@@ -97,15 +116,32 @@ class CallWriter:
         strict call), or ``Found``: another row already holds its key and did not fail."""
         if record.durability is Durability.OUTCOME:
             return Held(record.attempts)  # its row is written when it ends, with its outcome
-        return self._write(_CLAIM, record, self._backend.claim)
+        return self.claim(record)
 
     def claim(self, record: CallRecord) -> Claim:
-        """Insert the call's pending row (or re-open a failed one) and commit, whatever its durability."""
-        return self._write(_CLAIM, record, self._backend.claim)
+        """Insert the call's pending row (or re-open a failed one) and commit, whatever its durability;
+        held, its lease is renewed until its outcome is written."""
+        self._lease(record)
+        return self._held(record, self._write(_CLAIM, record, self._backend.claim))
+
+    def _lease(self, record: CallRecord) -> None:
+        record.lease_until_ns = self._clock() + self._lease_ns
+
+    def _held(self, record: CallRecord, claim: _C) -> _C:
+        if isinstance(claim, Held):
+            self.leases.hold(record.call_id, record.owner)
+        return claim
+
+    def renew_leases(self, owner: str, call_ids: Sequence[str]) -> set[str]:
+        """Extend by ``lease_s`` the leases of those of ``call_ids`` still pending under ``owner``, in one
+        statement; the ids it extended."""
+        with self._db.guard(f"renew the leases of {len(call_ids)} running calls"):
+            return self._backend.renew(owner, call_ids, self._clock() + self._lease_ns)
 
     def finish(self, record: CallRecord) -> None:
         """The call ended: write its outcome and commit. ``LedgerError`` when no row could take it
-        (another worker settled or recorded the call first)."""
+        (another worker settled or recorded the call first, or took it over when its lease ran out)."""
+        self.leases.drop(record.call_id)
         if not self._write(_FINISH, record, self._backend.finish):
             raise self.not_recorded(record)
 
@@ -116,6 +152,10 @@ class CallWriter:
         (a claim or a ``LedgerError``; ``None`` or a ``LedgerError``), in order. If the transaction itself
         fails, every record gets its error."""
         claims = [r for r in starts if r.durability is not Durability.OUTCOME]
+        for record in claims:
+            self._lease(record)
+        for record in finishes:
+            self.leases.drop(record.call_id)
         if not claims and not finishes:  # only calls without a pending row starting: nothing to write
             return [Held(r.attempts) for r in starts], []
         first = (list(starts) + list(finishes))[0]
@@ -133,7 +173,7 @@ class CallWriter:
             if isinstance(result, Exception):
                 start_results.append(self._error(_CLAIM, record, result))
             else:
-                start_results.append(result)
+                start_results.append(self._held(record, result) if id(record) in by_record else result)
         finish_results: list[LedgerError | None] = []
         for record, done in zip(finishes, finished, strict=True):
             if isinstance(done, Exception):
@@ -146,15 +186,31 @@ class CallWriter:
         """The row holding the call's key, if any (a read: no transaction of its own)."""
         return self._write("look up a call of tool {tool}", record, self._backend.find)
 
-    def take_over(self, record: CallRecord, owner: str | None) -> Held | None:
-        """Claim the pending row ``owner`` (now gone) held; ``None`` if someone else took it first."""
+    def take_over(self, record: CallRecord, owner: str | None, before_ns: int = FOREVER_NS) -> Held | None:
+        """Claim the pending row ``owner`` (now gone) held, if its lease ends before ``before_ns``;
+        ``None`` if someone else took it first, or its owner renewed the lease meanwhile."""
+        self._lease(record)
         attempts = self._write(
-            "take over a call of tool {tool}", record, lambda r: self._backend.take_over(r, owner)
+            "take over a call of tool {tool}", record, lambda r: self._backend.take_over(r, owner, before_ns)
         )
-        return None if attempts is None else Held(attempts)
+        return None if attempts is None else self._held(record, Held(attempts))
 
     def not_recorded(self, record: CallRecord) -> LedgerError:
-        """A call whose outcome found no row to take it: another worker settled or recorded it first."""
+        """A call whose outcome found no row to take it: another worker settled or recorded it first, or
+        took it over when this one's lease ran out (``ClaimLostError``: the row has another owner)."""
+        if record.durability is Durability.STRICT:
+            try:
+                found = self.find(record)
+            except LedgerError:
+                found = None
+            if found is not None and found.owner != record.owner:
+                return ClaimLostError(
+                    database=self._db.name,
+                    run_id=record.run_id,
+                    tool_name=record.tool_name,
+                    call_id=record.call_id,
+                    owner=found.owner,
+                )
         why = "was no longer pending: another worker settled it"
         if record.durability is Durability.OUTCOME:
             why = "was already recorded by another worker"
@@ -206,12 +262,14 @@ class CallWriter:
         """Claim an approved call for this try (it becomes ``pending``, held by ``record.owner``); the
         decision, or None when another worker took it first."""
         c = tool_calls.c
+        self._lease(record)
         stmt = (
             tool_calls.update()
             .where(c.call_id == record.call_id, c.status == CallStatus.APPROVED)
             .values(
                 status=CallStatus.PENDING,
                 owner=record.owner,
+                lease_expires_at=utc(record.lease_until_ns or 0),
                 seq=record.seq,
                 trace_id=record.trace_id,
                 span_id=record.span_id,
@@ -221,7 +279,10 @@ class CallWriter:
         )
         with self._db.guard("claim an approved call"), self._db.write_engine.begin() as conn:
             row = conn.execute(stmt).first()
-        return None if row is None else Approval(*row)
+        if row is None:
+            return None
+        self.leases.hold(record.call_id, record.owner)
+        return Approval(*row)
 
     def settle(self, call_id: str, **values: Any) -> bool:
         """Write by hand the outcome of a pending call (a person settling one left in doubt); False if it
@@ -229,10 +290,12 @@ class CallWriter:
         stmt = tool_calls.update().where(
             tool_calls.c.call_id == call_id, tool_calls.c.status == CallStatus.PENDING
         )
+        self.leases.drop(call_id)
         with self._db.guard("settle a call"), self._db.write_engine.begin() as conn:
             return bool(conn.execute(stmt.values(**values)).rowcount)
 
     def close(self) -> None:
+        self.leases.close()
         with self._background_lock:
             background, self._background = self._background, None
         if background is not None:

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from agent_relay.encoding import canonical_dumps
 from agent_relay.errors import LedgerError
 from agent_relay.keys import call_id, idempotency_key
+from agent_relay.ledger.connection import utc
 from agent_relay.ledger.pg_calls import PgCalls
 from agent_relay.ledger.records import CallRecord, Found, Held
 from agent_relay.ledger.schema import tool_call_attempts
@@ -36,6 +37,9 @@ OWNER = "worker-host:4242"
 GONE = "gone-host:99999"  # the owner of a pending row a worker takes over
 # Instants as time.time_ns() gives them: nanoseconds, not whole microseconds.
 T0 = 1_722_000_000_123_456_789
+ELSEWHERE = "other-host:4242"  # a live owner on another host: only its lease says whether it is gone
+LEASE_S = 30
+LEASE_NS = LEASE_S * 1_000_000_000
 # the columns that name the run (call_id is derived from run_id); every other column must match
 RUN_SPECIFIC = ("run_id", "call_id")
 
@@ -184,23 +188,37 @@ def write_scenario(writer: CallWriter, store: LedgerStore, run_id: str) -> list[
     seen.append(writer.take_over(mine, GONE))  # taken already: the row's owner is no longer GONE
     writer.finish(_succeed(mine, {"tracking": "1Z999"}, T0 + 999 * ms + 999_999))
 
-    # 9. a call still running: its pending row
-    seen.append(writer.start(_record(run_id, 15, "left_pending", {"n": 1}, started=T0 + 1_000 * ms + 500)))
+    # 9. a call still running: its pending row, its lease renewed (not a finished row's)
+    running = _record(run_id, 15, "left_pending", {"n": 1}, started=T0 + 1_000 * ms + 500)
+    seen.append(writer.start(running))
+    renewed = writer.renew_leases(OWNER, [running.call_id, book.call_id])
+    seen.append([r.seq for r in (running, book) if r.call_id in renewed])
+
+    # 10. a pending row of an owner on another host: taken over only once its lease has run out
+    late = _record(run_id, 16, "late", {"n": 2}, started=T0 + 1_001 * ms, owner=ELSEWHERE)
+    seen.append(writer.start(late))  # its lease: until the writer's clock (T0) + LEASE_S
+    taker = _retry(late, 17, T0 + 1_002 * ms, owner=OWNER)
+    seen.append(writer.take_over(taker, ELSEWHERE, T0 + LEASE_NS))  # not yet: it ends at that instant
+    seen.append(writer.take_over(taker, ELSEWHERE, T0 + LEASE_NS + 1_000))  # a microsecond after: taken
+    writer.finish(_succeed(taker, "late", T0 + 1_003 * ms))
     return seen
 
 
 def _expected_returns() -> list[Any]:
     """What the scenario's writer calls return, on any backend."""
-    book = Found(CallStatus.SUCCEEDED, OUTPUT_BOOK, 1, OWNER, ARGS_BOOK)
+    lease = utc(T0 + LEASE_NS)
+    book = Found(CallStatus.SUCCEEDED, OUTPUT_BOOK, 1, OWNER, ARGS_BOOK, lease)
     return [
         Held(1), [(1, CallStatus.PENDING)],  # 1
         Held(1), Held(2),  # 2
         Held(1), [1, 3],  # 3
         Held(1), Held(2),  # 4
         ([Held(1), Held(1), book], []), ([Held(1)], [None, None, None]),  # 5
-        book, Found(CallStatus.FAILED, None, 1, OWNER, {"sku": "A-1", "qty": 2}), None,  # 7
-        Held(1), Found(CallStatus.PENDING, None, 1, GONE, {"order": 7, "express": True}), Held(2), None,  # 8
-        Held(1),  # 9
+        book, Found(CallStatus.FAILED, None, 1, OWNER, {"sku": "A-1", "qty": 2}, lease), None,  # 7
+        Held(1), Found(CallStatus.PENDING, None, 1, GONE, {"order": 7, "express": True}, lease),  # 8
+        Held(2), None,
+        Held(1), [15],  # 9
+        Held(1), None, Held(2),  # 10
     ]  # fmt: skip
 
 
@@ -221,7 +239,7 @@ class Written:
 
 def write_with(store: LedgerStore, backend: str) -> Written:
     """The scenario written by ``backend`` into a new run of ``store``."""
-    writer = CallWriter(store.db, BACKENDS[backend](store))
+    writer = CallWriter(store.db, BACKENDS[backend](store), lease_s=LEASE_S, clock=lambda: T0)
     try:
         run_id = _new_run(store)
         return Written(run_id, write_scenario(writer, store, run_id))
@@ -259,6 +277,7 @@ def _check_attempts(attempts: list[dict[str, Any]]) -> None:
         (2, 1, "failed", "TimeoutError", OWNER),
         (5, 1, "failed", "ConnectionError", OWNER),
         (13, 1, "in_doubt", None, GONE),
+        (16, 1, "in_doubt", None, ELSEWHERE),
     ]
     assert attempts[0]["error_message"] == "gateway timed out after 30 s"
     assert attempts[0]["trace_id"] == f"{2:032x}" and attempts[0]["ended_at"] is not None
@@ -287,7 +306,7 @@ def _micros(ns: int) -> dt.datetime:
 def _check_values(rows: list[dict[str, Any]]) -> None:
     """Concrete values of the scenario's rows (so the comparison cannot pass on two empty runs)."""
     by_seq = {row["seq"]: row for row in rows}
-    assert sorted(by_seq) == [1, 3, 4, 6, 7, 8, 10, 11, 12, 14, 15]
+    assert sorted(by_seq) == [1, 3, 4, 6, 7, 8, 10, 11, 12, 14, 15, 17]
     book = by_seq[1]
     assert (book["tool_name"], book["status"], book["attempts"], book["origin"]) == (
         "book_hotel", "succeeded", 1, "live",
@@ -315,6 +334,11 @@ def _check_values(rows: list[dict[str, Any]]) -> None:
     assert (ship["status"], ship["attempts"], ship["owner"]) == ("succeeded", 2, OWNER)
     pending = by_seq[15]
     assert (pending["status"], pending["ended_at"], pending["output"]) == ("pending", None, None)
+    lease = pending["lease_expires_at"].replace(tzinfo=None)  # the claim's clock, plus the lease
+    assert lease == _micros(T0 + LEASE_NS)
+    assert by_seq[11]["lease_expires_at"] is None  # a served row: never claimed, no lease
+    late = by_seq[17]  # taken over from a live owner on another host, once its lease ran out
+    assert (late["status"], late["attempts"], late["owner"]) == ("succeeded", 2, OWNER)
 
 
 def test_sqlite_and_sqlalchemy_backends_write_the_same_rows(sqlite_store: LedgerStore) -> None:
@@ -324,7 +348,7 @@ def test_sqlite_and_sqlalchemy_backends_write_the_same_rows(sqlite_store: Ledger
     rows = {name: _rows(sqlite_store, run.run_id) for name, run in written.items()}
     for name, found in rows.items():
         _check_values(found)  # raises naming the first wrong value
-        assert len(found) == 11, name
+        assert len(found) == 12, name
     differences = _differences(rows["SqliteCalls"], rows["SqlCalls"], show=lambda v: v)
     assert not differences, "SqliteCalls (left) and SqlCalls (right) rows differ:\n" + "\n".join(differences)
     attempts = {name: _attempts(sqlite_store, run.run_id) for name, run in written.items()}
@@ -351,7 +375,7 @@ def test_both_backends_store_the_same_sqlite_values(sqlite_store: LedgerStore) -
     path = sqlite_store.db.url.database
     assert path is not None
     stored = {name: _stored(path, run.run_id) for name, run in written.items()}
-    assert len(stored["SqliteCalls"]) == 11
+    assert len(stored["SqliteCalls"]) == 12
     first = stored["SqliteCalls"][0]
     assert isinstance(first["output"], str) and first["cost_unknown"] == 0
     assert isinstance(first["started_at"], str)

@@ -13,7 +13,8 @@ from agent_relay import errors
 EXPECTED = {
     "AgentRelayError", "AgentRuntime", "AgentSession", "ApprovalRejectedError", "ApprovalRequiredError",
     "ArgumentEncodingError", "BudgetExceededError",
-    "CallInDoubtError", "CallInProgressError", "CallInfo", "CompensationFailure", "ConfigurationError",
+    "CallInDoubtError", "CallInProgressError", "CallInfo", "ClaimLostError", "CompensationFailure",
+    "ConfigurationError",
     "DuplicateToolError", "EncodingError", "IdempotencyKeyReuseError", "LedgerError", "LedgerOptions",
     "LedgerReader", "LedgerSpanProcessor", "ModelPrice", "OutputEncodingError", "ReplayDivergenceError",
     "ReplayedError", "Retry", "RunCancelledError", "RuntimeClosedError", "SchemaVersionError",
