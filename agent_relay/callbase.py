@@ -4,6 +4,7 @@ its span, its metric, its reservation in the run's call table, its cost counted 
 
 from __future__ import annotations
 
+import contextlib
 from decimal import Decimal
 from typing import Any, NoReturn, Self
 
@@ -13,7 +14,7 @@ from . import semconv, spans
 from .calltable import Serve
 from .compensation import Step
 from .encoding import JSONValue, canonical_dumps
-from .errors import ConfigurationError, IdempotencyKeyReuseError
+from .errors import ConfigurationError, IdempotencyKeyReuseError, LedgerError
 from .keys import call_id, idempotency_key
 from .ledger.processor import BoundCall
 from .ledger.records import CallRecord
@@ -45,6 +46,7 @@ class CallBase:
         "call_id",
         "compensates",
         "deadline",
+        "hold",
         "key",
         "model",
         "model_call_id",
@@ -114,6 +116,8 @@ class CallBase:
         self.deadline: float | None = None  # waiting on another worker's row: until when
         self.usage_cost = _ZERO
         self.scope: str | None = None  # this try and its global key (``keyscope``): held, or waited on
+        # a budgeted run's live call: what it reserved on the run's row and has not settled (None: no budget)
+        self.hold: Decimal | None = None
 
     def again(self) -> Self:
         """The same call (arguments, key, ids) for another try: nothing of this try's state."""
@@ -124,6 +128,7 @@ class CallBase:
         other.batched = False
         other.scope = None
         other.usage_cost = _ZERO
+        other.hold = None
         return other
 
     # --- the span --------------------------------------------------------------------------------------
@@ -183,6 +188,11 @@ class CallBase:
         caller-supplied key must be checked against them: the index grows with every call)."""
         done = Serve(self.args_json if self.user_key is not None else None, output) if succeeded else None
         self.run.table.release(self.phase, self.key, done)
+        if self.hold:  # a reservation no outcome's write settled (served after all, or the write failed)
+            hold, self.hold = self.hold, None
+            # (a failed release fails closed: the run's row keeps it reserved, so fewer calls are admitted)
+            with contextlib.suppress(LedgerError):
+                self.services.ledger.calls.release(self.run.run_id, hold)
 
     def abandon(self, exc: BaseException) -> NoReturn:
         """End the span with ``exc``, release the reservation and raise ``exc``; the tool does not run."""

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from . import keyscope, semconv, spans, stops
+from . import keyscope, reserve, semconv, spans, stops
 from .batching import LoopBatcher
 from .callbase import MAX_ERROR_MESSAGE
 from .calltable import Live, Refuse, Replay, Serve, Wait
@@ -140,6 +140,8 @@ class Invocation(ServedCall):
         the caller (``ClaimWith``), to be written with other calls'."""
         fate = self.run.fate(self.phase, self.key, self.spec.name)
         if isinstance(fate, Live):
+            if self.run.spend.limit is not None:
+                reserve.hold(self)  # what it may cost, reserved before it runs; or refused (raises)
             return self._start_live(fate.seq, batch)
         if isinstance(fate, Serve):
             if self.user_key is not None:
@@ -154,6 +156,8 @@ class Invocation(ServedCall):
             spans.end_span(self.start_span(), fate.error)
             self.metric("refused", Origin.LIVE)
             raise fate.error
+        if self.run.spend.limit is not None:  # a call the recorded run refused for its budget: refused again
+            reserve.refuse_again(self)
         self.diverge(fate)
 
     def _start_live(self, seq: int, batch: bool) -> Next:
@@ -173,6 +177,7 @@ class Invocation(ServedCall):
             owner=services.owner,
             durability=durability,
             attempts=run.table.attempt(self.phase, self.key) if durability is Durability.OUTCOME else 1,
+            budget_hold=self.hold,
         )
         if record.arguments is self.args_json:  # not redacted: store the text the key was made from
             record.arguments_text = self.args_text
@@ -460,6 +465,7 @@ class Invocation(ServedCall):
         if error is not None:
             self.release()
             raise error
+        self.hold = None  # settled by the outcome's write
         self.release(self.output_json, succeeded=True)
         self.count(cost)
         return result
@@ -484,6 +490,8 @@ class Invocation(ServedCall):
         except LedgerError as err:
             error = err
         self.metric(CallStatus.FAILED, Origin.LIVE, record)
+        if error is None:
+            self.hold = None  # settled by the outcome's write
         self.release()
         keyscope.released(self)
         if error is not None:

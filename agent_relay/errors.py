@@ -21,6 +21,7 @@ input the usual way catches them too::
     │   ├── SchemaVersionError               the ledger was made by another schema version
     │   └── ClaimLostError                   another worker took over a call after this one's lease ran out
     ├── BudgetExceededError                  the run spent more than its budget_limit
+    │   └── BudgetReservationError           a call that could pass it was refused before it ran
     ├── CallInProgressError                  another worker holds the claim on this call
     ├── CallInDoubtError                     a call's process died (or its body timed out) mid-call
     ├── ToolTimeoutError (TimeoutError)      a tool's body did not end within its timeout_s
@@ -47,6 +48,7 @@ __all__ = [
     "ApprovalRequiredError",
     "ArgumentEncodingError",
     "BudgetExceededError",
+    "BudgetReservationError",
     "CallInDoubtError",
     "CallInProgressError",
     "ClaimLostError",
@@ -123,16 +125,23 @@ class AmbiguousRunError(UnknownRunError):
 class UnpricedUsageError(ConfigurationError):
     """Token usage of a model without a known price was recorded in a session with a budget."""
 
-    def __init__(self, *, model: str, provider: str | None, run_id: str) -> None:
+    def __init__(self, *, model: str, provider: str | None, run_id: str, before_call: bool = False) -> None:
         self.model = model
         self.provider = provider
         self.run_id = run_id
-        super().__init__(
-            f"run {run_id}: no price is known for model {model!r}"
-            f"{f' of provider {provider!r}' if provider else ''}, so its usage cannot be counted against the "
-            f"budget. Pass cost_usd= to record_usage(), or price it: "
-            f"AgentRuntime(prices={{{model!r}: ModelPrice(input_per_mtok=..., output_per_mtok=...)}})."
-        )
+        price = f"AgentRuntime(prices={{{model!r}: ModelPrice(input_per_mtok=..., output_per_mtok=...)}})"
+        of = f" of provider {provider!r}" if provider else ""
+        if before_call:  # (a model call under a budget: refused before its request)
+            message = (
+                f"run {run_id} has a budget, and no price is known for model {model!r}{of}, so what the call "
+                f"may cost cannot be counted against it: the request was not sent. Price it: {price}."
+            )
+        else:
+            message = (
+                f"run {run_id}: no price is known for model {model!r}{of}, so its usage cannot be counted "
+                f"against the budget. Pass cost_usd= to record_usage(), or price it: {price}."
+            )
+        super().__init__(message)
 
 
 class IdempotencyKeyReuseError(ConfigurationError):
@@ -255,6 +264,36 @@ class BudgetExceededError(AgentRelayError):
         super().__init__(
             f"run {run_id} spent ${spent} of its ${limit} budget{by}; no further tool calls run in it. "
             f"Raise budget_limit, or make the agent cheaper."
+        )
+
+
+class BudgetReservationError(BudgetExceededError):
+    """A call whose cost is known before it runs was refused before it ran: the run's cost so far
+    (``spent``), what its calls in flight reserved (``reserved``) and this call's ``reservation`` could
+    pass ``limit``. Nothing of the call ran or was recorded; cheaper calls may still run."""
+
+    def __init__(
+        self,
+        *,
+        limit: Decimal,
+        spent: Decimal,
+        reserved: Decimal,
+        reservation: Decimal,
+        run_id: str,
+        tool_name: str,
+    ) -> None:
+        self.limit = limit
+        self.spent = spent
+        self.reserved = reserved
+        self.reservation = reservation
+        self.run_id = run_id
+        self.tool_name = tool_name
+        AgentRelayError.__init__(
+            self,
+            f"tool {tool_name!r} was refused before it ran: it may cost up to ${reservation}, and run "
+            f"{run_id} has spent ${spent} with ${reserved} reserved by calls in flight, of its ${limit} "
+            f"budget (${spent} + ${reserved} + ${reservation} > ${limit}). Raise budget_limit, or lower what "
+            f"the call may cost (its cost= or cost_estimate=, or a model call's max_tokens).",
         )
 
 

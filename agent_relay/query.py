@@ -74,6 +74,7 @@ class Run:
     cancel_requested_at: dt.datetime | None = None  # when runtime.cancel asked it to stop
     cancel_reason: str | None = None
     unwind_with_parent: bool = True  # a failing parent run unwinds this (child) run too
+    reserved_usd: Decimal = Decimal(0)  # a budgeted run's calls in flight: what they may cost at most
     calls: int | None = None
 
 

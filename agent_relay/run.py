@@ -8,6 +8,7 @@ for their fate. The run is carried by a context variable, so it follows threads 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from contextvars import ContextVar, Token
 from decimal import Decimal
 
 from .calltable import CallTable, Fate, Live, NewCall, Refuse
-from .errors import RunCancelledError, SessionStateError
+from .errors import LedgerError, RunCancelledError, SessionStateError
 from .keys import KeyScheme
 from .ledger.writer import ServedRows
 from .replay import ReplaySource
@@ -119,6 +120,11 @@ class Run:
         self.services.instruments.usage(
             usage.model, usage.provider, usage.input_tokens, usage.output_tokens, cost, agent=self.name
         )
+        if cost and self.spend.limit is not None:
+            # a budgeted run's cost is counted in the ledger too, so every worker of the run reserves
+            # against it (if that write fails, the ledger's count lags: this worker still counts it)
+            with contextlib.suppress(LedgerError):
+                self.services.ledger.calls.release(self.run_id, Decimal(0), cost)
         return self.spend.charge(
             cost, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, unknown=cost is None
         )

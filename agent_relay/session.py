@@ -454,7 +454,8 @@ class AgentSession:
         ledger_error = run.served.flush()
         try:
             if not isinstance(exc, ClaimLostError):  # (its end is the worker's that took the run over)
-                ledger.finish_run(self.run_id, **values)
+                # a budgeted run's cost_usd counts every worker's calls as they end: never lowered here
+                ledger.finish_run(self.run_id, keep_higher_cost=spend.limit is not None, **values)
         except LedgerError as err:
             ledger_error = ledger_error or err
         if exc is not None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from .content import ToolContent
 from .encoding import decoder_for
+from .estimate import Estimator
 from .keys import Binder, GlobalKey, binder
 from .pricing import to_usd
 from .retry import Retry
@@ -47,6 +48,7 @@ class ToolSpec:
     timeout_s: float | None = None  # how long its body may take
     approval: Callable[[dict[str, Any]], bool] | None = None  # which calls need a person's approval first
     global_key: GlobalKey | None = None  # its key= deduplicates across runs (key_scope="global")
+    estimate: Estimator | None = None  # what a call may cost, before it runs (``agent_relay.estimate``)
     bind: Binder = dataclasses.field(init=False, repr=False)  # binds a call's arguments to ``signature``
     _decode: Callable[[Any], Any] | None = dataclasses.field(default=None, repr=False)
     _hints: dict[str, Any] | None = dataclasses.field(default=None, repr=False)

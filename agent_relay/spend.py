@@ -55,6 +55,16 @@ class RunSpend:
             self.input_tokens = max(self.input_tokens, inp)
             self.output_tokens = max(self.output_tokens, out)
 
+    def at_least_spent(self, spent: Decimal) -> None:
+        """Raise the cost so far to what the ledger counted (every worker's calls); passing the limit
+        there counts as passed here."""
+        with self._lock:
+            meter = self._meter
+            if spent > meter.spent:
+                meter.spent = spent
+                if meter.limit is not None and spent > meter.limit:
+                    meter.exceeded = True
+
     def charge(
         self, cost: Decimal | None, *, input_tokens: int = 0, output_tokens: int = 0, unknown: bool = False
     ) -> bool:

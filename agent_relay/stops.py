@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from . import semconv, spans
+from . import reserve, semconv, spans
 from .callbase import CallBase
 from .errors import (
     ApprovalRejectedError,
@@ -54,6 +54,7 @@ def timed_out(call: CallBase, exc: ToolTimeoutError) -> NoReturn:
     error.__cause__ = exc
     record.error_type, record.error_message = spans.error_type_name(exc), str(exc)
     call.run.in_doubt.append(record.call_id)
+    reserve.keep(call)  # (what it may cost stays reserved: fail closed)
     try:
         spans.end_span(span, error, call.secrets)
         bound.finished()  # (still pending: the row keeps why)

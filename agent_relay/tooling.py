@@ -15,10 +15,12 @@ import datetime as dt
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from typing import Any, ParamSpec, TypeVar, cast
 
 from .calls import Invocation
 from .errors import ConfigurationError
+from .estimate import Estimator, estimator
 from .execute import execute, execute_async, plain_call
 from .injected import injected_parameters, tool_call_id_parameters
 from .keys import global_key
@@ -58,6 +60,7 @@ def tool(
     requires_approval: bool | Callable[[dict[str, Any]], bool] = False,
     key_scope: str = "run",
     retain: dt.timedelta | None = None,
+    cost_estimate: float | int | Decimal | str | Estimator | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Register the decorated function as a tool of ``runtime``.
 
@@ -93,6 +96,11 @@ def tool(
     run's call already used is served that call's recorded result (recorded in its own run, origin
     ``deduplicated``), the Stripe rule applying across runs; ``retain`` (a ``timedelta``; default: for
     good) is how long after it the key may not run again. See the README's "Keys across runs".
+    ``cost_estimate``: the most a call may cost in USD, known before it runs — a number, or a function of
+    the arguments dict (returning ``None`` when it cannot tell). In a session with a budget, a call whose
+    cost is known in advance (this, or a constant ``cost``) reserves it first, and is refused with
+    ``BudgetReservationError`` before it runs if the run's cost, its other reservations and this one could
+    pass the limit; its actual cost replaces the reservation when it ends (see ``agent_relay.reserve``).
 
     Raises ``ConfigurationError`` (a ``ValueError``) for a bad option and ``DuplicateToolError`` when the
     name is taken, both at decoration time.
@@ -110,6 +118,7 @@ def tool(
         raise ConfigurationError(f"@tool(compensation=...) must name a tool, not {compensation!r}.")
     if cost is not None and not callable(cost):
         to_usd(cost, f"@tool({name or '?'}) cost")
+    estimator(cost, cost_estimate, name or "...")  # (checked now; made again below with the tool's name)
     if key is not None and not callable(key):
         raise ConfigurationError(f"@tool(key=...) must be a function of the arguments dict, not {key!r}.")
     if not isinstance(raises, tuple) or not all(
@@ -171,6 +180,7 @@ def tool(
             timeout_s=timeout,
             approval=approval,
             global_key=scoped,
+            estimate=estimator(cost, cost_estimate, tool_name),
         )
         services = runtime.services
         wrapper = _async_wrapper(services, spec) if spec.is_async else _sync_wrapper(services, spec)

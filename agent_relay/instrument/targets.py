@@ -10,6 +10,7 @@ from typing import Any
 
 from ..encoding import encode
 from ..errors import ArgumentEncodingError
+from ..estimate import ModelCallEstimate
 from ..runtime import AgentRuntime
 from ..tooling import tool
 
@@ -84,6 +85,7 @@ def register_specs(runtime: AgentRuntime, target: Target) -> None:
     except ImportError:
         return
     response = getattr(module, target.response_type, None)
+    estimate = ModelCallEstimate(runtime.prices, target.provider)  # (under a budget: max_tokens, priced)
     specs = [(target.name, response)]
     if target.streams is Streams.FINAL:
         specs.append((target.stream_name, response))
@@ -99,7 +101,7 @@ def register_specs(runtime: AgentRuntime, target: Target) -> None:
 
         model_call.__annotations__ = {"return": returns}
         model_call.__name__ = name
-        tool(runtime, name=name, kind="llm", provider=target.provider)(model_call)
+        tool(runtime, name=name, kind="llm", provider=target.provider, cost_estimate=estimate)(model_call)
 
 
 def recorded_request(target: Target, kwargs: dict[str, Any]) -> dict[str, Any]:

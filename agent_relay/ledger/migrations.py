@@ -23,7 +23,8 @@ run's ``cancel_requested_at`` and ``cancel_reason``. Version 7: approval before 
 ``awaiting_approval`` (on PostgreSQL; SQLite does not enforce a length). Version 8: leases on claims —
 each call's ``lease_expires_at``, until when the owner of a pending row holds it (``ledger.leases``);
 rows claimed before keep it NULL (only a same-host owner's death frees them, as before). Version 9:
-reserved for work merged alongside version 10 (no change here). Version 10: multi-agent sagas and keys
+budget reservations — each run's ``reserved_usd`` (what its calls in flight may cost at most; see
+``agent_relay.reserve``). Version 10: multi-agent sagas and keys
 across runs — each run's ``unwind_with_parent`` and an index on ``parent_run_id`` (a failing parent finds
 its children); the ``tool_call_keys`` table (one row per global idempotency key, with its holder, output
 and expiry).
@@ -47,7 +48,7 @@ from .secrets import ensure_secret
 # Columns each version added, by table: the DDL of a step, and what a test drops to build the old schema.
 ADDED_COLUMNS: dict[int, list[tuple[sa.Table, str]]] = {
     10: [(agent_runs, "unwind_with_parent")],
-    9: [],
+    9: [(agent_runs, "reserved_usd")],
     8: [(tool_calls, "lease_expires_at")],
     7: [(tool_calls, "decided_by"), (tool_calls, "decided_at"), (tool_calls, "decision_note")],
     6: [(agent_runs, "cancel_requested_at"), (agent_runs, "cancel_reason")],
@@ -211,10 +212,6 @@ def _approvals(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE tool_calls ALTER COLUMN status TYPE varchar(32)")
 
 
-def _reserved(conn: Connection) -> None:
-    """(A version number another branch's step takes when they are merged; nothing to do here.)"""
-
-
 def _multi_run(conn: Connection) -> None:
     _add_columns(10)(conn)
     for index in ADDED_INDEXES[10]:
@@ -231,7 +228,7 @@ STEPS: dict[int, Callable[[Connection], None]] = {
     6: _add_columns(6),
     7: _approvals,
     8: _add_columns(8),
-    9: _reserved,
+    9: _add_columns(9),
     10: _multi_run,
 }
 """``STEPS[v]`` upgrades a ledger from version ``v - 1`` to ``v``."""

@@ -20,6 +20,7 @@ are the SQLAlchemy backend's, which ``tests/integration/test_writer_parity.py`` 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import psycopg
@@ -27,9 +28,10 @@ from sqlalchemy.engine import Engine
 
 from ..states import CallStatus, Durability
 from . import columns as col
+from .budget_rows import RESERVE_PG, SELECT_PG, SETTLE_PG, reserved, settle_params, settle_statement, settles
 from .connection import utc
 from .pg_pool import Lent, PgPool, pool_for
-from .records import CallRecord, Claim, Found, Held
+from .records import CallRecord, Claim, Found, Held, Reserved
 
 _T = TypeVar("_T")
 Cursor = psycopg.Cursor[Any]
@@ -65,6 +67,9 @@ RENEW = (
     f"UPDATE tool_calls SET lease_expires_at = %s WHERE status = '{CallStatus.PENDING}' AND owner = %s "
     f"AND call_id = ANY(%s) RETURNING call_id"
 )
+# the same, settling a budgeted run's totals in the same statement (a row comes back if it was written)
+FINISH_SETTLE = settle_statement(f"{FINISH} RETURNING 1")
+INSERT_OUTCOME_SETTLE = settle_statement(INSERT_OUTCOME)
 # the row as this attempt left it, if it did: what a try cut off by a lost connection may have committed
 MINE = (
     "SELECT status, attempts FROM tool_calls "
@@ -153,6 +158,24 @@ class PgCalls:
 
         return self._run(renew, lambda cur: None)  # (renewing again is harmless)
 
+    def reserve(self, run_id: str, amount: Decimal) -> Reserved:
+        def reserve(cur: Cursor) -> Reserved:
+            granted = cur.execute(RESERVE_PG, (amount, run_id, amount, amount)).fetchone()
+            if granted is not None:
+                return reserved(True, granted)
+            return reserved(False, cur.execute(SELECT_PG, (run_id,)).fetchone())
+
+        # (a connection lost after the first try committed reserves twice: more is held, never less)
+        return self._run(reserve, lambda cur: None)
+
+    def settle_run(self, run_id: str, cost: Decimal, hold: Decimal) -> None:
+        def settle(cur: Cursor) -> bool:
+            cur.execute(SETTLE_PG, (cost, hold, run_id))
+            return True
+
+        # (lost after it committed, it is not done again: a reservation stays held, never one too few)
+        self._run(settle, lambda cur: True)
+
     def insert_rows(self, records: Sequence[CallRecord]) -> None:
         def insert(cur: Cursor) -> bool:
             with cur.connection.transaction():
@@ -208,15 +231,10 @@ class PgCalls:
         """The batch's transaction: each claim ``Held``, or ``None`` where another row holds the key."""
         with conn.pipeline(), conn.transaction():
             claimed = [conn.execute(CLAIM, _claim_params(r)) for r in claims]
-            finished = [
-                conn.execute(INSERT_OUTCOME, _row_params(r))
-                if r.durability is Durability.OUTCOME
-                else conn.execute(FINISH, _finish_params(r))
-                for r in finishes
-            ]
+            finished = [conn.execute(*_finish_statement(r)) for r in finishes]
         held = [None if row is None else Held(row[0]) for row in (cur.fetchone() for cur in claimed)]
         done: list[bool | Exception] = [
-            (cur.fetchone() is not None) if r.durability is Durability.OUTCOME else cur.rowcount == 1
+            (cur.fetchone() is not None) if _returns_row(r) else cur.rowcount == 1
             for r, cur in zip(finishes, finished, strict=True)
         ]
         return held, done
@@ -253,10 +271,24 @@ def _find_on(cur: Cursor, record: CallRecord) -> Found | None:
     return None if row is None else col.found(row)
 
 
+def _finish_statement(record: CallRecord) -> tuple[str, tuple[Any, ...]]:
+    """The statement that writes ``record``'s outcome (and settles its run's budget), and its parameters."""
+    outcome = record.durability is Durability.OUTCOME
+    if record.budget_hold is not None and settles(record):
+        if outcome:
+            return INSERT_OUTCOME_SETTLE, (*_row_params(record), *settle_params(record))
+        return FINISH_SETTLE, (*_finish_params(record), *settle_params(record))
+    return (INSERT_OUTCOME, _row_params(record)) if outcome else (FINISH, _finish_params(record))
+
+
+def _returns_row(record: CallRecord) -> bool:
+    """Whether ``_finish_statement(record)`` says it wrote by returning a row (else: by its rowcount)."""
+    return record.durability is Durability.OUTCOME or (record.budget_hold is not None and settles(record))
+
+
 def _finish_on(cur: Cursor, record: CallRecord) -> bool:
-    if record.durability is Durability.OUTCOME:
-        return cur.execute(INSERT_OUTCOME, _row_params(record)).fetchone() is not None
-    return cur.execute(FINISH, _finish_params(record)).rowcount == 1
+    cur.execute(*_finish_statement(record))
+    return cur.fetchone() is not None if _returns_row(record) else cur.rowcount == 1
 
 
 def _mine(cur: Cursor, record: CallRecord) -> tuple[str, int] | None:

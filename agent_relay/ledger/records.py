@@ -69,6 +69,9 @@ class CallRecord:
     output_tokens: int | None = None
     model: str | None = None
     origin: Origin = Origin.LIVE
+    # a budgeted run's call (None: its run has no budget): the reservation it holds on the run's row
+    # (``agent_runs.reserved_usd``), released, and its cost added to the run's, by the write of its outcome
+    budget_hold: Decimal | None = None
 
 
 class Approval(NamedTuple):
@@ -101,3 +104,13 @@ class Found(NamedTuple):
 
 
 Claim = Held | Found
+
+
+class Reserved(NamedTuple):
+    """What a reservation found on its run's row: granted or not, the run's cost so far, what its other
+    calls in flight had reserved (before this one), and its limit (``None``: the run has no budget)."""
+
+    granted: bool
+    spent: Decimal
+    reserved: Decimal
+    limit: Decimal | None

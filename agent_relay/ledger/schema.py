@@ -125,6 +125,9 @@ agent_runs = sa.Table(
     sa.Column("cancel_reason", sa.Text, nullable=True),
     # a child run (parent_run_id): whether its parent's saga undoes it too (agent_session(unwind_with_parent))
     sa.Column("unwind_with_parent", sa.Boolean, nullable=False, server_default=sa.true()),
+    # a budgeted run's reservations: what calls running now may cost at most (see agent_relay.reserve);
+    # while it runs, its cost_usd counts every finished call's cost as the call's outcome is written
+    sa.Column("reserved_usd", Money, nullable=False, server_default="0"),
     sa.Index("ix_agent_runs_started_at", "started_at"),
     sa.Index("ix_agent_runs_name_started_at", "name", "started_at"),
     sa.Index("ix_agent_runs_status", "status"),

@@ -4,6 +4,7 @@ call's statements as SQLAlchemy Core, built once per database from the column li
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,8 +13,9 @@ from sqlalchemy.engine import Connection, Engine
 
 from ..states import CallStatus, Durability
 from . import columns as col
+from .budget_rows import amounts, reserve_sqlalchemy, settle_sqlalchemy, settles
 from .connection import utc
-from .records import CallRecord, Claim, Found, Held
+from .records import CallRecord, Claim, Found, Held, Reserved
 from .schema import tool_calls
 
 _c = tool_calls.c
@@ -172,6 +174,14 @@ class SqlCalls:
         with self._write.begin() as conn:
             return set(conn.execute(self._renew, values).scalars())
 
+    def reserve(self, run_id: str, amount: Decimal) -> Reserved:
+        with self._write.begin() as conn:
+            return reserve_sqlalchemy(conn, run_id, amount)
+
+    def settle_run(self, run_id: str, cost: Decimal, hold: Decimal) -> None:
+        with self._write.begin() as conn:
+            settle_sqlalchemy(conn, run_id, cost, hold)
+
     def _find_on(self, conn: Connection, record: CallRecord) -> Found | None:
         key = {f"b_{name}": getattr(record, name) for name in col.KEY}
         row = conn.execute(self._find, key).first()
@@ -187,9 +197,13 @@ class SqlCalls:
 
     def _finish_on(self, conn: Connection, record: CallRecord) -> bool:
         if record.durability is Durability.OUTCOME:
-            return conn.execute(self._insert_outcome, self._row_values(record)).scalar() is not None
-        values = self._outcome_values(record) | {"b_call_id": record.call_id, "b_owner": record.owner}
-        return conn.execute(self._finish, values).rowcount == 1
+            written = conn.execute(self._insert_outcome, self._row_values(record)).scalar() is not None
+        else:
+            values = self._outcome_values(record) | {"b_call_id": record.call_id, "b_owner": record.owner}
+            written = conn.execute(self._finish, values).rowcount == 1
+        if written and record.budget_hold is not None and settles(record):
+            settle_sqlalchemy(conn, *amounts(record))
+        return written
 
 
 def _unique_violation(exc: sa.exc.IntegrityError) -> bool:

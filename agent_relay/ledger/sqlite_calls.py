@@ -16,14 +16,16 @@ import functools
 import os
 import sqlite3
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.engine import Engine
 
 from ..states import CallStatus, Durability
 from . import columns as col
+from .budget_rows import amounts, reserve_sqlite, settle_sqlite, settles
 from .checkpoint import Checkpointer
-from .records import CallRecord, Claim, Found, Held
+from .records import CallRecord, Claim, Found, Held, Reserved
 
 
 def _insert(names: tuple[str, ...]) -> str:
@@ -235,6 +237,27 @@ class SqliteCalls:
             raise
         return {row[0] for row in rows}
 
+    def reserve(self, run_id: str, amount: Decimal) -> Reserved:
+        conn = self.connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")  # (every writer of the file queues here: check and write at once)
+            found = reserve_sqlite(conn, run_id, amount)
+            self._commit(conn)
+        except BaseException:
+            self._failed(conn)
+            raise
+        return found
+
+    def settle_run(self, run_id: str, cost: Decimal, hold: Decimal) -> None:
+        conn = self.connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            settle_sqlite(conn, run_id, cost, hold)
+            self._commit(conn)
+        except BaseException:
+            self._failed(conn)
+            raise
+
     @staticmethod
     def _claim_in(conn: sqlite3.Connection, record: CallRecord) -> Claim:
         row = conn.execute(CLAIM, _claim_params(record)).fetchone()
@@ -247,5 +270,9 @@ class SqliteCalls:
     @staticmethod
     def _finish_in(conn: sqlite3.Connection, record: CallRecord) -> bool:
         if record.durability is Durability.OUTCOME:
-            return conn.execute(INSERT_OUTCOME, _row_params(record)).fetchone() is not None
-        return conn.execute(FINISH, _finish_params(record)).rowcount == 1
+            written = conn.execute(INSERT_OUTCOME, _row_params(record)).fetchone() is not None
+        else:
+            written = conn.execute(FINISH, _finish_params(record)).rowcount == 1
+        if written and record.budget_hold is not None and settles(record):
+            settle_sqlite(conn, *amounts(record))
+        return written

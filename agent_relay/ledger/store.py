@@ -201,9 +201,17 @@ class LedgerStore:
         ):
             conn.execute(agent_runs.insert().values(**values))
 
-    def finish_run(self, run_id: str, **values: Any) -> None:
+    def finish_run(self, run_id: str, *, keep_higher_cost: bool = False, **values: Any) -> None:
+        """Update the run's row. ``keep_higher_cost``: a budgeted run's ``cost_usd``, which its calls'
+        writes add to (every worker's), is not lowered to the ``cost_usd`` given."""
+        where = agent_runs.c.run_id == run_id
         with self.db.guard("record the end of the run", run_id=run_id), self.db.write_engine.begin() as conn:
-            conn.execute(agent_runs.update().where(agent_runs.c.run_id == run_id).values(**values))
+            if keep_higher_cost and values.get("cost_usd") is not None:
+                recorded = sa.select(agent_runs.c.cost_usd).where(where)
+                if not self.is_sqlite:  # (SQLite: BEGIN IMMEDIATE holds the write lock already)
+                    recorded = recorded.with_for_update()
+                values["cost_usd"] = max(values["cost_usd"], conn.execute(recorded).scalar() or 0)
+            conn.execute(agent_runs.update().where(where).values(**values))
 
     def request_cancel(self, run_id: str, reason: str | None) -> None:
         """Ask run ``run_id`` to stop (the first request's time and reason are kept). ``UnknownRunError``;

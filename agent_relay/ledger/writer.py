@@ -1,4 +1,5 @@
-"""``CallWriter``: every write of a ``tool_calls`` row goes through this one object.
+"""``CallWriter``: every write of a ``tool_calls`` row goes through this one object, and so do a budgeted
+run's reservations and settlements on its ``agent_runs`` row (which its calls' writes make).
 
 A live call is claimed when it starts and finished when it ends; a call's ``durability`` decides what
 that commits (``STRICT``: a pending row, then the outcome onto it; ``OUTCOME``: nothing at the start, the
@@ -19,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from decimal import Decimal
 from typing import Any, Protocol, TypeVar
 
 from opentelemetry import context as otel_context
@@ -27,7 +29,7 @@ from ..errors import ClaimLostError, LedgerError
 from ..states import CallStatus, Durability
 from .connection import Database, suppress_instrumentation, utc
 from .leases import FOREVER_NS, LeaseRenewer
-from .records import Approval, CallRecord, Claim, Found, Held
+from .records import Approval, CallRecord, Claim, Found, Held, Reserved
 from .schema import tool_calls
 
 _T = TypeVar("_T")
@@ -57,6 +59,10 @@ class CallStatements(Protocol):
     def take_over(self, record: CallRecord, owner: str | None, before_ns: int) -> int | None: ...
 
     def renew(self, owner: str, call_ids: Sequence[str], until_ns: int) -> set[str]: ...
+
+    def reserve(self, run_id: str, amount: Decimal) -> Reserved: ...
+
+    def settle_run(self, run_id: str, cost: Decimal, hold: Decimal) -> None: ...
 
     def close(self) -> None: ...
 
@@ -194,6 +200,33 @@ class CallWriter:
             "take over a call of tool {tool}", record, lambda r: self._backend.take_over(r, owner, before_ns)
         )
         return None if attempts is None else self._held(record, Held(attempts))
+
+    # --- a budgeted run's totals (see ``budget_rows``) --------------------------------------------------
+    def reserve(self, run_id: str, tool_name: str, amount: Decimal) -> Reserved:
+        """Add ``amount`` to run ``run_id``'s ``reserved_usd`` if its cost, its reservations and ``amount``
+        stay within its limit (spent + reserved + amount <= limit), in one committed step; what the run's
+        row said either way."""
+        action = "reserve budget for a call of tool {tool}"
+        return self._on_run(action, run_id, tool_name, lambda: self._backend.reserve(run_id, amount))
+
+    def release(self, run_id: str, hold: Decimal, cost: Decimal = Decimal(0)) -> None:
+        """Release ``hold`` of run ``run_id``'s reservations and add ``cost`` to its cost: for what no
+        call's outcome write settled (a call served after all, usage counted outside any call)."""
+        action = "release budget reserved for a call"
+        self._on_run(action, run_id, None, lambda: self._backend.settle_run(run_id, cost, hold))
+
+    def _on_run(self, action: str, run_id: str, tool_name: str | None, write: Callable[[], _T]) -> _T:
+        with self._db.lock:
+            token = suppress_instrumentation() if self._backend.instrumented else None
+            try:
+                return write()
+            except Exception as exc:
+                raise self._db.error(
+                    action.format(tool=repr(tool_name)), exc, run_id=run_id, tool_name=tool_name
+                ) from exc
+            finally:
+                if token is not None:
+                    otel_context.detach(token)  # type: ignore[arg-type]
 
     def not_recorded(self, record: CallRecord) -> LedgerError:
         """A call whose outcome found no row to take it: another worker settled or recorded it first, or

@@ -39,10 +39,12 @@ def test_usage_priced_from_the_table_passes_the_budget(runtime: AgentRuntime, sp
     assert span.attributes[sc.BUDGET_EXCEEDED] is True
 
 
-def test_a_fixed_tool_cost_lets_exactly_three_calls_run(runtime: AgentRuntime, spans: SpanCapture) -> None:
+def test_a_cost_known_only_afterwards_lets_exactly_three_calls_run(
+    runtime: AgentRuntime, spans: SpanCapture
+) -> None:
     ran: list[int] = []
 
-    @tool(runtime, cost=0.4)
+    @tool(runtime, cost=lambda result: 0.4)  # (a function of the result: not known before the call runs)
     def search(q: int) -> int:
         ran.append(q)
         return q

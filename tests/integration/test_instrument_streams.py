@@ -17,7 +17,7 @@ from openai.resources.chat.completions.completions import Completions
 from openai.resources.responses.responses import Responses
 
 import agent_relay
-from agent_relay import AgentRuntime, BudgetExceededError
+from agent_relay import AgentRuntime, BudgetExceededError, BudgetReservationError
 from agent_relay.testing import FakeLLMServer
 from agent_relay.usage import TokenUsage
 from tests.support import calls_of, run_row
@@ -225,15 +225,32 @@ def test_stream_helpers_closed_half_way_are_recorded_failed(
 def test_a_stream_whose_usage_passes_the_budget_is_recorded_then_stops_the_run(
     instrumented: AgentRuntime, llm: FakeLLMServer
 ) -> None:
+    client = openai.OpenAI(base_url=llm.openai_url, api_key="test")
+    with (  # no max_tokens: what it costs is known when it ends
+        pytest.raises(BudgetExceededError) as caught,
+        instrumented.agent_session(name="capped", budget_limit=0.0001) as session,
+    ):
+        stream = client.chat.completions.create(
+            model="gpt-4o", messages=ASK, stream=True, stream_options={"include_usage": True}
+        )
+        assert list(stream)
+    assert not isinstance(caught.value, BudgetReservationError)
+    (row,) = calls_of(instrumented, session.run_id)
+    assert row["status"] == "succeeded" and row["cost_usd"] > 0  # the call that passed it is recorded
+
+
+def test_a_stream_whose_max_tokens_could_pass_the_budget_is_refused_before_its_request(
+    instrumented: AgentRuntime, llm: FakeLLMServer
+) -> None:
     client = anthropic.Anthropic(base_url=llm.anthropic_url, api_key="test")
     with (
-        pytest.raises(BudgetExceededError),
+        pytest.raises(BudgetReservationError) as caught,
         instrumented.agent_session(name="capped", budget_limit=0.0001) as session,
         client.messages.stream(model=CLAUDE, max_tokens=50, messages=ASK) as stream,
     ):
         stream.get_final_message()
-    (row,) = calls_of(instrumented, session.run_id)
-    assert row["status"] == "succeeded" and row["cost_usd"] > 0  # the call that passed it is recorded
+    assert caught.value.tool_name == "anthropic.messages.stream"
+    assert llm.requests == [] and calls_of(instrumented, session.run_id) == []
 
 
 def test_stream_helpers_can_be_selected_alone(runtime: AgentRuntime, llm: FakeLLMServer) -> None:

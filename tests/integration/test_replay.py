@@ -11,7 +11,7 @@ import pytest
 
 from agent_relay import (
     AgentRuntime,
-    BudgetExceededError,
+    BudgetReservationError,
     CallInDoubtError,
     IdempotencyKeyReuseError,
     ReplayDivergenceError,
@@ -163,18 +163,20 @@ def test_recorded_costs_replay_the_same_budget_decision(runtime: AgentRuntime) -
             step(i)
 
     with (
-        pytest.raises(BudgetExceededError) as live,
+        pytest.raises(BudgetReservationError) as live,
         runtime.agent_session(name="b", budget_limit=1) as source,
     ):
         agent()
+    # step(2) was refused before it ran (0.8 + 0.4 > 1): the replay refuses it again, not a divergence
     with (
-        pytest.raises(BudgetExceededError) as again,
+        pytest.raises(BudgetReservationError) as again,
         runtime.agent_session(name="b", budget_limit=1, replay=True, replay_run_id=source.run_id) as replay,
     ):
         agent()
-    assert ran == [0, 1, 2]
-    assert again.value.spent == live.value.spent == Decimal("1.2")
-    assert run_row(runtime, replay.run_id)["cost_usd"] == Decimal("1.2")
+    assert ran == [0, 1]
+    assert again.value.spent == live.value.spent == Decimal("0.8")
+    assert again.value.tool_name == live.value.tool_name == "step"
+    assert run_row(runtime, replay.run_id)["cost_usd"] == Decimal("0.8")
 
 
 def test_unrequested_recorded_calls_are_reported(runtime: AgentRuntime) -> None:

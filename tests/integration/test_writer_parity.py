@@ -25,7 +25,7 @@ from agent_relay.errors import LedgerError
 from agent_relay.keys import call_id, idempotency_key
 from agent_relay.ledger.connection import utc
 from agent_relay.ledger.pg_calls import PgCalls
-from agent_relay.ledger.records import CallRecord, Found, Held
+from agent_relay.ledger.records import CallRecord, Found, Held, Reserved
 from agent_relay.ledger.schema import tool_call_attempts
 from agent_relay.ledger.sql_calls import SqlCalls
 from agent_relay.ledger.sqlite_calls import SqliteCalls
@@ -448,3 +448,67 @@ def test_psycopg_backend_writes_the_sqlalchemy_backends_rows_on_postgresql(datab
     _check_attempts(attempts["PgCalls"])
     differences = _differences(attempts["SqlCalls"], attempts["PgCalls"], show=lambda v: v)
     assert not differences, "earlier attempts, SqlCalls (left) vs PgCalls (right):\n" + "\n".join(differences)
+
+
+def _budgeted_run(store: LedgerStore, limit: str) -> str:
+    run_id = _new_run(store)
+    store.finish_run(run_id, budget_limit_usd=Decimal(limit))
+    return run_id
+
+
+def write_budget_scenario(writer: CallWriter, store: LedgerStore, run_id: str) -> list[Any]:
+    """Reservations on a budgeted run, settled by each kind of outcome write; what the run's row said."""
+    ms, seen = 1_000_000, []
+    holds = {"a": "0.5", "b": "0.2", "c": "0.1", "d": "0.1", "e": "0.4"}
+    for hold in holds.values():
+        assert writer.reserve(run_id, "t", Decimal(hold)).granted
+    seen.append(writer.reserve(run_id, "t", Decimal("8.8")))  # 1.3 reserved + 8.8 > 10: refused
+    a, b, c, d, e = (
+        _record(run_id, seq, name, {"n": seq}, started=T0 + seq * ms, budget_hold=Decimal(hold))
+        for seq, (name, hold) in enumerate(holds.items(), start=1)
+    )
+    b.durability = d.durability = Durability.OUTCOME
+    writer.start(a)  # strict: its pending row, then the outcome settles it
+    writer.finish(_succeed(a, "ok", T0 + 10 * ms, cost_usd=Decimal("0.3")))
+    writer.start(b)  # outcome: the whole row, and the settle
+    writer.finish(_succeed(b, "ok", T0 + 11 * ms, cost_usd=Decimal("0.2")))
+    writer.write_batch([c, d], [])  # a batch: each outcome settles in the batch's transaction
+    writer.write_batch([], [_succeed(c, "ok", T0 + 12 * ms, cost_usd=Decimal("0.05")), _fail(d, "E", "x", 0)])
+    writer.start(e)
+    writer.finish(_succeed(e, "ok", T0 + 13 * ms, cost_usd=Decimal("0.4")))
+    with pytest.raises(LedgerError, match="no longer pending"):
+        writer.finish(e)  # no row took it: nothing is settled twice
+    row = store.get_run(run_id)
+    assert row is not None
+    seen.append((row.cost_usd, row.reserved_usd))
+    seen.append(writer.reserve(run_id, "t", Decimal("9.05")))  # exactly the limit: granted
+    writer.release(run_id, Decimal("9.05"), Decimal("0.01"))
+    row = store.get_run(run_id)
+    assert row is not None
+    seen.append((row.cost_usd, row.reserved_usd))
+    return seen
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_every_backend_settles_a_budgeted_runs_reservations_with_the_outcome(database_url: str) -> None:
+    store = LedgerStore(database_url)
+    names = SQLITE_BACKENDS if store.is_sqlite else ("SqlCalls", "PgCalls")
+    try:
+        store.open()
+        seen = {}
+        for name in names:
+            writer = CallWriter(store.db, BACKENDS[name](store))
+            try:
+                seen[name] = write_budget_scenario(writer, store, _budgeted_run(store, "10"))
+            finally:
+                writer.close()
+    finally:
+        store.dispose()
+    expected = [
+        Reserved(False, Decimal(0), Decimal("1.3"), Decimal(10)),
+        (Decimal("0.95"), Decimal(0)),
+        Reserved(True, Decimal("0.95"), Decimal(0), Decimal(10)),
+        (Decimal("0.96"), Decimal(0)),
+    ]
+    for name in names:
+        assert seen[name] == expected, name

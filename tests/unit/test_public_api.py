@@ -12,7 +12,7 @@ from agent_relay import errors
 
 EXPECTED = {
     "AgentRelayError", "AgentRuntime", "AgentSession", "ApprovalRejectedError", "ApprovalRequiredError",
-    "ArgumentEncodingError", "BudgetExceededError",
+    "ArgumentEncodingError", "BudgetExceededError", "BudgetReservationError",
     "CallInDoubtError", "CallInProgressError", "CallInfo", "ClaimLostError", "CompensationFailure",
     "ConfigurationError",
     "DuplicateToolError", "EncodingError", "IdempotencyKeyReuseError", "LedgerError", "LedgerOptions",
