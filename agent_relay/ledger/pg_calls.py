@@ -28,8 +28,10 @@ from sqlalchemy.engine import Engine
 
 from ..states import CallStatus, Durability
 from . import columns as col
+from . import pg_batch
 from .budget_rows import RESERVE_PG, SELECT_PG, SETTLE_PG, reserved, settle_params, settle_statement, settles
 from .connection import utc
+from .pg_batch import assign, retry
 from .pg_pool import Lent, PgPool, pool_for
 from .records import CallRecord, Claim, Found, Held, Reserved
 
@@ -41,25 +43,17 @@ def _insert(names: tuple[str, ...]) -> str:
     return f"INSERT INTO tool_calls ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(names))})"
 
 
-def _assign(names: tuple[str, ...], source: str) -> str:
-    return ", ".join(f"{name} = {source.format(name)}" for name in names)
-
-
-# a new try over a failed row of the same key: its attempt and outcome columns anew, the attempt counted
-_RETRY = (
-    f" ON CONFLICT ({', '.join(col.KEY)}) DO UPDATE SET {_assign(col.RETRY_SET, 'excluded.{}')}, "
-    f"attempts = tool_calls.attempts + 1 WHERE tool_calls.status = '{CallStatus.FAILED}' RETURNING attempts"
-)
+_RETRY = retry("attempts")  # a new try over a failed row of the same key (see pg_batch.retry)
 CLAIM = _insert(col.CLAIM) + _RETRY
 INSERT_OUTCOME = _insert(col.ROW) + _RETRY
 INSERT_ROW = _insert(col.ROW)
 FIND = f"SELECT {', '.join(col.FOUND)} FROM tool_calls WHERE {' AND '.join(f'{k} = %s' for k in col.KEY)}"
 FINISH = (
-    f"UPDATE tool_calls SET {_assign(col.OUTCOME, '%s')} "
+    f"UPDATE tool_calls SET {assign(col.OUTCOME, '%s')} "
     f"WHERE call_id = %s AND status = '{CallStatus.PENDING}' AND owner = %s"
 )
 TAKE_OVER = (
-    f"UPDATE tool_calls SET {_assign(col.ATTEMPT, '%s')}, attempts = attempts + 1 "
+    f"UPDATE tool_calls SET {assign(col.ATTEMPT, '%s')}, attempts = attempts + 1 "
     f"WHERE call_id = %s AND status = '{CallStatus.PENDING}' AND owner = %s "
     f"AND (lease_expires_at IS NULL OR lease_expires_at < %s) RETURNING attempts"
 )
@@ -188,13 +182,13 @@ class PgCalls:
     def batch(
         self, claims: Sequence[CallRecord], finishes: Sequence[CallRecord]
     ) -> tuple[list[Claim | Exception], list[bool | Exception]]:
-        """Every statement in one transaction, sent in one pipeline. If the transaction fails (rare: a
-        statement's error aborts it on PostgreSQL, or the connection was lost), each record is written
-        again on its own, so only the failing ones fail."""
+        """Every record in one transaction, one round trip (``pg_batch``: a statement per kind of write).
+        If the transaction fails (rare: a row's error fails its whole statement on PostgreSQL, or the
+        connection was lost), each record is written again on its own, so only the failing ones fail."""
         lost = False
         lent = self._take()
         try:
-            claimed, finished = self._batch_on(lent.conn, claims, finishes)
+            claimed, finished = pg_batch.write(lent.conn, claims, finishes, _alone)
         except psycopg.Error:
             lost, claimed = lent.broken, None
         finally:
@@ -223,21 +217,6 @@ class PgCalls:
         found = _find_on(cur, record)
         assert found is not None  # the conflicting row: committed, so this later statement sees it
         return found
-
-    @staticmethod
-    def _batch_on(
-        conn: psycopg.Connection[Any], claims: Sequence[CallRecord], finishes: Sequence[CallRecord]
-    ) -> tuple[list[Held | None], list[bool | Exception]]:
-        """The batch's transaction: each claim ``Held``, or ``None`` where another row holds the key."""
-        with conn.pipeline(), conn.transaction():
-            claimed = [conn.execute(CLAIM, _claim_params(r)) for r in claims]
-            finished = [conn.execute(*_finish_statement(r)) for r in finishes]
-        held = [None if row is None else Held(row[0]) for row in (cur.fetchone() for cur in claimed)]
-        done: list[bool | Exception] = [
-            (cur.fetchone() is not None) if _returns_row(r) else cur.rowcount == 1
-            for r, cur in zip(finishes, finished, strict=True)
-        ]
-        return held, done
 
     def _one_by_one(
         self, lent: Lent, claims: Sequence[CallRecord], finishes: Sequence[CallRecord], *, lost: bool
@@ -279,6 +258,13 @@ def _finish_statement(record: CallRecord) -> tuple[str, tuple[Any, ...]]:
             return INSERT_OUTCOME_SETTLE, (*_row_params(record), *settle_params(record))
         return FINISH_SETTLE, (*_finish_params(record), *settle_params(record))
     return (INSERT_OUTCOME, _row_params(record)) if outcome else (FINISH, _finish_params(record))
+
+
+def _alone(record: CallRecord) -> tuple[str, tuple[Any, ...], bool] | None:
+    """A budgeted outcome settles its run in the same statement: in a batch, that statement of its own."""
+    if record.budget_hold is not None and settles(record):
+        return (*_finish_statement(record), True)
+    return None
 
 
 def _returns_row(record: CallRecord) -> bool:

@@ -28,6 +28,7 @@ from opentelemetry import context as otel_context
 from ..errors import ClaimLostError, LedgerError
 from ..states import CallStatus, Durability
 from .connection import Database, suppress_instrumentation, utc
+from .group import GroupCommit
 from .leases import FOREVER_NS, LeaseRenewer
 from .records import Approval, CallRecord, Claim, Found, Held, Reserved
 from .schema import tool_calls
@@ -90,11 +91,22 @@ class CallWriter:
         self.leases = LeaseRenewer(lease_s, self.renew_leases)
         self._background: ThreadPoolExecutor | None = None  # see insert_rows_later
         self._background_lock = threading.Lock()
+        # a server's commits wait on I/O that threads can share; SQLite's threads take turns anyway
+        self._group = (
+            None
+            if database.is_sqlite
+            else GroupCommit(self.claim, self._finish_alone, self.write_batch, self._group_error)
+        )
 
     @property
     def backend(self) -> CallStatements:
         """The statements' backend chosen for this ledger (``SqliteCalls``, ``PgCalls`` or ``SqlCalls``)."""
         return self._backend
+
+    @property
+    def group(self) -> GroupCommit | None:
+        """Where threads' ``start`` / ``finish`` writes meet to share commits (``None`` on SQLite)."""
+        return self._group
 
     def _error(self, action: str, record: CallRecord, exc: BaseException) -> LedgerError:
         """The ``LedgerError`` of a write of ``record`` (``{tool}`` in ``action``: its tool)."""
@@ -119,9 +131,12 @@ class CallWriter:
     # --- a live call ----------------------------------------------------------------------------------
     def start(self, record: CallRecord) -> Claim:
         """The call starts: ``Held`` when this worker is to run it (its pending row committed, for a
-        strict call), or ``Found``: another row already holds its key and did not fail."""
+        strict call), or ``Found``: another row already holds its key and did not fail. On a server,
+        threads starting or ending calls at the same moment share the commit (``group.GroupCommit``)."""
         if record.durability is Durability.OUTCOME:
             return Held(record.attempts)  # its row is written when it ends, with its outcome
+        if self._group is not None:
+            return self._group.claim(record)
         return self.claim(record)
 
     def claim(self, record: CallRecord) -> Claim:
@@ -146,17 +161,27 @@ class CallWriter:
 
     def finish(self, record: CallRecord) -> None:
         """The call ended: write its outcome and commit. ``LedgerError`` when no row could take it
-        (another worker settled or recorded the call first, or took it over when its lease ran out)."""
+        (another worker settled or recorded the call first, or took it over when its lease ran out).
+        Grouped on a server, as ``start`` is."""
+        if self._group is not None:
+            self._group.finish(record)
+        else:
+            self._finish_alone(record)
+
+    def _finish_alone(self, record: CallRecord) -> None:
         self.leases.drop(record.call_id)
         if not self._write(_FINISH, record, self._backend.finish):
             raise self.not_recorded(record)
+
+    def _group_error(self, record: CallRecord, finish: bool, exc: BaseException) -> LedgerError:
+        return self._error(_FINISH if finish else _CLAIM, record, exc)
 
     def write_batch(
         self, starts: Sequence[CallRecord], finishes: Sequence[CallRecord]
     ) -> tuple[list[Claim | LedgerError], list[LedgerError | None]]:
         """``start`` and ``finish`` for several calls in one committed transaction: each record's result
         (a claim or a ``LedgerError``; ``None`` or a ``LedgerError``), in order. If the transaction itself
-        fails, every record gets its error."""
+        fails, every record gets its own error (each names its own call; their cause is the same)."""
         claims = [r for r in starts if r.durability is not Durability.OUTCOME]
         for record in claims:
             self._lease(record)
@@ -165,13 +190,15 @@ class CallWriter:
         if not claims and not finishes:  # only calls without a pending row starting: nothing to write
             return [Held(r.attempts) for r in starts], []
         first = (list(starts) + list(finishes))[0]
-        action = (
-            f"record {len(claims) + len(finishes)} calls of run {first.run_id} (the first of tool {{tool}})"
-        )
+        shared = f" (in one commit with {len(claims) + len(finishes) - 1} other writes)"
         try:
-            claimed, finished = self._write(action, first, lambda _: self._backend.batch(claims, finishes))
+            claimed, finished = self._write(_CLAIM, first, lambda _: self._backend.batch(claims, finishes))
         except LedgerError as err:
-            return [err] * len(starts), [err] * len(finishes)
+            cause = err.__cause__ or err
+            return (
+                [self._error(_CLAIM + shared, r, cause) for r in starts],
+                [self._error(_FINISH + shared, r, cause) for r in finishes],
+            )
         by_record = dict(zip(map(id, claims), claimed, strict=True))
         start_results: list[Claim | LedgerError] = []
         for record in starts:

@@ -1,0 +1,152 @@
+"""Sync calls from several threads share PostgreSQL commits (group commit): the writes queued behind a
+commit in flight go together in the next one, each record still gets its own result (a claim another row
+holds is ``Found`` for that call only, a row the server refuses fails that call only), and a thread on
+its own writes at once."""
+
+from __future__ import annotations
+
+import contextvars
+import datetime as dt
+import threading
+import time
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from agent_relay import AgentRuntime, tool
+from agent_relay.errors import LedgerError
+from agent_relay.keys import call_id
+from agent_relay.ledger import LedgerStore
+from agent_relay.ledger.group import GroupCommit
+from agent_relay.ledger.records import CallRecord, Claim, Found, Held
+from agent_relay.states import CallStatus
+from tests.support import calls_of
+
+pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+
+
+def _new_run(store: LedgerStore) -> str:
+    run_id = str(uuid.uuid4())
+    store.insert_run(
+        run_id=run_id, name="group", status="running", mode="live", started_at=dt.datetime.now(dt.UTC)
+    )
+    return run_id
+
+
+def _record(run_id: str, n: int, owner: str = "test-host:1") -> CallRecord:
+    key = f"{n:064x}"
+    return CallRecord(
+        run_id=run_id, call_id=call_id(run_id, "forward", key), seq=n, tool_name="charge", phase="forward",
+        idempotency_key=key, arguments={"n": n}, owner=owner, started_ns=time.time_ns(),
+    )  # fmt: skip
+
+
+def _until(condition: object, what: str) -> None:
+    """Poll ``condition()`` (threads get there in their own time; a minute without it fails)."""
+    deadline = time.monotonic() + 60
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def _waiting_inserts(engine: sa.Engine) -> int:
+    query = sa.text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO tool_calls%'"
+    )
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+def _group(store: LedgerStore) -> GroupCommit:
+    group = store.calls.group
+    assert group is not None  # a server ledger groups its threads' writes
+    return group
+
+
+def test_writes_queued_behind_a_commit_share_the_next_and_each_gets_its_own_result(database_url: str) -> None:
+    store = LedgerStore(database_url)
+    store.open()
+    run_id = _new_run(store)
+    store.calls.claim(_record(run_id, 3, owner="other-host:1"))  # another worker holds call 3's key
+    store.calls.claim(finished := _record(run_id, 9))
+    finished.status, finished.output, finished.ended_ns = CallStatus.SUCCEEDED, "done", time.time_ns()
+    group = _group(store)
+    locker = sa.create_engine(database_url)
+    results: dict[int, Claim | LedgerError | None] = {}
+
+    def start(n: int) -> None:
+        try:  # (call 7 names no run: the foreign key refuses its row)
+            results[n] = store.calls.start(_record(run_id, n) if n != 7 else _record("no-such-run", n))
+        except LedgerError as err:
+            results[n] = err
+
+    def finish() -> None:
+        store.calls.finish(finished)
+        results[9] = None
+
+    threads = [threading.Thread(target=start, args=(n,)) for n in (1, 2, 3, 7)] + [
+        threading.Thread(target=finish)
+    ]
+    try:
+        with locker.connect() as conn:
+            conn.exec_driver_sql("LOCK TABLE tool_calls IN SHARE MODE")  # every write waits for it
+            leader = threading.Thread(target=start, args=(0,))
+            leader.start()
+            _until(lambda: _waiting_inserts(locker) == 1, "the first claim to wait at the server")
+            for t in threads:
+                t.start()
+            _until(lambda: group.waiting == len(threads), "the other writes to queue behind it")
+            conn.rollback()  # the lock goes: the first claim commits alone, then the rest together
+        for t in [leader, *threads]:
+            t.join()
+        rows = {r.seq: r for r in store.list_calls(run_id)}
+    finally:
+        locker.dispose()
+        store.dispose()
+    assert group.shared == len(threads)  # the five queued writes went in one transaction
+    assert results[0] == results[1] == results[2] == Held(1)
+    assert isinstance(results[3], Found) and results[3].owner == "other-host:1"  # that call only
+    assert isinstance(results[7], LedgerError) and results[7].run_id == "no-such-run"  # refused: only it
+    assert results[9] is None
+    assert {seq: row.status for seq, row in rows.items()} == {
+        0: "pending", 1: "pending", 2: "pending", 3: "pending", 9: "succeeded"
+    }  # fmt: skip
+    assert rows[3].owner == "other-host:1"
+
+
+def test_a_thread_on_its_own_writes_at_once_and_threads_record_every_call_once(database_url: str) -> None:
+    runtime = AgentRuntime(database_url)
+    ran: list[int] = []
+
+    @tool(runtime)
+    def charge(n: int) -> int:
+        ran.append(n)
+        return n * 10
+
+    def share(first: int) -> None:
+        for n in range(first, 200, 8):
+            assert charge(n) == n * 10
+
+    try:
+        group = runtime.ledger.calls.group
+        assert group is not None
+        with runtime.agent_session(name="threads") as session:
+            for n in range(5):
+                charge(n)
+            alone = group.shared  # one thread: every write alone, at once
+            threads = [
+                threading.Thread(target=contextvars.copy_context().run, args=(share, t)) for t in range(8)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        rows = calls_of(runtime, session.run_id)
+    finally:
+        runtime.shutdown()
+    assert alone == 0
+    assert sorted(ran) == list(range(200))  # the first five were served again, not run again
+    assert sorted(r["output"] for r in rows) == [n * 10 for n in range(200)]
+    assert {r["status"] for r in rows} == {"succeeded"} and {r["attempts"] for r in rows} == {1}
