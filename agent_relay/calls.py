@@ -3,16 +3,16 @@
 ``Invocation`` holds the call's encoded arguments and key (computed before anything else happens).
 ``begin()`` asks the run for the call's fate and acts on it, returning the next step as a value: ``Done``
 (served without running: deduplicated, resumed or replayed), ``Wait`` (an identical call is in flight),
-``Poll`` (another live worker holds its row), ``ClaimWith`` (async: its claim shares a commit with other
-calls') or ``Go`` (claimed: run the body). The drivers (``agent_relay.execute``) only wait (sleeping or
-awaiting) and run the body between ``enter()`` and ``leave()``; ``succeeded`` / ``failed`` end the span
-and the row is finished — by the ledger's span processor, or through the same ``BoundCall`` when no
-processor saw the span.
+``Poll`` (another live worker holds its row), ``ClaimWith`` (async: its claim is written off the loop,
+with other calls') or ``Go`` (claimed: run the body). The drivers (``agent_relay.execute``) only wait
+(sleeping or awaiting) and run the body between ``enter()`` and ``leave()``; ``succeeded`` / ``failed`` end
+the span and the row is finished — by the ledger's span processor, or through the same ``BoundCall`` when
+no processor saw the span. The async driver awaits a batched call's outcome between ``outcome`` /
+``failing`` and ``settled`` / ``failure_settled``, the steps those two take.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 from contextvars import ContextVar, Token
@@ -23,7 +23,6 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from . import keyscope, reserve, semconv, spans, stops
-from .batching import LoopBatcher
 from .callbase import MAX_ERROR_MESSAGE
 from .calltable import Live, Refuse, Replay, Serve, Wait
 from .compensation import Step
@@ -31,7 +30,6 @@ from .content import scrub
 from .context import CallInfo
 from .encoding import encode, safe_text
 from .errors import (
-    AgentRelayError,
     CallInDoubtError,
     CallInProgressError,
     ConfigurationError,
@@ -207,6 +205,8 @@ class Invocation(ServedCall):
                 self.span = span = self.start_span(seq)
                 self.bound.note(span.get_span_context(), None)
                 self.batched = True
+                if durability is Durability.OUTCOME:  # (its start writes nothing: its row comes at its end)
+                    return self.claimed(self.bound.hold(writer.start(record)))
                 return ClaimWith()
             token = self.bound.bind()
             try:
@@ -391,36 +391,16 @@ class Invocation(ServedCall):
 
     def succeeded(self, result: Any) -> Any:
         """Record the result (or fail the call if it cannot be recorded); return the live result."""
-        cost = self._outcome(result)
+        cost = self.outcome(result)
         assert self.span is not None and self.bound is not None
         self.span.end()
         try:
             self.bound.finished()
         except LedgerError as err:
-            return self._settled(result, cost, err)
-        return self._settled(result, cost, None)
+            return self.settled(result, cost, err)
+        return self.settled(result, cost, None)
 
-    async def succeeded_async(self, result: Any, batcher: LoopBatcher | None) -> Any:
-        """``succeeded``; a call whose claim shared a commit shares its outcome's too while other calls
-        are in flight (the span ends first)."""
-        if batcher is None or not batcher.shared or not self.batched:
-            return self.succeeded(result)
-        cost = self._outcome(result)
-        assert self.span is not None and self.record is not None
-        self.span.end()
-        self.record.ended_ns = time.time_ns()
-        waiter = batcher.submit_finish(self.record)
-        try:
-            error = await batcher.result(waiter)
-        except asyncio.CancelledError as cancelled:  # the row was written before it went on
-            try:
-                self._settled(result, cost, waiter.result())
-            except AgentRelayError as err:  # a ledger or budget failure still reaches the caller
-                cancelled.add_note(f"agent-relay: {type(err).__name__}: {err}")
-            raise
-        return self._settled(result, cost, error)
-
-    def _outcome(self, result: Any) -> Decimal | None:
+    def outcome(self, result: Any) -> Decimal | None:
         """Put the result, usage and cost on the row and span; the call's cost. A result that cannot be
         recorded fails the call (recorded) and raises."""
         record, spec = self.record, self.spec
@@ -456,7 +436,7 @@ class Invocation(ServedCall):
         self.output_json = output
         return self._settle_cost(tool_cost)
 
-    def _settled(self, result: Any, cost: Decimal | None, error: LedgerError | None) -> Any:
+    def settled(self, result: Any, cost: Decimal | None, error: LedgerError | None) -> Any:
         """After the row is written (or not: ``error``): count the call and return its result."""
         record = self.record
         assert record is not None
@@ -472,10 +452,23 @@ class Invocation(ServedCall):
 
     def failed(self, exc: BaseException) -> None:
         """Record the failure; raise ``LedgerError`` (chained to ``exc``) if it could not be recorded."""
-        record, span, bound = self.record, self.span, self.bound
-        assert record is not None and span is not None and bound is not None
+        record, bound = self.record, self.bound
+        assert record is not None and bound is not None
         if record.status is not CallStatus.PENDING:
             return  # already recorded (a result that could not be encoded, then raised on)
+        cost = self.failing(exc)
+        error: LedgerError | None = None
+        try:
+            bound.finished()
+        except LedgerError as err:
+            error = err
+        self.failure_settled(exc, cost, error)
+
+    def failing(self, exc: BaseException) -> Decimal | None:
+        """Put the failure on the row and span (ending it); the call's cost. Then the outcome is written,
+        and ``failure_settled`` says how that went (``failed`` does all three)."""
+        record, span = self.record, self.span
+        assert record is not None and span is not None
         if record.durability is Durability.OUTCOME:  # the next try's number (no pending row counts them)
             self.run.table.failed_try(self.phase, self.key, record.attempts)
         record.status = CallStatus.FAILED
@@ -484,12 +477,11 @@ class Invocation(ServedCall):
         record.error_message = safe_text(message[:MAX_ERROR_MESSAGE])
         cost = self._settle_cost(None)
         spans.end_span(span, exc, self.secrets)
-        error: LedgerError | None = None
-        try:
-            bound.finished()
-        except LedgerError as err:
-            error = err
-        self.metric(CallStatus.FAILED, Origin.LIVE, record)
+        return cost
+
+    def failure_settled(self, exc: BaseException, cost: Decimal | None, error: LedgerError | None) -> None:
+        """After the failure's row is written (or not: ``error``, raised chained to ``exc``)."""
+        self.metric(CallStatus.FAILED, Origin.LIVE, self.record)
         if error is None:
             self.hold = None  # settled by the outcome's write
         self.release()

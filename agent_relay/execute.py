@@ -14,11 +14,11 @@ from . import semconv, spans, stops
 from .batching import LoopBatcher, batcher_for
 from .calls import ClaimWith, Done, Go, Invocation, Next, Poll
 from .calltable import Wait
-from .errors import ToolTimeoutError
+from .errors import AgentRelayError, ToolTimeoutError
 from .retry import await_with_timeout, call_in_thread
 from .services import Services
 from .spec import ToolSpec
-from .states import Durability
+from .states import CallStatus, Durability
 
 
 def execute(
@@ -60,7 +60,8 @@ def execute(
                 result = call_in_thread(func, args, kwargs, timeout, call.spec.name)
         except BaseException as exc:
             Invocation.leave(tokens)
-            delay = _after_failure(call, exc, tries)
+            delay = _retry_delay(call, exc, tries)
+            call.failed(exc)
             if delay is None:
                 raise
         else:
@@ -70,9 +71,10 @@ def execute(
         call, tries = call.again(), tries + 1
 
 
-def _after_failure(call: Invocation, exc: BaseException, tries: int) -> float | None:
-    """Record a failed try of the body; the delay before the next try, or None when there is none. A
-    timed-out call that is not safe to run again is in doubt: ``CallInDoubtError`` is raised."""
+def _retry_delay(call: Invocation, exc: BaseException, tries: int) -> float | None:
+    """After a failed try of the body (recorded next by the caller): the delay before the next try, or
+    None when there is none. A timed-out call that is not safe to run again is in doubt:
+    ``CallInDoubtError`` is raised."""
     spec, record = call.spec, call.record
     assert record is not None and call.span is not None
     if isinstance(exc, ToolTimeoutError) and not spec.idempotent and record.durability is Durability.STRICT:
@@ -81,7 +83,6 @@ def _after_failure(call: Invocation, exc: BaseException, tries: int) -> float | 
     delay = retry.delay(tries) if retry is not None and retry.retries(exc, tries) else None
     if delay is not None:
         call.span.add_event(semconv.EVENT_RETRY, {semconv.CALL_ATTEMPT: tries, semconv.RETRY_DELAY: delay})
-    call.failed(exc)
     return delay
 
 
@@ -95,16 +96,10 @@ async def execute_async(
     served: Callable[[Any], Any] | None = None,
 ) -> Any:
     """``execute`` for coroutine functions: every wait is awaited on the loop, and the span lasts until
-    the awaited body ends. While other calls are in flight on the loop, the claim and the outcome are
-    written together with theirs (see ``agent_relay.batching``)."""
+    the awaited body ends. The claim and the outcome are written off the loop, together with those of
+    the other calls in flight on it (see ``agent_relay.batching``)."""
     batcher = batcher_for(call.services.ledger.calls)
-    if batcher is None:
-        return await _execute_async(call, func, args, kwargs, live, served, None)
-    batcher.in_flight += 1
-    try:
-        return await _execute_async(call, func, args, kwargs, live, served, batcher)
-    finally:
-        batcher.in_flight -= 1
+    return await _execute_async(call, func, args, kwargs, live, served, batcher)
 
 
 async def _execute_async(
@@ -118,13 +113,13 @@ async def _execute_async(
 ) -> Any:
     timeout, tries = call.spec.timeout_s, 1
     while True:  # (once, unless a retry policy says to try again)
-        step = call.begin(batch=batcher is not None and batcher.shared)
+        step = call.begin(batch=batcher is not None)
         while type(step) is not Go:
             if type(step) is Done:
                 return served(step.value) if served else step.value
             if isinstance(step, Wait):
                 await call.wait_async(step)
-                step = call.begin(batch=batcher is not None and batcher.shared)
+                step = call.begin(batch=batcher is not None)
             elif isinstance(step, Poll):
                 try:
                     await asyncio.sleep(step.delay)
@@ -143,14 +138,15 @@ async def _execute_async(
                 result = await await_with_timeout(func(*args, **kwargs), timeout, call.spec.name)
         except BaseException as exc:
             Invocation.leave(tokens)
-            delay = _after_failure(call, exc, tries)
+            delay = _retry_delay(call, exc, tries)
+            await _failed(call, exc, batcher)
             if delay is None:
                 raise
         else:
             Invocation.leave(tokens)
             if live:
                 return live(result)
-            return await call.succeeded_async(result, batcher)
+            return await _succeeded(call, result, batcher)
         await asyncio.sleep(delay)
         call, tries = call.again(), tries + 1
 
@@ -168,6 +164,47 @@ async def _claim_with(call: Invocation, batcher: LoopBatcher | None) -> Next:
         elif isinstance(after, Poll):
             call.abandon(cancelled)
         raise
+
+
+async def _succeeded(call: Invocation, result: Any, batcher: LoopBatcher | None) -> Any:
+    """``call.succeeded``, with the outcome of a batched call written off the loop (the span ends
+    first)."""
+    if batcher is None or not call.batched:
+        return call.succeeded(result)
+    cost = call.outcome(result)
+    assert call.span is not None and call.record is not None
+    call.span.end()
+    call.record.ended_ns = time.time_ns()
+    waiter = batcher.submit_finish(call.record)
+    try:
+        error = await batcher.result(waiter)
+    except asyncio.CancelledError as cancelled:  # the row was written before it went on
+        try:
+            call.settled(result, cost, waiter.result())
+        except AgentRelayError as err:  # a ledger or budget failure still reaches the caller
+            cancelled.add_note(f"agent-relay: {type(err).__name__}: {err}")
+        raise
+    return call.settled(result, cost, error)
+
+
+async def _failed(call: Invocation, exc: BaseException, batcher: LoopBatcher | None) -> None:
+    """``call.failed``, with the outcome of a batched call written off the loop."""
+    record = call.record
+    assert record is not None
+    if batcher is None or not call.batched or record.status is not CallStatus.PENDING:
+        return call.failed(exc)
+    cost = call.failing(exc)
+    record.ended_ns = time.time_ns()
+    waiter = batcher.submit_finish(record)
+    try:
+        error = await batcher.result(waiter)
+    except asyncio.CancelledError as cancelled:  # the row was written before it went on
+        try:
+            call.failure_settled(exc, cost, waiter.result())
+        except AgentRelayError as err:
+            cancelled.add_note(f"agent-relay: {type(err).__name__}: {err}")
+        raise
+    call.failure_settled(exc, cost, error)
 
 
 @contextlib.contextmanager

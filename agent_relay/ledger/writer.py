@@ -91,6 +91,7 @@ class CallWriter:
         self.leases = LeaseRenewer(lease_s, self.renew_leases)
         self._background: ThreadPoolExecutor | None = None  # see insert_rows_later
         self._background_lock = threading.Lock()
+        self._loop_writes: ThreadPoolExecutor | None = None  # see loop_writes
         # a server's commits wait on I/O that threads can share; SQLite's threads take turns anyway
         self._group = (
             None
@@ -292,6 +293,18 @@ class CallWriter:
                 lambda _: self._backend.insert_rows(records),
             )
 
+    @property
+    def loop_writes(self) -> ThreadPoolExecutor:
+        """The threads event loops hand their calls' writes to (``batching.LoopBatcher``), so a loop never
+        waits on the ledger itself: started on first use, up to four (a loop has one batch in flight at
+        a time; several loops in several threads overlap on a server). ``close`` waits for them."""
+        with self._background_lock:
+            if self._loop_writes is None:
+                self._loop_writes = ThreadPoolExecutor(
+                    max_workers=4, thread_name_prefix="agent-relay-loop-writer"
+                )
+            return self._loop_writes
+
     def insert_rows_later(self, records: Sequence[CallRecord]) -> Future[None]:
         """``insert_rows`` on the writer's background thread (one per ledger, started on first use), so
         the caller does not wait for it; the future raises its ``LedgerError``. ``close`` waits for what
@@ -358,8 +371,10 @@ class CallWriter:
         self.leases.close()
         with self._background_lock:
             background, self._background = self._background, None
-        if background is not None:
-            background.shutdown(wait=True)
+            loop_writes, self._loop_writes = self._loop_writes, None
+        for executor in (background, loop_writes):
+            if executor is not None:
+                executor.shutdown(wait=True)
         with self._db.lock:
             self._backend.close()
 

@@ -4,6 +4,7 @@ is committed before its body runs and its outcome before it returns."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 import uuid
 
@@ -11,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from agent_relay import AgentRuntime, current_call, tool
+from agent_relay.batching import batcher_for
 from agent_relay.errors import LedgerError
 from agent_relay.ledger import tool_calls
 from agent_relay.ledger.records import CallRecord, Held
@@ -169,3 +171,70 @@ def test_a_failing_write_in_a_batch_fails_only_its_own_call(database_url: str) -
     assert isinstance(claims[1], LedgerError)
     assert "could not claim a call of tool 'fetch'" in str(claims[1])
     assert [(r["seq"], r["status"]) for r in rows] == [(1, "pending"), (2, "pending")]
+
+
+class WriteLock:
+    """Another connection holding the ledger's writes: SQLite's write lock (``BEGIN IMMEDIATE``), or on a
+    server a lock on ``tool_calls`` every insert waits for."""
+
+    def __init__(self, runtime: AgentRuntime) -> None:
+        engine = runtime.ledger.engine
+        self._sqlite: sqlite3.Connection | None = None
+        self._server: sa.Connection | None = None
+        if engine.dialect.name == "sqlite":
+            self._sqlite = sqlite3.connect(str(engine.url.database), isolation_level=None)
+            self._sqlite.execute("BEGIN IMMEDIATE")
+        else:
+            self._server = engine.connect()
+            self._server.exec_driver_sql("LOCK TABLE tool_calls IN SHARE MODE")
+
+    def release(self) -> None:
+        if self._sqlite is not None:
+            self._sqlite.execute("ROLLBACK")
+            self._sqlite.close()
+        if self._server is not None:
+            self._server.rollback()
+            self._server.close()
+
+
+def test_the_loop_runs_other_tasks_while_a_call_waits_for_its_write(database_url: str) -> None:
+    runtime = AgentRuntime(database_url)
+
+    @tool(runtime)
+    async def fetch(n: int) -> int:
+        return n
+
+    async def agent() -> tuple[str, int, bool]:
+        async with runtime.agent_session(name="heartbeat") as session:
+            batcher = batcher_for(runtime.ledger.calls)
+            assert batcher is not None
+            beats = [0]
+
+            async def heartbeat() -> None:
+                while True:
+                    beats[0] += 1
+                    await asyncio.sleep(0.001)
+
+            ticking = asyncio.create_task(heartbeat())
+            lock = WriteLock(runtime)
+            try:
+                call = asyncio.create_task(fetch(1))
+                while batcher.batches < 1:  # its claim is with the writer's thread, held by the lock
+                    await asyncio.sleep(0.001)
+                before = beats[0]
+                while beats[0] < before + 20:  # the heartbeat goes on meanwhile (a blocked loop: never)
+                    await asyncio.sleep(0.001)
+                waited = not call.done()  # (the claim is still held up: the loop ran without it)
+            finally:
+                lock.release()
+            assert await call == 1
+            ticking.cancel()
+        return session.run_id, beats[0] - before, waited
+
+    try:
+        run_id, beats, waited = asyncio.run(agent())
+        rows = calls_of(runtime, run_id)
+    finally:
+        runtime.shutdown()
+    assert waited and beats >= 20
+    assert [(r["arguments"], r["status"], r["output"]) for r in rows] == [({"n": 1}, "succeeded", 1)]
