@@ -154,11 +154,11 @@ async def _execute_async(
 async def _claim_with(call: Invocation, batcher: LoopBatcher | None) -> Next:
     """Write the claim with the other calls' of this loop turn; the step after it."""
     assert batcher is not None and call.record is not None
-    waiter = batcher.submit_start(call.record)
+    write = batcher.submit_start(call.record)
     try:
-        return call.claimed(await batcher.result(waiter))
+        return call.claimed(await batcher.result(write))
     except asyncio.CancelledError as cancelled:  # its claim was written before this went on
-        after = call.claimed(waiter.result())
+        after = call.claimed(write.result)
         if isinstance(after, Go):
             call.failed(cancelled)  # so the row says it failed (the body never ran): key freed
         elif isinstance(after, Poll):
@@ -175,12 +175,12 @@ async def _succeeded(call: Invocation, result: Any, batcher: LoopBatcher | None)
     assert call.span is not None and call.record is not None
     call.span.end()
     call.record.ended_ns = time.time_ns()
-    waiter = batcher.submit_finish(call.record)
+    write = batcher.submit_finish(call.record)
     try:
-        error = await batcher.result(waiter)
+        error = await batcher.result(write)
     except asyncio.CancelledError as cancelled:  # the row was written before it went on
         try:
-            call.settled(result, cost, waiter.result())
+            call.settled(result, cost, write.result)
         except AgentRelayError as err:  # a ledger or budget failure still reaches the caller
             cancelled.add_note(f"agent-relay: {type(err).__name__}: {err}")
         raise
@@ -195,12 +195,12 @@ async def _failed(call: Invocation, exc: BaseException, batcher: LoopBatcher | N
         return call.failed(exc)
     cost = call.failing(exc)
     record.ended_ns = time.time_ns()
-    waiter = batcher.submit_finish(record)
+    write = batcher.submit_finish(record)
     try:
-        error = await batcher.result(waiter)
+        error = await batcher.result(write)
     except asyncio.CancelledError as cancelled:  # the row was written before it went on
         try:
-            call.failure_settled(exc, cost, waiter.result())
+            call.failure_settled(exc, cost, write.result)
         except AgentRelayError as err:
             cancelled.add_note(f"agent-relay: {type(err).__name__}: {err}")
         raise

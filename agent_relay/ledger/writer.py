@@ -16,11 +16,14 @@ for any other server driver). All write the same rows.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from decimal import Decimal
+from queue import SimpleQueue
 from typing import Any, Protocol, TypeVar
 
 from opentelemetry import context as otel_context
@@ -35,6 +38,14 @@ from .schema import tool_calls
 
 _T = TypeVar("_T")
 _C = TypeVar("_C", bound=Claim | LedgerError)
+BatchResults = tuple[list[Claim | LedgerError], list[LedgerError | None]]
+"""What ``CallWriter.write_batch`` gives each record: its claim or error, its outcome's error or None."""
+_LoopWrite = tuple[
+    Sequence[CallRecord],
+    Sequence[CallRecord],
+    asyncio.AbstractEventLoop,
+    Callable[[BatchResults | BaseException], object],
+]
 _CLAIM = "claim a call of tool {tool}"
 _FINISH = "record the outcome of tool {tool}"
 
@@ -91,7 +102,8 @@ class CallWriter:
         self.leases = LeaseRenewer(lease_s, self.renew_leases)
         self._background: ThreadPoolExecutor | None = None  # see insert_rows_later
         self._background_lock = threading.Lock()
-        self._loop_writes: ThreadPoolExecutor | None = None  # see loop_writes
+        self._loop_writes: SimpleQueue[_LoopWrite | None] | None = None  # see write_batch_later
+        self._loop_writer: threading.Thread | None = None
         # a server's commits wait on I/O that threads can share; SQLite's threads take turns anyway
         self._group = (
             None
@@ -177,9 +189,7 @@ class CallWriter:
     def _group_error(self, record: CallRecord, finish: bool, exc: BaseException) -> LedgerError:
         return self._error(_FINISH if finish else _CLAIM, record, exc)
 
-    def write_batch(
-        self, starts: Sequence[CallRecord], finishes: Sequence[CallRecord]
-    ) -> tuple[list[Claim | LedgerError], list[LedgerError | None]]:
+    def write_batch(self, starts: Sequence[CallRecord], finishes: Sequence[CallRecord]) -> BatchResults:
         """``start`` and ``finish`` for several calls in one committed transaction: each record's result
         (a claim or a ``LedgerError``; ``None`` or a ``LedgerError``), in order. If the transaction itself
         fails, every record gets its own error (each names its own call; their cause is the same)."""
@@ -293,17 +303,36 @@ class CallWriter:
                 lambda _: self._backend.insert_rows(records),
             )
 
-    @property
-    def loop_writes(self) -> ThreadPoolExecutor:
-        """The threads event loops hand their calls' writes to (``batching.LoopBatcher``), so a loop never
-        waits on the ledger itself: started on first use, up to four (a loop has one batch in flight at
-        a time; several loops in several threads overlap on a server). ``close`` waits for them."""
+    def write_batch_later(
+        self,
+        starts: Sequence[CallRecord],
+        finishes: Sequence[CallRecord],
+        loop: asyncio.AbstractEventLoop,
+        done: Callable[[BatchResults | BaseException], object],
+    ) -> None:
+        """``write_batch`` on the writer's thread for event loops (one per ledger, started on first use), so
+        a loop never waits on the ledger itself (``batching.LoopBatcher``); ``done`` is called on ``loop``
+        with the results (or what was raised). ``close`` waits for what was handed in."""
         with self._background_lock:
             if self._loop_writes is None:
-                self._loop_writes = ThreadPoolExecutor(
-                    max_workers=4, thread_name_prefix="agent-relay-loop-writer"
+                self._loop_writes = SimpleQueue()
+                self._loop_writer = threading.Thread(
+                    target=self._write_for_loops, args=(self._loop_writes,), name="agent-relay-loop-writer"
                 )
-            return self._loop_writes
+                self._loop_writer.daemon = True  # (a runtime never shut down must not hold up the exit)
+                self._loop_writer.start()
+            self._loop_writes.put((starts, finishes, loop, done))
+
+    def _write_for_loops(self, queue: SimpleQueue[_LoopWrite | None]) -> None:
+        while (item := queue.get()) is not None:
+            starts, finishes, loop, done = item
+            result: BatchResults | BaseException
+            try:
+                result = self.write_batch(starts, finishes)
+            except BaseException as exc:  # (write_batch reports its failures as results: a bug)
+                result = exc
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for it any more
+                loop.call_soon_threadsafe(done, result)
 
     def insert_rows_later(self, records: Sequence[CallRecord]) -> Future[None]:
         """``insert_rows`` on the writer's background thread (one per ledger, started on first use), so
@@ -372,9 +401,12 @@ class CallWriter:
         with self._background_lock:
             background, self._background = self._background, None
             loop_writes, self._loop_writes = self._loop_writes, None
-        for executor in (background, loop_writes):
-            if executor is not None:
-                executor.shutdown(wait=True)
+            loop_writer, self._loop_writer = self._loop_writer, None
+        if background is not None:
+            background.shutdown(wait=True)
+        if loop_writes is not None and loop_writer is not None:
+            loop_writes.put(None)
+            loop_writer.join()
         with self._db.lock:
             self._backend.close()
 
