@@ -641,13 +641,17 @@ def in_process_section(args: argparse.Namespace, runs: Sequence[tuple[Shape, Run
 
 One worker process, one `agent_session`, {args.in_process_calls} timed `strict` calls: from 1 thread,
 from 8 threads (each its share, in the session's context), and as async calls of an `async def` tool,
-gathered 100 at a time (`asyncio.gather`: their claims share a commit, and their outcomes another).
+gathered 100 at a time (`asyncio.gather`: their claims and outcomes share commits).
 
 {in_process_table(runs)}
 
 - **x 1 thread**: calls/s over the one-thread calls/s of the same repeats; the target of issue 18 is
-  3x for 8 threads. Each thread's calls take their own pooled connection, so their round trips
-  overlap; the Python work of a call holds the GIL.
+  3x for 8 threads. Threads' writes share commits (`agent_relay/ledger/group.py`): a thread that
+  finds no write in flight writes at once, alone; threads that find one queue behind it, and their
+  writes go in the next transaction together (one statement per kind of write). The Python work of a
+  call holds the GIL, and the server shares the machine's CPUs with it.
+- **async**: the calls' writes are made on the ledger writer's thread for loops, never on the event
+  loop's thread; the writes queued while one batch is in flight go together in the next.
 """
 
 
