@@ -74,6 +74,7 @@ def _record(run_id: str, durability: Durability) -> CallRecord:
         arguments={"i": 1, "worker": 0}, arguments_text='{"i":1,"worker":0}', owner="pgbench:0",
         durability=durability, trace_id="0af7651916cd43dd8448eb211c80319c", span_id="b7ad6b7169203331",
         started_ns=now, ended_ns=now + 50_000, status=CallStatus.SUCCEEDED, output="ok-1",
+        lease_until_ns=now + 30_000_000_000,  # (a claim carries a lease, as the writer's do)
     )  # fmt: skip
 
 
@@ -84,7 +85,7 @@ def script(run_id: str, durability: Durability) -> tuple[str, dict[str, str]]:
     text = _SETS
     if durability is Durability.STRICT:
         claim = col.postgres_params(col.CLAIM)(dataclasses.replace(record, status=CallStatus.PENDING))
-        finish_names = (*col.OUTCOME, "call_id")
+        finish_names = (*col.OUTCOME, "call_id", "owner")  # (an outcome lands only on its own claim)
         finish = col.postgres_params(finish_names)(record)
         text += _statement(pg_calls.CLAIM, col.CLAIM, claim, defines, "claim_")
         text += _statement(pg_calls.FINISH, finish_names, finish, defines, "finish_")
