@@ -5,7 +5,7 @@ its changes are additive, and an upgrade must run from the library itself (``age
 ``LedgerOptions(upgrade=True)``) on SQLite and PostgreSQL alike, without a migrations directory or a
 second tool for users to carry. Each step runs in one transaction with the version bump, so a ledger is
 always at exactly one version; concurrent upgraders serialise on the version row. Rows are never
-rewritten or dropped: a step adds columns (with defaults), tables or indexes.
+rewritten or dropped: a step adds columns (with defaults), tables or indexes (or drops an index).
 
 Version 1: the core ledger (runs, calls, idempotency keys). Version 2: sagas, budgets, replay and resume
 (``cost_unknown``, run ``owner`` and ``fork_after``, call ``origin``). Version 3: exact values — JSON
@@ -27,7 +27,11 @@ budget reservations — each run's ``reserved_usd`` (what its calls in flight ma
 ``agent_relay.reserve``). Version 10: multi-agent sagas and keys
 across runs — each run's ``unwind_with_parent`` and an index on ``parent_run_id`` (a failing parent finds
 its children); the ``tool_call_keys`` table (one row per global idempotency key, with its holder, output
-and expiry).
+and expiry). Version 11: ``tool_calls`` loses its index on ``status`` alone (``ix_tool_calls_status``):
+no query of the README, the CLI or the library filters on it without ``run_id`` (the unique key serves
+those), every outcome rewrote it (about 15 µs of a 170 µs call on SQLite; on PostgreSQL no outcome's
+``UPDATE`` could be a HOT update), and PostgreSQL's planner scanned it for the outcome's ``UPDATE``
+instead of the primary key when its statistics saw few pending rows.
 
 The trigger and views (``derived``) are not steps: every upgrade drops them before its steps change the
 tables, and its last step makes the current ones. To add a version: bump ``SCHEMA_VERSION``, write the
@@ -47,6 +51,7 @@ from .secrets import ensure_secret
 
 # Columns each version added, by table: the DDL of a step, and what a test drops to build the old schema.
 ADDED_COLUMNS: dict[int, list[tuple[sa.Table, str]]] = {
+    11: [],
     10: [(agent_runs, "unwind_with_parent")],
     9: [(agent_runs, "reserved_usd")],
     8: [(tool_calls, "lease_expires_at")],
@@ -220,6 +225,10 @@ def _multi_run(conn: Connection) -> None:
         table.create(conn)
 
 
+def _no_status_index(conn: Connection) -> None:
+    conn.exec_driver_sql("DROP INDEX IF EXISTS ix_tool_calls_status")
+
+
 STEPS: dict[int, Callable[[Connection], None]] = {
     2: _add_columns(2),
     3: _exact_values,
@@ -230,5 +239,6 @@ STEPS: dict[int, Callable[[Connection], None]] = {
     8: _add_columns(8),
     9: _add_columns(9),
     10: _multi_run,
+    11: _no_status_index,
 }
 """``STEPS[v]`` upgrades a ledger from version ``v - 1`` to ``v``."""

@@ -18,7 +18,7 @@ from sqlalchemy.ext.compiler import compiles
 
 from ..states import Origin, RunMode
 
-SCHEMA_VERSION = 10  # see migrations.py for what each version added
+SCHEMA_VERSION = 11  # see migrations.py for what each version added
 
 metadata = sa.MetaData()
 
@@ -177,7 +177,8 @@ tool_calls = sa.Table(
     sa.UniqueConstraint("run_id", "phase", "idempotency_key", name="uq_tool_calls_run_phase_key"),
     sa.Index("ix_tool_calls_run_seq", "run_id", "seq"),
     sa.Index("ix_tool_calls_tool_started_at", "tool_name", "started_at"),
-    sa.Index("ix_tool_calls_status", "status"),
+    # (no index on status alone since version 11: no reader filters on it without run_id, and every
+    # outcome rewrote it; on PostgreSQL it also lured the outcome's UPDATE away from the primary key)
 )
 
 # Every attempt of a call but its latest, which is the ``tool_calls`` row itself. Written by the database,
