@@ -1,14 +1,18 @@
 """Async tool calls' ledger writes: made off the event loop, and shared by the calls in flight together.
 
-An ``async def`` tool call awaits its claim (the pending row) and its outcome, each committed before it
-goes on, as every call does. The writes are made on the ledger writer's thread for loops
+An ``async def`` tool call awaits its claim (the pending row) and its outcome, each committed before it goes
+on, as every call does. The writes are made on the ledger writer's thread for loops
 (``CallWriter.write_batch_later``), never on the loop's own thread, so a slow disk or a server round trip
-never holds up the loop's other tasks. The calls gathered on the loop share the commit: the writes queued on a
-loop turn go together, and while a write is in flight, the next ones queue and go in one transaction
-when it ends (group commit). A call alone in flight writes at once (the cost is the hop to the writer's
-thread and back). Durability is unchanged: no call runs its body before its claim is committed, nor
-returns before its outcome is. What the calls share is a transaction's fixed cost: on SQLite the lock,
-the commit and the WAL's bookkeeping; on a server, the commit's round trip and its WAL flush.
+never holds up the loop's other tasks. The calls gathered on the loop share the commit: the writes queued on
+a loop turn go together, and while a write is in flight, the next ones queue and go in one transaction when
+it ends (group commit). A call alone in flight writes at once (the cost is the hop to the writer's thread
+and back). One exception: on a SQLite ledger whose commits do not sync the disk (``NORMAL``, the default), a
+batch is written on the loop's thread when the write lock is free this instant
+(``CallWriter.write_batch_now``: no wait, only the CPU of the write, less than the hops cost); held by
+another process or thread, it goes to the writer's thread, which waits for it. Durability is unchanged: no
+call runs its body before its claim is committed, nor returns before its outcome is. What the calls share is
+a transaction's fixed cost: on SQLite the lock, the commit and the WAL's bookkeeping; on a server, the
+commit's round trip and its WAL flush.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class LoopBatcher:
         self._scheduled = False  # a flush is due on this loop turn
         self._writing = False  # a batch is being written on the writer's thread
         self.batches = 0  # batches handed to the writer (for tests and benchmarks)
+        self.in_flight = 0  # the calls of this ledger in flight on the loop (see _submit)
 
     def submit_start(self, record: CallRecord) -> QueuedWrite:
         """Queue ``CallWriter.start`` for the next transaction."""
@@ -58,12 +63,16 @@ class LoopBatcher:
 
     def _submit(self, record: CallRecord, queue: list[QueuedWrite]) -> QueuedWrite:
         """The first write queued while none is in flight schedules the flush, which runs once every
-        call that is ready on the loop has had its turn to queue its own."""
+        call that is ready on the loop has had its turn to queue its own; a call alone in flight flushes
+        at once."""
         write = QueuedWrite(record, self._loop.create_future())
         queue.append(write)
         if not self._scheduled and not self._writing:
-            self._scheduled = True
-            self._loop.call_soon(self._flush)
+            if self.in_flight <= 1:  # alone in flight: no other call's write is coming to go with it
+                self._flush()
+            else:
+                self._scheduled = True
+                self._loop.call_soon(self._flush)
         return write
 
     async def result(self, write: QueuedWrite) -> Any:
@@ -90,8 +99,12 @@ class LoopBatcher:
             return
         starts, self._starts = self._starts, []
         finishes, self._finishes = self._finishes, []
-        self._writing = True
         self.batches += 1
+        now = writer.write_batch_now([w.record for w in starts], [w.record for w in finishes])
+        if now is not None:  # (an uncontended SQLite write that does not sync: made here, at once)
+            self._written(starts + finishes, now)
+            return
+        self._writing = True
         writer.write_batch_later(
             [w.record for w in starts],
             [w.record for w in finishes],

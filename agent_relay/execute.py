@@ -99,7 +99,13 @@ async def execute_async(
     the awaited body ends. The claim and the outcome are written off the loop, together with those of
     the other calls in flight on it (see ``agent_relay.batching``)."""
     batcher = batcher_for(call.services.ledger.calls)
-    return await _execute_async(call, func, args, kwargs, live, served, batcher)
+    if batcher is None:
+        return await _execute_async(call, func, args, kwargs, live, served, None)
+    batcher.in_flight += 1
+    try:
+        return await _execute_async(call, func, args, kwargs, live, served, batcher)
+    finally:
+        batcher.in_flight -= 1
 
 
 async def _execute_async(

@@ -144,6 +144,12 @@ class Database:
         return self.is_sqlite and (not db or db == ":memory:" or self.url.query.get("mode") == "memory")
 
     @property
+    def syncless_commits(self) -> bool:
+        """A SQLite ledger whose commits do not wait for the disk (``synchronous`` ``NORMAL`` or ``OFF``,
+        or in memory): a commit there costs CPU only."""
+        return self.is_sqlite and self.options.sqlite_synchronous.upper() in ("OFF", "NORMAL")
+
+    @property
     def background_checkpoints(self) -> bool:
         """A file-backed SQLite ledger checkpoints its WAL on a background thread (see ``Checkpointer``),
         unless every commit syncs (``synchronous=FULL``): there a checkpoint's sync of the database file

@@ -179,6 +179,12 @@ class PgCalls:
         # one transaction: its first row there, they all are
         self._run(insert, lambda cur: True if _mine(cur, records[0]) is not None else None)
 
+    def batch_if_free(
+        self, claims: Sequence[CallRecord], finishes: Sequence[CallRecord]
+    ) -> tuple[list[Claim | Exception], list[bool | Exception]] | None:
+        """Never: a server's write is a round trip, made on the writer's thread (``None``)."""
+        return None
+
     def batch(
         self, claims: Sequence[CallRecord], finishes: Sequence[CallRecord]
     ) -> tuple[list[Claim | Exception], list[bool | Exception]]:

@@ -110,6 +110,12 @@ class SqlCalls:
         with self._write.begin() as conn:
             return self._finish_on(conn, record)
 
+    def batch_if_free(
+        self, claims: Sequence[CallRecord], finishes: Sequence[CallRecord]
+    ) -> tuple[list[Claim | Exception], list[bool | Exception]] | None:
+        """Never: a server's write is a round trip, made on the writer's thread (``None``)."""
+        return None
+
     def batch(
         self, claims: Sequence[CallRecord], finishes: Sequence[CallRecord]
     ) -> tuple[list[Claim | Exception], list[bool | Exception]]:

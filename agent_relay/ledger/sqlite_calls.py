@@ -87,8 +87,18 @@ class SqliteCalls:
     out. Not thread-safe on its own: the writer holds the database's lock around each method, which
     serialises a process's SQLite work anyway, so one connection serves every thread."""
 
-    def __init__(self, engine: Engine, checkpointer: Checkpointer | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        checkpointer: Checkpointer | None = None,
+        *,
+        syncless: bool = False,
+        in_memory: bool = False,
+    ) -> None:
         self._engine = engine
+        self._syncless = syncless  # commits do not wait for the disk (synchronous NORMAL/OFF, or memory)
+        self._in_memory = in_memory
+        self._no_wait: Any = None  # (see batch_if_free)
         self._pooled: Any = None
         self._checkpointer = checkpointer
         database = engine.url.database
@@ -139,6 +149,7 @@ class SqliteCalls:
         if pooled is not None:
             with contextlib.suppress(Exception):
                 pooled.close()
+        self._drop_no_wait()
 
     # The transactions below are written out (no context manager): they run on every live call.
     def claim(self, record: CallRecord) -> Claim:
@@ -168,11 +179,58 @@ class SqliteCalls:
     ) -> tuple[list[Claim | Exception], list[bool | Exception]]:
         """Every statement in one transaction; a statement's own error is its record's result (SQLite
         undoes only that statement). An error of the transaction itself raises: nothing was written."""
-        claimed: list[Claim | Exception] = []
-        finished: list[bool | Exception] = []
         conn = self.connection()
         try:
             conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._failed(conn)
+            raise
+        return self._batch_in(conn, claims, finishes)
+
+    def batch_if_free(
+        self, claims: Sequence[CallRecord], finishes: Sequence[CallRecord]
+    ) -> tuple[list[Claim | Exception], list[bool | Exception]] | None:
+        """``batch``, only if it need not wait: its commit does not sync the disk, and no other connection
+        holds the write lock now (``None``, nothing written, if one does)."""
+        if not self._syncless:
+            return None
+        if self._in_memory:  # no other process can hold its lock (and this one's is held)
+            return self.batch(claims, finishes)
+        conn = self.no_wait_connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                return None
+            self._drop_no_wait()
+            raise
+        except BaseException:
+            self._drop_no_wait()
+            raise
+        return self._batch_in(conn, claims, finishes)
+
+    def no_wait_connection(self) -> sqlite3.Connection:
+        """The second connection of the ledger file ``batch_if_free`` writes on: its busy handler never
+        waits (checked out of the pool on first use)."""
+        if self._no_wait is None:
+            self._no_wait = self._engine.raw_connection()
+            self._no_wait.driver_connection.execute("PRAGMA busy_timeout=0")
+        conn: sqlite3.Connection = self._no_wait.driver_connection
+        return conn
+
+    def _drop_no_wait(self) -> None:
+        no_wait, self._no_wait = self._no_wait, None
+        if no_wait is not None:
+            with contextlib.suppress(Exception):
+                no_wait.close()
+
+    def _batch_in(
+        self, conn: sqlite3.Connection, claims: Sequence[CallRecord], finishes: Sequence[CallRecord]
+    ) -> tuple[list[Claim | Exception], list[bool | Exception]]:
+        """The body of ``batch``, its transaction begun."""
+        claimed: list[Claim | Exception] = []
+        finished: list[bool | Exception] = []
+        try:
             for record in claims:
                 try:
                     claimed.append(self._claim_in(conn, record))

@@ -52,7 +52,12 @@ class LedgerStore:
         """The tool calls' statements: plain ``sqlite3``, psycopg on its own pool for PostgreSQL through
         psycopg (unless the engine's connections come from a ``creator`` of the user's), else SQLAlchemy."""
         if self.db.is_sqlite:
-            return SqliteCalls(self.db.engine, self._checkpointer)
+            return SqliteCalls(
+                self.db.engine,
+                self._checkpointer,
+                syncless=self.db.syncless_commits,
+                in_memory=self.db.in_memory,
+            )
         options = self.db.options.engine_options
         if self.db.url.get_driver_name() == "psycopg" and "creator" not in options:
             from .pg_calls import PgCalls  # (imports psycopg: only for a ledger that uses it)

@@ -31,7 +31,9 @@ class Commits:
         backend = runtime.ledger.calls.backend
         if isinstance(backend, SqliteCalls):
             seen: list[str] = []
-            backend.connection().set_trace_callback(lambda sql: seen.append(sql) if sql == "COMMIT" else None)
+            # (the writes go on the connection that never waits, or on the other when the lock is taken)
+            for conn in (backend.connection(), backend.no_wait_connection()):
+                conn.set_trace_callback(lambda sql: seen.append(sql) if sql == "COMMIT" else None)
             self._seen = seen
             return
         with self._engine.begin() as conn:
