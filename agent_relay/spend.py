@@ -18,6 +18,9 @@ class RunSpend:
         self.run_id = run_id
         self._meter = BudgetMeter(limit)
         self._lock = threading.Lock()
+        # the most the ledger was seen to count for the run (every worker's settled calls, this one's
+        # too): a floor, never added to this worker's own charges, which it may already include
+        self._seen = Decimal(0)
         self.input_tokens = 0
         self.output_tokens = 0
 
@@ -27,8 +30,8 @@ class RunSpend:
 
     @property
     def spent(self) -> Decimal:
-        """USD so far (a lower bound when ``unknown``)."""
-        return self._meter.spent
+        """USD so far (a lower bound when ``unknown``, or while other workers' calls are unseen)."""
+        return max(self._meter.spent, self._seen)
 
     @property
     def unknown(self) -> bool:
@@ -60,8 +63,8 @@ class RunSpend:
         there counts as passed here."""
         with self._lock:
             meter = self._meter
-            if spent > meter.spent:
-                meter.spent = spent
+            if spent > self._seen:
+                self._seen = spent  # (raising meter.spent instead counted a call settled meanwhile twice)
                 if meter.limit is not None and spent > meter.limit:
                     meter.exceeded = True
 

@@ -155,9 +155,9 @@ def test_a_thread_on_its_own_writes_at_once_and_threads_record_every_call_once(d
 
 def test_budgeted_calls_from_threads_settle_their_run_once_each(database_url: str) -> None:
     """Outcomes that settle a budgeted run's totals share commits too (each as its own statement in the
-    shared transaction): every call's row carries its cost, and nothing stays reserved. (The run's
-    ``cost_usd`` is left out: with six threads it comes out a few cents high on main too, before group
-    commit, while the rows add up; reported with issue 18's change.)"""
+    shared transaction): every call's row carries its cost, nothing stays reserved, and the run's
+    ``cost_usd`` is their sum (a thread that saw the ledger's total while another's call was settled
+    there but not yet counted in this process counted that call twice: 1.21-1.24)."""
     runtime = AgentRuntime(database_url)
 
     @tool(runtime, cost=Decimal("0.01"))
@@ -185,3 +185,4 @@ def test_budgeted_calls_from_threads_settle_their_run_once_each(database_url: st
     assert {r["status"] for r in rows} == {"succeeded"}
     assert sum(Decimal(r["cost_usd"]) for r in rows) == Decimal("1.20")
     assert Decimal(run["reserved_usd"]) == 0
+    assert Decimal(run["cost_usd"]) == Decimal("1.20")
