@@ -74,10 +74,11 @@ def lapsed(found: Found, me: str, now_ns: int) -> Lapsed | None:
 
 
 class LeaseRenewer:
-    """Renews the leases of the calls this process holds, on one daemon thread started on first use; it
-    sleeps while none is held. Thread-safe. A renewal that fails is logged and tried again at the next
-    tick (a lease that runs out meanwhile can be taken over; its owner then cannot record the outcome).
-    A row no longer pending under its owner (finished, or taken over) is let go."""
+    """Renews the leases of the calls this process holds, on one daemon thread started on first use, which
+    ticks every ``interval_s`` (renewing only when some are held). Thread-safe. A renewal that fails is
+    logged and tried again at the next tick (a lease that runs out meanwhile can be taken over; its owner
+    then cannot record the outcome). A row no longer pending under its owner (finished, or taken over) is
+    let go."""
 
     def __init__(self, lease_s: float, renew: Renew) -> None:
         self.interval_s = lease_s / RENEWALS_PER_LEASE
@@ -90,15 +91,14 @@ class LeaseRenewer:
     def hold(self, call_id: str, owner: str) -> None:
         """Renew the lease of ``call_id`` (pending under ``owner``) until ``drop``."""
         with self._cond:
-            idle = not self._held
             self._held[call_id] = (owner, object())
             if self._closed:
                 return
             if self._thread is None or not self._thread.is_alive():  # (first use, or after a fork)
                 self._thread = threading.Thread(target=self._run, name="agent-relay-leases", daemon=True)
                 self._thread.start()
-            elif idle:
-                self._cond.notify()
+            # (not woken: it ticks every interval_s, before any lease held since its last tick runs out;
+            # waking it on every call that found it idle cost a thread switch per sequential call)
 
     def drop(self, call_id: str) -> None:
         """Stop renewing ``call_id`` (its outcome is written, or it was let go)."""
@@ -123,11 +123,13 @@ class LeaseRenewer:
         with self._cond:
             due = time.monotonic() + self.interval_s
             while not self._closed:
-                if not self._held:
-                    self._cond.wait()
-                    due = time.monotonic() + self.interval_s
-                    continue
                 left = due - time.monotonic()
+                if left > 0 or not self._held:
+                    if left <= 0:  # an idle tick
+                        due = time.monotonic() + self.interval_s
+                        left = self.interval_s
+                    self._cond.wait(left)
+                    continue
                 if left > 0:
                     self._cond.wait(left)
                     continue
