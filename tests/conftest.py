@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+import agent_relay
 from agent_relay import AgentRuntime
 from agent_relay.testing import SpanCapture, capture_spans
 
@@ -57,3 +58,11 @@ def runtime(database_url: str) -> Iterator[AgentRuntime]:
 @pytest.fixture
 def spans(runtime: AgentRuntime) -> SpanCapture:
     return capture_spans(runtime)
+
+
+@pytest.fixture
+def instrumented(runtime: AgentRuntime) -> Iterator[AgentRuntime]:
+    """``runtime`` with the LLM clients instrumented (``agent_relay.instrument``), undone afterwards."""
+    agent_relay.instrument(runtime)
+    yield runtime
+    agent_relay.uninstrument()

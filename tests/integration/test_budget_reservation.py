@@ -247,13 +247,6 @@ def llm() -> Iterator[FakeLLMServer]:
         yield server
 
 
-@pytest.fixture
-def instrumented(runtime: AgentRuntime) -> Iterator[AgentRuntime]:
-    agent_relay.instrument(runtime)
-    yield runtime
-    agent_relay.uninstrument()
-
-
 def test_a_model_call_whose_max_tokens_could_pass_the_budget_is_refused_before_the_request(
     instrumented: AgentRuntime, llm: FakeLLMServer
 ) -> None:

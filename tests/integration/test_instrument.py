@@ -32,13 +32,6 @@ def llm() -> Iterator[FakeLLMServer]:
         yield server
 
 
-@pytest.fixture
-def instrumented(runtime: AgentRuntime) -> Iterator[AgentRuntime]:
-    agent_relay.instrument(runtime)
-    yield runtime
-    agent_relay.uninstrument()
-
-
 def test_chat_completion_is_recorded_priced_and_traced(
     instrumented: AgentRuntime, spans: SpanCapture, llm: FakeLLMServer
 ) -> None:

@@ -33,13 +33,6 @@ def llm() -> Iterator[FakeLLMServer]:
         yield server
 
 
-@pytest.fixture
-def instrumented(runtime: AgentRuntime) -> Iterator[AgentRuntime]:
-    agent_relay.instrument(runtime)
-    yield runtime
-    agent_relay.uninstrument()
-
-
 def live_then_replay(runtime: AgentRuntime, llm: FakeLLMServer, agent: Any) -> tuple[Any, Any, str, str]:
     """Run ``agent`` in a session, then in a replay of it; assert the replay sent no request."""
     with runtime.agent_session(name="streams") as live:
