@@ -92,11 +92,9 @@ class SqliteCalls:
         engine: Engine,
         checkpointer: Checkpointer | None = None,
         *,
-        syncless: bool = False,
         in_memory: bool = False,
     ) -> None:
         self._engine = engine
-        self._syncless = syncless  # commits do not wait for the disk (synchronous NORMAL/OFF, or memory)
         self._in_memory = in_memory
         self._no_wait: Any = None  # (see batch_if_free)
         self._pooled: Any = None
@@ -190,10 +188,9 @@ class SqliteCalls:
     def batch_if_free(
         self, claims: Sequence[CallRecord], finishes: Sequence[CallRecord]
     ) -> tuple[list[Claim | Exception], list[bool | Exception]] | None:
-        """``batch``, only if it need not wait: its commit does not sync the disk, and no other connection
-        holds the write lock now (``None``, nothing written, if one does)."""
-        if not self._syncless:
-            return None
+        """``batch``, only if it need not wait for the write lock: ``None`` (nothing written) if another
+        connection holds it now. (Whether its commit may wait for the disk is the caller's to judge:
+        ``CallWriter.write_batch_now``.)"""
         if self._in_memory:  # no other process can hold its lock (and this one's is held)
             return self.batch(claims, finishes)
         conn = self.no_wait_connection()

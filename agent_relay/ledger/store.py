@@ -55,7 +55,6 @@ class LedgerStore:
             return SqliteCalls(
                 self.db.engine,
                 self._checkpointer,
-                syncless=self.db.syncless_commits,
                 in_memory=self.db.in_memory,
             )
         options = self.db.options.engine_options

@@ -208,7 +208,7 @@ class CallWriter:
         sync the disk, with neither this process nor another holding the write lock; ``None`` (nothing
         written) otherwise. An event loop's writes try it before going to the writer's thread
         (``batching``): an uncontended SQLite write costs less than the two hops there and back."""
-        if not self._db.is_sqlite:  # (a server's write is a round trip: never on a loop's thread)
+        if not self._db.syncless_commits:  # (a server's round trip, or a commit that syncs the disk)
             return None
         lock = cast(threading.RLock, self._db.lock)
         if not lock.acquire(blocking=False):
