@@ -49,12 +49,8 @@ def refuse_again(call: CallBase) -> None:
     """A replay met a call its recorded run does not have: if the run's budget refuses it (by the costs
     replayed so far, nothing reserved), refuse it as the recorded run did, instead of diverging."""
     try:
-        estimate = call.spec.estimate(call.args_json) if call.spec.estimate is not None else None
+        estimate = _estimate(call)
         limit = call.run.spend.limit
-        if isinstance(estimate, Unpriced):
-            raise UnpricedUsageError(
-                model=estimate.model, provider=estimate.provider, run_id=call.run.run_id, before_call=True
-            )
         if estimate and limit is not None and call.run.spend.spent + estimate > limit:
             raise _refused(call, limit, call.run.spend.spent, _ZERO, estimate)
     except BaseException as err:
@@ -69,13 +65,9 @@ def _reserve(call: CallBase) -> None:
     limit = spend.limit
     assert limit is not None
     call.hold = _ZERO  # (a budgeted run's call: its write settles the run's totals, reserved or not)
-    if call.phase is not Phase.FORWARD or spec.estimate is None:
+    if call.phase is not Phase.FORWARD:
         return
-    estimate = spec.estimate(call.args_json)
-    if isinstance(estimate, Unpriced):
-        raise UnpricedUsageError(
-            model=estimate.model, provider=estimate.provider, run_id=run.run_id, before_call=True
-        )
+    estimate = _estimate(call)
     if not estimate:
         return
     if spend.spent + estimate > limit:  # this worker's own count refuses it: no need to ask the ledger
@@ -85,6 +77,17 @@ def _reserve(call: CallBase) -> None:
     if not found.granted:
         raise _refused(call, found.limit or limit, found.spent, found.reserved, estimate)
     call.hold = estimate
+
+
+def _estimate(call: CallBase) -> Decimal | None:
+    """The most ``call`` may cost, known before it runs (``None``: not known); a model call whose model
+    has no price raises ``UnpricedUsageError``."""
+    estimate = call.spec.estimate(call.args_json) if call.spec.estimate is not None else None
+    if isinstance(estimate, Unpriced):
+        raise UnpricedUsageError(
+            model=estimate.model, provider=estimate.provider, run_id=call.run.run_id, before_call=True
+        )
+    return estimate
 
 
 def _refused(
