@@ -46,8 +46,11 @@ MAX_DEPTH = 200  # nesting deeper than this is refused (the encoders would run o
 
 
 def safe_text(text: str) -> str:
-    """``text`` as it can be stored and exported: characters UTF-8 cannot encode (lone surrogates) are
-    written as ``\\udc80`` escapes."""
+    """``text`` as it can be stored and exported, alike on every backend: characters UTF-8 cannot encode
+    (lone surrogates) are written as ``\\udc80`` escapes, and NUL, which PostgreSQL's text cannot hold,
+    as ``\\x00``."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
     return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 

@@ -139,8 +139,42 @@ def _postgres_expression(name: str) -> str:
     return _PYTHON[name]
 
 
+def wire_text(value: str | None) -> bytes | None:
+    """A text value as libpq sends it: UTF-8, and never with a NUL byte (libpq would cut the value there;
+    PostgreSQL's text cannot hold one, and psycopg refuses it the same way)."""
+    if value is None:
+        return None
+    data = value.encode()
+    if b"\x00" in data:
+        raise ValueError("PostgreSQL text cannot contain NUL (0x00) characters; remove them from the value")
+    return data
+
+
+def wire_instant(ns: int) -> bytes:
+    """An instant as ``timestamptz`` text, in UTC (the SQLite backend's text, with its offset)."""
+    return f"{timestamp(ns)}+00".encode()
+
+
+def _wire_expression(name: str) -> str:
+    """The column's value as libpq text for ``pg_wire``: the text of what ``_postgres_expression`` gives
+    psycopg (``test_writer_parity`` compares the rows the two write)."""
+    kind = tool_calls.c[name].type
+    if name == "lease_expires_at":
+        return "(None if r.lease_until_ns is None else wire_instant(r.lease_until_ns))"
+    if name in ("started_at", "ended_at"):
+        return _SQLITE[name].replace("timestamp(", "wire_instant(")
+    if isinstance(kind, Money):
+        return f"(None if r.{name} is None else money_text(r.{name}).encode())"
+    if isinstance(kind, sa.Boolean):
+        return f"(None if r.{name} is None else b't' if r.{name} else b'f')"
+    if isinstance(kind, sa.Integer):
+        return f"(None if r.{name} is None else b'%d' % r.{name})"
+    return f"wire_text({_SQLITE[name]})"
+
+
 _SQLITE: dict[str, str] = {name: _sqlite_expression(name) for name in ROW}
 _POSTGRES: dict[str, str] = {name: _postgres_expression(name) for name in ROW}
+_WIRE: dict[str, str] = {name: _wire_expression(name) for name in ROW}
 _NAMESPACE = {
     "Decimal": Decimal,
     "JSONText": JSONText,
@@ -148,6 +182,8 @@ _NAMESPACE = {
     "money_text": money_text,
     "timestamp": timestamp,
     "utc": utc,
+    "wire_instant": wire_instant,
+    "wire_text": wire_text,
 }
 
 
@@ -163,6 +199,11 @@ def sqlite_params(names: tuple[str, ...]) -> Callable[[CallRecord], tuple[Any, .
 def postgres_params(names: tuple[str, ...]) -> Callable[[CallRecord], tuple[Any, ...]]:
     """The positional parameters of ``names`` for psycopg."""
     return _compile(f"lambda r: ({''.join(_POSTGRES[name] + ', ' for name in names)})")
+
+
+def wire_params(names: tuple[str, ...]) -> Callable[[CallRecord], tuple[bytes | None, ...]]:
+    """The positional parameters of ``names`` as libpq text (``pg_wire``)."""
+    return _compile(f"lambda r: ({''.join(_WIRE[name] + ', ' for name in names)})")
 
 
 def python_params(names: tuple[str, ...]) -> Callable[[CallRecord], dict[str, Any]]:

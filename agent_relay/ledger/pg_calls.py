@@ -28,7 +28,7 @@ from sqlalchemy.engine import Engine
 
 from ..states import CallStatus, Durability
 from . import columns as col
-from . import pg_batch
+from . import pg_batch, pg_wire
 from .budget_rows import RESERVE_PG, SELECT_PG, SETTLE_PG, reserved, settle_params, settle_statement, settles
 from .connection import utc
 from .pg_batch import assign, retry
@@ -70,14 +70,20 @@ MINE = (
     "WHERE call_id = %s AND seq = %s AND started_at = %s AND owner IS NOT DISTINCT FROM %s"
 )
 
-_claim_params = col.postgres_params(col.CLAIM)
 _row_params = col.postgres_params(col.ROW)
 _key_params = col.postgres_params(col.KEY)
 _finish_params = col.postgres_params((*col.OUTCOME, "call_id", "owner"))
 _attempt_params = col.postgres_params((*col.ATTEMPT, "call_id"))
 _mine_params = col.postgres_params(("call_id", "seq", "started_at", "owner"))
+# the statements of every call, through libpq itself (pg_wire)
+_WIRE_CLAIM = pg_wire.Statement(CLAIM)
+_WIRE_FINISH = pg_wire.Statement(FINISH)
+_WIRE_INSERT_OUTCOME = pg_wire.Statement(INSERT_OUTCOME)
+_wire_claim_params = col.wire_params(col.CLAIM)
+_wire_row_params = col.wire_params(col.ROW)
+_wire_finish_params = col.wire_params((*col.OUTCOME, "call_id", "owner"))
 
-Work = Callable[[Cursor], _T]
+Work = Callable[[Lent], _T]
 
 
 class PgCalls:
@@ -86,6 +92,7 @@ class PgCalls:
 
     def __init__(self, pool: PgPool) -> None:
         self.pool = pool
+        self.wire = pg_wire.Wire(prepare=pool.prepares)
         # True until a connection shows plain psycopg classes (no DB-API instrumentation wraps them)
         self.instrumented = True
 
@@ -110,7 +117,7 @@ class PgCalls:
         the first try committed, or else ``work`` again."""
         lent = self._take()
         try:
-            return work(lent.cursor)
+            return work(lent)
         except psycopg.Error:
             if not lent.broken:
                 raise
@@ -119,23 +126,23 @@ class PgCalls:
         lent = self._take(fresh=True)
         try:
             found = earlier(lent.cursor)
-            return found if found is not None else work(lent.cursor)
+            return found if found is not None else work(lent)
         finally:
             self.pool.give(lent)
 
     # --- the writer's methods -------------------------------------------------------------------------
     def claim(self, record: CallRecord) -> Claim:
-        return self._run(lambda cur: self._claim_on(cur, record), lambda cur: _my_claim(cur, record))
+        return self._run(lambda lent: self._claim_on(lent, record), lambda cur: _my_claim(cur, record))
 
     def finish(self, record: CallRecord) -> bool:
-        return self._run(lambda cur: _finish_on(cur, record), lambda cur: _my_outcome(cur, record))
+        return self._run(lambda lent: self._finish_on(lent, record), lambda cur: _my_outcome(cur, record))
 
     def find(self, record: CallRecord) -> Found | None:
-        return self._run(lambda cur: _find_on(cur, record), lambda cur: None)  # (a read: just again)
+        return self._run(lambda lent: _find_on(lent.cursor, record), lambda cur: None)  # (a read: again)
 
     def take_over(self, record: CallRecord, owner: str | None, before_ns: int) -> int | None:
-        def take(cur: Cursor) -> int | None:
-            row = cur.execute(TAKE_OVER, (*_attempt_params(record), owner, utc(before_ns))).fetchone()
+        def take(lent: Lent) -> int | None:
+            row = lent.cursor.execute(TAKE_OVER, (*_attempt_params(record), owner, utc(before_ns))).fetchone()
             return None if row is None else int(row[0])
 
         def mine(cur: Cursor) -> int | None:
@@ -147,33 +154,34 @@ class PgCalls:
     def renew(self, owner: str, call_ids: Sequence[str], until_ns: int) -> set[str]:
         """One autocommitted statement: a process frozen after sending it holds no row lock."""
 
-        def renew(cur: Cursor) -> set[str]:
-            return {row[0] for row in cur.execute(RENEW, (utc(until_ns), owner, list(call_ids))).fetchall()}
+        def renew(lent: Lent) -> set[str]:
+            rows = lent.cursor.execute(RENEW, (utc(until_ns), owner, list(call_ids))).fetchall()
+            return {row[0] for row in rows}
 
         return self._run(renew, lambda cur: None)  # (renewing again is harmless)
 
     def reserve(self, run_id: str, amount: Decimal) -> Reserved:
-        def reserve(cur: Cursor) -> Reserved:
-            granted = cur.execute(RESERVE_PG, (amount, run_id, amount, amount)).fetchone()
+        def reserve(lent: Lent) -> Reserved:
+            granted = lent.cursor.execute(RESERVE_PG, (amount, run_id, amount, amount)).fetchone()
             if granted is not None:
                 return reserved(True, granted)
-            return reserved(False, cur.execute(SELECT_PG, (run_id,)).fetchone())
+            return reserved(False, lent.cursor.execute(SELECT_PG, (run_id,)).fetchone())
 
         # (a connection lost after the first try committed reserves twice: more is held, never less)
         return self._run(reserve, lambda cur: None)
 
     def settle_run(self, run_id: str, cost: Decimal, hold: Decimal) -> None:
-        def settle(cur: Cursor) -> bool:
-            cur.execute(SETTLE_PG, (cost, hold, run_id))
+        def settle(lent: Lent) -> bool:
+            lent.cursor.execute(SETTLE_PG, (cost, hold, run_id))
             return True
 
         # (lost after it committed, it is not done again: a reservation stays held, never one too few)
         self._run(settle, lambda cur: True)
 
     def insert_rows(self, records: Sequence[CallRecord]) -> None:
-        def insert(cur: Cursor) -> bool:
-            with cur.connection.transaction():
-                cur.executemany(INSERT_ROW, [_row_params(r) for r in records])
+        def insert(lent: Lent) -> bool:
+            with lent.conn.transaction():
+                lent.cursor.executemany(INSERT_ROW, [_row_params(r) for r in records])
             return True
 
         # one transaction: its first row there, they all are
@@ -209,20 +217,29 @@ class PgCalls:
         return [held or self.claim(r) for r, held in zip(claims, claimed, strict=True)], finished
 
     # --- statements -------------------------------------------------------------------------------------
-    def _claim_on(self, cur: Cursor, record: CallRecord) -> Claim:
-        params = _claim_params(record)
+    def _claim_on(self, lent: Lent, record: CallRecord) -> Claim:
+        params = _wire_claim_params(record)
         try:
-            row = cur.execute(CLAIM, params).fetchone()
+            attempts = pg_wire.returned(self.wire.run(lent, _WIRE_CLAIM, params))
         except psycopg.errors.UniqueViolation:
             # Another worker inserted the row between this insert's check and its own index entries: the
             # server arbitrates ON CONFLICT on one unique index only, and tool_calls has two (call_id, and
             # the key), both naming the call. That row is committed now, so claiming again meets it.
-            row = cur.execute(CLAIM, params).fetchone()
-        if row is not None:
-            return Held(row[0])
-        found = _find_on(cur, record)
+            attempts = pg_wire.returned(self.wire.run(lent, _WIRE_CLAIM, params))
+        if attempts is not None:
+            return Held(int(attempts))
+        found = _find_on(lent.cursor, record)
         assert found is not None  # the conflicting row: committed, so this later statement sees it
         return found
+
+    def _finish_on(self, lent: Lent, record: CallRecord) -> bool:
+        if record.budget_hold is not None and settles(record):  # (settles its run too: on the cursor)
+            lent.cursor.execute(*_settling(record))
+            return lent.cursor.fetchone() is not None
+        if record.durability is Durability.OUTCOME:
+            result = self.wire.run(lent, _WIRE_INSERT_OUTCOME, _wire_row_params(record))
+            return pg_wire.returned(result) is not None
+        return pg_wire.count(self.wire.run(lent, _WIRE_FINISH, _wire_finish_params(record))) == 1
 
     def _one_by_one(
         self, lent: Lent, claims: Sequence[CallRecord], finishes: Sequence[CallRecord], *, lost: bool
@@ -235,7 +252,7 @@ class PgCalls:
         for record in claims:
             try:
                 mine = _my_claim(cur, record) if lost else None
-                claimed.append(mine if mine is not None else self._claim_on(cur, record))
+                claimed.append(mine if mine is not None else self._claim_on(lent, record))
             except psycopg.Error as exc:
                 if lent.broken:
                     raise
@@ -243,7 +260,7 @@ class PgCalls:
         for record in finishes:
             try:
                 done = _my_outcome(cur, record) if lost else None
-                finished.append(done if done is not None else _finish_on(cur, record))
+                finished.append(done if done is not None else self._finish_on(lent, record))
             except psycopg.Error as exc:
                 if lent.broken:
                     raise
@@ -256,31 +273,19 @@ def _find_on(cur: Cursor, record: CallRecord) -> Found | None:
     return None if row is None else col.found(row)
 
 
-def _finish_statement(record: CallRecord) -> tuple[str, tuple[Any, ...]]:
-    """The statement that writes ``record``'s outcome (and settles its run's budget), and its parameters."""
-    outcome = record.durability is Durability.OUTCOME
-    if record.budget_hold is not None and settles(record):
-        if outcome:
-            return INSERT_OUTCOME_SETTLE, (*_row_params(record), *settle_params(record))
-        return FINISH_SETTLE, (*_finish_params(record), *settle_params(record))
-    return (INSERT_OUTCOME, _row_params(record)) if outcome else (FINISH, _finish_params(record))
+def _settling(record: CallRecord) -> tuple[str, tuple[Any, ...]]:
+    """The statement that writes a budgeted ``record``'s outcome and settles its run's budget (a row comes
+    back when it wrote), and its parameters."""
+    if record.durability is Durability.OUTCOME:
+        return INSERT_OUTCOME_SETTLE, (*_row_params(record), *settle_params(record))
+    return FINISH_SETTLE, (*_finish_params(record), *settle_params(record))
 
 
 def _alone(record: CallRecord) -> tuple[str, tuple[Any, ...], bool] | None:
     """A budgeted outcome settles its run in the same statement: in a batch, that statement of its own."""
     if record.budget_hold is not None and settles(record):
-        return (*_finish_statement(record), True)
+        return (*_settling(record), True)
     return None
-
-
-def _returns_row(record: CallRecord) -> bool:
-    """Whether ``_finish_statement(record)`` says it wrote by returning a row (else: by its rowcount)."""
-    return record.durability is Durability.OUTCOME or (record.budget_hold is not None and settles(record))
-
-
-def _finish_on(cur: Cursor, record: CallRecord) -> bool:
-    cur.execute(*_finish_statement(record))
-    return cur.fetchone() is not None if _returns_row(record) else cur.rowcount == 1
 
 
 def _mine(cur: Cursor, record: CallRecord) -> tuple[str, int] | None:

@@ -33,13 +33,15 @@ def connect_params(engine: Engine, connect_args: Mapping[str, Any]) -> dict[str,
 
 
 class Lent:
-    """A connection lent to one thread, with the cursor its statements run on."""
+    """A connection lent to one thread, with the cursor its statements run on and the names of the
+    statements ``pg_wire`` prepared on it."""
 
-    __slots__ = ("conn", "cursor")
+    __slots__ = ("conn", "cursor", "prepared")
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
         self.cursor: psycopg.Cursor[Any] = conn.cursor()
+        self.prepared: set[bytes] = set()
 
     @property
     def broken(self) -> bool:
@@ -64,6 +66,9 @@ class PgPool:
         if size < 1:
             raise ValueError(f"a ledger connection pool needs at least one connection, not {size}")
         self._params = dict(params)
+        # psycopg's own switch for prepared statements (None: never, as behind a pooler that cannot keep
+        # them), which pg_wire's statements follow too
+        self.prepares = self._params.get("prepare_threshold", 5) is not None
         self._size = size
         self._timeout_s = timeout_s
         self._lock = threading.Lock()

@@ -52,6 +52,26 @@ def test_an_error_message_that_is_not_utf8_is_recorded_escaped(database_url: str
     assert (run["status"], run["error_message"]) == ("failed", "cannot parse caf\\udce9.txt")
 
 
+def test_an_error_message_with_nul_is_recorded_escaped_on_every_backend(database_url: str) -> None:
+    """PostgreSQL's text cannot hold NUL: the message is recorded with ``\\x00`` in its place, on both
+    backends alike, and the call and the run are written (not a ``LedgerError``)."""
+    runtime = AgentRuntime(database_url)
+    try:
+
+        @tool(runtime)
+        def read_blob(n: int) -> str:
+            raise ValueError("bad byte \x00 at 7")
+
+        with pytest.raises(ValueError, match="bad byte"), runtime.agent_session(name="blobs") as session:
+            read_blob(1)
+        rows = calls_of(runtime, session.run_id)
+        run = run_row(runtime, session.run_id)
+    finally:
+        runtime.shutdown()
+    assert [(r["status"], r["error_message"]) for r in rows] == [("failed", "bad byte \\x00 at 7")]
+    assert (run["status"], run["error_message"]) == ("failed", "bad byte \\x00 at 7")
+
+
 def _deep(levels: int) -> list[Any]:
     root: list[Any] = []
     current = root

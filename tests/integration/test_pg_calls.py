@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from agent_relay.keys import call_id
-from agent_relay.ledger import LedgerStore
+from agent_relay.ledger import LedgerOptions, LedgerStore
 from agent_relay.ledger.pg_calls import PgCalls
 from agent_relay.ledger.pg_pool import PgPool, connect_params
 from agent_relay.ledger.records import CallRecord, Held
@@ -108,6 +108,40 @@ def test_the_pool_reuses_its_connections_up_to_its_size_and_drops_lost_ones(data
     finally:
         pool.close()
         engine.dispose()
+
+
+@pytest.mark.parametrize("threshold", [5, None], ids=["prepared", "unprepared"])
+def test_a_calls_statements_are_prepared_once_per_connection_unless_told_not_to(
+    database_url: str, threshold: int | None
+) -> None:
+    """A call's claim and outcome go through libpq (``pg_wire``): prepared on a connection the first time
+    it runs them, and reused there; with ``prepare_threshold=None`` (behind a pooler that cannot keep
+    prepared statements) never prepared. Either way the rows are written."""
+    options = LedgerOptions(engine_options={"connect_args": {"prepare_threshold": threshold}, "pool_size": 1})
+    store = LedgerStore(database_url, options)
+    store.open()
+    try:
+        run_id = _new_run(store)
+        for n in range(3):
+            record = _record(run_id, n)
+            assert store.calls.claim(record) == Held(1)
+            record.status, record.output, record.ended_ns = CallStatus.SUCCEEDED, {"ok": n}, time.time_ns()
+            store.calls.finish(record)
+        lent = _backend(store).pool.take()
+        try:
+            prepared = lent.cursor.execute(
+                "SELECT name, statement FROM pg_prepared_statements WHERE name LIKE 'agent_relay_%'"
+            ).fetchall()
+        finally:
+            _backend(store).pool.give(lent)
+        rows = store.list_calls(run_id)
+    finally:
+        store.dispose()
+    assert [(r.status, r.output) for r in rows] == [("succeeded", {"ok": n}) for n in range(3)]
+    if threshold is None:
+        assert prepared == []
+    else:  # one connection: the claim and the outcome, each prepared once
+        assert sorted(statement.split()[0] for _, statement in prepared) == ["INSERT", "UPDATE"]
 
 
 def _wait_for_waiting_claims(engine: sa.Engine, count: int) -> list[int]:
