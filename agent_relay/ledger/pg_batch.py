@@ -1,8 +1,10 @@
-"""Several calls' writes on PostgreSQL in as few statements as there are kinds of write: the claims one
-multi-row ``INSERT``, the strict calls' outcomes one ``UPDATE ... FROM (VALUES ...)`` (each onto its row
-while still pending under its owner, as one outcome's ``UPDATE`` does), the outcome calls' rows one
-multi-row ``INSERT``. A batch of one kind is one autocommitted statement; of several, they go in
-one pipeline between ``BEGIN`` and ``COMMIT``. Either way: one round trip, one commit.
+"""Several calls' writes on PostgreSQL in one statement: the claims one multi-row ``INSERT``, the strict
+calls' outcomes one ``UPDATE ... FROM (VALUES ...)`` (each onto its row while still pending under its
+owner, as one outcome's ``UPDATE`` does), the outcome calls' rows one multi-row ``INSERT``, each a
+``WITH`` part of one autocommitted statement sent through libpq (``pg_wire``): one round trip, one
+commit, and no transaction left open by a client that dies. A batch with an outcome that settles its
+run's budget (a statement of its own), or with more rows of a kind than one statement takes, goes as
+those statements in one pipeline between ``BEGIN`` and ``COMMIT`` on the cursor instead.
 
 Why not a statement per record in a pipeline: each costs the client psycopg's per-statement machinery
 and a message of its own, and the server a plan execution; a batch of four claims took about three times
@@ -24,6 +26,8 @@ from sqlalchemy.dialects import postgresql
 
 from ..states import CallStatus, Durability
 from . import columns as col
+from . import pg_wire
+from .pg_pool import Lent
 from .records import CallRecord, Held
 from .schema import tool_calls
 
@@ -33,6 +37,10 @@ _IDLE = psycopg.pq.TransactionStatus.IDLE
 _claim_params = col.postgres_params(col.CLAIM)
 _row_params = col.postgres_params(col.ROW)
 _finish_params = col.postgres_params((*col.OUTCOME, "call_id", "owner"))
+wire_claim_params = col.wire_params(col.CLAIM)
+wire_row_params = col.wire_params(col.ROW)
+wire_finish_params = col.wire_params((*col.OUTCOME, "call_id", "owner"))
+PREPARED_ROWS = 8  # a batch of at most this many rows is prepared (a few shapes, kept by each connection)
 
 
 def assign(names: tuple[str, ...], source: str) -> str:
@@ -103,6 +111,60 @@ def finishes_sql(rows: int) -> str:
     )
 
 
+@functools.lru_cache(maxsize=256)
+def combined(claims: int, finishes: int, wholes: int) -> pg_wire.Statement:
+    """The one statement of a batch with these numbers of claims, strict outcomes and outcome rows: each
+    kind a ``WITH`` part, and what each part wrote in one result (kind 0: a claim's key and attempts;
+    1: an outcome's call id; 2: an outcome row's key)."""
+    parts: list[str] = []
+    selects: list[str] = []
+    key = ", ".join(col.KEY)
+    if claims:
+        parts.append(f"c AS ({claims_sql(claims)})")
+        selects.append(f"SELECT 0, {key}, attempts FROM c")
+    if finishes:
+        parts.append(f"f AS ({finishes_sql(finishes)})")
+        selects.append("SELECT 1, call_id, NULL, NULL, NULL FROM f")
+    if wholes:
+        parts.append(f"w AS ({outcomes_sql(wholes)})")
+        selects.append(f"SELECT 2, {key}, NULL FROM w")
+    return pg_wire.Statement(f"WITH {', '.join(parts)} {' UNION ALL '.join(selects)}")
+
+
+def _write_one(
+    wire: pg_wire.Wire,
+    lent: Lent,
+    claims: Sequence[CallRecord],
+    strict: Sequence[CallRecord],
+    whole: Sequence[CallRecord],
+) -> tuple[dict[tuple[str, str, str], int], set[Any]]:
+    """The batch as ``combined``'s statement: the attempts of each claim written, by key; the call ids of
+    the outcomes written and the keys of the outcome rows written."""
+    params = [v for r in claims for v in wire_claim_params(r)]
+    params += [v for r in strict for v in wire_finish_params(r)]
+    params += [v for r in whole for v in wire_row_params(r)]
+    statement = combined(len(claims), len(strict), len(whole))
+    rows = len(claims) + len(strict) + len(whole)
+    result = wire.run(lent, statement, params, prepare=rows <= PREPARED_ROWS)
+    held: dict[tuple[str, str, str], int] = {}
+    done: set[Any] = set()
+    for i in range(result.ntuples):
+        kind, first = result.get_value(i, 0), _text(result.get_value(i, 1))
+        if kind == b"1":
+            done.add(first)
+            continue
+        row_key = (first, _text(result.get_value(i, 2)), _text(result.get_value(i, 3)))
+        if kind == b"0":
+            held[row_key] = int(result.get_value(i, 4) or 0)
+        else:
+            done.add(row_key)
+    return held, done
+
+
+def _text(value: bytes | None) -> str:
+    return "" if value is None else value.decode()
+
+
 def _key(record: CallRecord) -> tuple[str, str, str]:
     return (record.run_id, record.phase, record.idempotency_key)
 
@@ -113,18 +175,42 @@ statement, its parameters, and whether it says it wrote by returning a row (else
 
 
 def write(
-    conn: psycopg.Connection[Any],
+    wire: pg_wire.Wire,
+    lent: Lent,
     claims: Sequence[CallRecord],
     finishes: Sequence[CallRecord],
     alone: Alone,
 ) -> tuple[list[Held | None], list[bool | Exception]]:
-    """Write the batch in one transaction on ``conn`` (autocommit mode): each claim ``Held``, or ``None``
+    """Write the batch in one transaction on ``lent`` (autocommit mode): each claim ``Held``, or ``None``
     where another row holds its key; whether each outcome found its row. Outcomes ``alone`` gives a
     statement of their own go as that statement, in the same transaction. A failed statement fails the
-    whole batch (raised; nothing was written) and leaves ``conn`` ready for the next caller."""
+    whole batch (raised; nothing was written) and leaves the connection ready for the next caller."""
     singles = {id(r): one for r in finishes if (one := alone(r)) is not None}
     strict = [r for r in finishes if id(r) not in singles and r.durability is not Durability.OUTCOME]
     whole = [r for r in finishes if id(r) not in singles and r.durability is Durability.OUTCOME]
+    if not singles and max(len(claims), len(strict), len(whole)) <= ROWS_PER_STATEMENT:
+        held, done = _write_one(wire, lent, claims, strict, whole)
+    else:
+        held, done = _pipelined(lent.conn, claims, strict, whole, singles)
+    claimed = [Held(held[_key(r)]) if _key(r) in held else None for r in claims]
+    finished: list[bool | Exception] = [
+        id(r) in done
+        if id(r) in singles
+        else (_key(r) in done if r.durability is Durability.OUTCOME else r.call_id in done)
+        for r in finishes
+    ]
+    return claimed, finished
+
+
+def _pipelined(
+    conn: psycopg.Connection[Any],
+    claims: Sequence[CallRecord],
+    strict: Sequence[CallRecord],
+    whole: Sequence[CallRecord],
+    singles: dict[int, tuple[str, tuple[Any, ...], bool]],
+) -> tuple[dict[tuple[str, str, str], int], set[Any]]:
+    """The batch as a statement per kind (and per ``ROWS_PER_STATEMENT`` rows) and one per single, in one
+    pipelined transaction on the cursor; what ``_write_one`` returns, with the singles written by id."""
     plan: list[tuple[str, Sequence[Any], str]] = []  # (statement, parameters, kind)
     for kind, records, statement, params_of in (
         ("claim", claims, claims_sql, _claim_params),
@@ -162,11 +248,4 @@ def write(
                 held[row[0], row[1], row[2]] = row[3]
             else:
                 done.add(row[0] if kind == "finish" else tuple(row))
-    claimed = [Held(held[_key(r)]) if _key(r) in held else None for r in claims]
-    finished: list[bool | Exception] = [
-        id(r) in done
-        if id(r) in singles
-        else (_key(r) in done if r.durability is Durability.OUTCOME else r.call_id in done)
-        for r in finishes
-    ]
-    return claimed, finished
+    return held, done

@@ -79,9 +79,6 @@ _mine_params = col.postgres_params(("call_id", "seq", "started_at", "owner"))
 _WIRE_CLAIM = pg_wire.Statement(CLAIM)
 _WIRE_FINISH = pg_wire.Statement(FINISH)
 _WIRE_INSERT_OUTCOME = pg_wire.Statement(INSERT_OUTCOME)
-_wire_claim_params = col.wire_params(col.CLAIM)
-_wire_row_params = col.wire_params(col.ROW)
-_wire_finish_params = col.wire_params((*col.OUTCOME, "call_id", "owner"))
 
 Work = Callable[[Lent], _T]
 
@@ -202,7 +199,7 @@ class PgCalls:
         lost = False
         lent = self._take()
         try:
-            claimed, finished = pg_batch.write(lent.conn, claims, finishes, _alone)
+            claimed, finished = pg_batch.write(self.wire, lent, claims, finishes, _alone)
         except psycopg.Error:
             lost, claimed = lent.broken, None
         finally:
@@ -218,7 +215,7 @@ class PgCalls:
 
     # --- statements -------------------------------------------------------------------------------------
     def _claim_on(self, lent: Lent, record: CallRecord) -> Claim:
-        params = _wire_claim_params(record)
+        params = pg_batch.wire_claim_params(record)
         try:
             attempts = pg_wire.returned(self.wire.run(lent, _WIRE_CLAIM, params))
         except psycopg.errors.UniqueViolation:
@@ -237,9 +234,9 @@ class PgCalls:
             lent.cursor.execute(*_settling(record))
             return lent.cursor.fetchone() is not None
         if record.durability is Durability.OUTCOME:
-            result = self.wire.run(lent, _WIRE_INSERT_OUTCOME, _wire_row_params(record))
+            result = self.wire.run(lent, _WIRE_INSERT_OUTCOME, pg_batch.wire_row_params(record))
             return pg_wire.returned(result) is not None
-        return pg_wire.count(self.wire.run(lent, _WIRE_FINISH, _wire_finish_params(record))) == 1
+        return pg_wire.count(self.wire.run(lent, _WIRE_FINISH, pg_batch.wire_finish_params(record))) == 1
 
     def _one_by_one(
         self, lent: Lent, claims: Sequence[CallRecord], finishes: Sequence[CallRecord], *, lost: bool

@@ -52,11 +52,11 @@ class Wire:
     def __init__(self, *, prepare: bool) -> None:
         self.prepare = prepare
 
-    def run(self, lent: Lent, statement: Statement, params: Params) -> PGresult:
-        """The statement's result; raises the ``psycopg.Error`` its failure is (a lost connection's
-        included: ``lent.broken`` then says so)."""
+    def run(self, lent: Lent, statement: Statement, params: Params, *, prepare: bool = True) -> PGresult:
+        """The statement's result (unprepared if not ``prepare``: a statement of a rare shape); raises the
+        ``psycopg.Error`` its failure is (a lost connection's included: ``lent.broken`` then says so)."""
         conn = lent.conn.pgconn
-        if not self.prepare:
+        if not (prepare and self.prepare):
             return _checked(lent, conn.exec_params(statement.sql, params))
         if statement.name not in lent.prepared:
             _checked(lent, conn.prepare(statement.name, statement.sql))

@@ -93,26 +93,27 @@ def test_writes_queued_behind_a_commit_share_the_next_and_each_gets_its_own_resu
     try:
         with locker.connect() as conn:
             conn.exec_driver_sql("LOCK TABLE tool_calls IN SHARE MODE")  # every write waits for it
-            leader = threading.Thread(target=start, args=(0,))
-            leader.start()
-            _until(lambda: _waiting_inserts(locker) == 1, "the first claim to wait at the server")
+            leaders = [threading.Thread(target=start, args=(n,)) for n in (0, 8)]
+            for n, leader in enumerate(leaders, start=1):  # two writes go at once, each alone
+                leader.start()
+                _until(lambda n=n: _waiting_inserts(locker) == n, f"claim {n} to wait at the server")
             for t in threads:
                 t.start()
-            _until(lambda: group.waiting == len(threads), "the other writes to queue behind it")
-            conn.rollback()  # the lock goes: the first claim commits alone, then the rest together
-        for t in [leader, *threads]:
+            _until(lambda: group.waiting == len(threads), "the other writes to queue behind them")
+            conn.rollback()  # the lock goes: the first claims commit alone, then the rest together
+        for t in [*leaders, *threads]:
             t.join()
         rows = {r.seq: r for r in store.list_calls(run_id)}
     finally:
         locker.dispose()
         store.dispose()
     assert group.shared == len(threads)  # the five queued writes went in one transaction
-    assert results[0] == results[1] == results[2] == Held(1)
+    assert results[0] == results[8] == results[1] == results[2] == Held(1)
     assert isinstance(results[3], Found) and results[3].owner == "other-host:1"  # that call only
     assert isinstance(results[7], LedgerError) and results[7].run_id == "no-such-run"  # refused: only it
     assert results[9] is None
     assert {seq: row.status for seq, row in rows.items()} == {
-        0: "pending", 1: "pending", 2: "pending", 3: "pending", 9: "succeeded"
+        0: "pending", 1: "pending", 2: "pending", 3: "pending", 8: "pending", 9: "succeeded"
     }  # fmt: skip
     assert rows[3].owner == "other-host:1"
 

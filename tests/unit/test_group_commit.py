@@ -52,32 +52,35 @@ class Ledger:
         return LedgerError(f"could not write {record.call_id}: {exc}", database="fake", run_id=record.run_id)
 
 
-def _run(ledger: Ledger, queued: int) -> tuple[GroupCommit, dict[int, object]]:
-    """Thread 0 writes alone (held at the server until the others have queued), threads 1.. queue:
-    claims, and one finish."""
-    group = GroupCommit(ledger.claim_alone, ledger.finish_alone, ledger.batch, ledger.error)
+def _run(ledger: Ledger, queued: int, leaders: int = 1) -> tuple[GroupCommit, dict[int, object]]:
+    """Threads 0.. write alone (held at the server until the others have queued), the ``queued`` threads
+    after them queue: claims, and one finish (the last)."""
+    group = GroupCommit(
+        ledger.claim_alone, ledger.finish_alone, ledger.batch, ledger.error, most_in_flight=leaders
+    )
     results: dict[int, object] = {}
 
     def write(n: int) -> None:
         try:
-            results[n] = group.finish(_record(n)) if n == queued else group.claim(_record(n))
+            results[n] = group.finish(_record(n)) if n == leaders + queued - 1 else group.claim(_record(n))
         except LedgerError as err:
             results[n] = err
 
-    first = threading.Thread(target=write, args=(0,))
-    first.start()
     deadline = time.monotonic() + 60
-    while not ledger.alone:  # (thread 0 is writing)
-        assert time.monotonic() < deadline
-        time.sleep(0.001)
-    others = [threading.Thread(target=write, args=(n,)) for n in range(1, queued + 1)]
+    first = [threading.Thread(target=write, args=(n,)) for n in range(leaders)]
+    for n, t in enumerate(first):
+        t.start()
+        while len(ledger.alone) <= n:  # (thread n is writing)
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+    others = [threading.Thread(target=write, args=(n,)) for n in range(leaders, leaders + queued)]
     for t in others:
         t.start()
     while group.waiting < queued:
         assert time.monotonic() < deadline
         time.sleep(0.001)
     ledger.go.set()
-    for t in [first, *others]:
+    for t in [*first, *others]:
         t.join()
     return group, results
 
@@ -89,6 +92,23 @@ def test_the_writes_queued_meanwhile_go_in_one_batch_after_the_first() -> None:
     assert [sorted(b) for b in ledger.batches] == [["call-1", "call-2", "call-3", "call-4"]]
     assert results == {0: Held(1), 1: Held(1), 2: Held(1), 3: Held(1), 4: None}
     assert group.shared == 4 and group.waiting == 0
+
+
+def test_two_writes_go_at_once_and_the_next_ones_share_a_commit_after_them() -> None:
+    """With two writes in flight (the default), a second thread writes alone too while the first waits
+    for its commit; only the threads after those queue, and share one batch."""
+    ledger = Ledger()
+    group, results = _run(ledger, queued=3, leaders=2)
+    assert ledger.alone == ["call-0", "call-1"]
+    assert [sorted(b) for b in ledger.batches] == [["call-2", "call-3", "call-4"]]
+    assert results == {0: Held(1), 1: Held(1), 2: Held(1), 3: Held(1), 4: None}
+    assert group.shared == 3 and group.waiting == 0
+
+
+def test_a_group_needs_room_for_one_write() -> None:
+    ledger = Ledger()
+    with pytest.raises(ValueError, match="at least one write in flight, not 0"):
+        GroupCommit(ledger.claim_alone, ledger.finish_alone, ledger.batch, ledger.error, most_in_flight=0)
 
 
 @pytest.mark.parametrize("failure", [RuntimeError("connection lost"), KeyboardInterrupt()])
