@@ -275,7 +275,8 @@ def run_replay(calls: int, warmup: int, workdir: Path) -> int:
             start = time.perf_counter_ns()
             for to in addresses[warmup:]:  # every call served from the source run's ledger rows
                 result = send_email(to=to, subject="Hello", body="Hi")
-            elapsed = time.perf_counter_ns() - start
+        # timed until the session has ended: then every served row is written (see the report's text)
+        elapsed = time.perf_counter_ns() - start
         replayed = _replayed_rows(runtime, replay.run_id)
     finally:
         runtime.shutdown()
@@ -652,8 +653,11 @@ since absolute times drift between machines and runs.
 - **replay**: the live calls recorded first by a source session (untimed, as is entering the replay
   session, which loads the source's rows), then made again in `agent_session(replay=True,
   replay_run_id=...)`: each is looked up by key among the source's rows, emits one span marked
-  `agent_relay.replayed=true` and writes one complete row for the replay run (origin `replayed`, one
-  committed INSERT); no tool body runs.
+  `agent_relay.replayed=true` and queues one complete row for the replay run (origin `replayed`),
+  written with the others in transactions of 256 rows on the ledger's background thread; no tool body
+  runs. Timed until the replay session has ended, when every row is written: a timer stopped at the
+  last call left out the rows that thread had not written yet, more or fewer as the GIL happened to be
+  shared (up to half the cost).
 - **plain**: the `@tool` called outside any session: a plain call inside one span, no ledger.
 
 ## Durability modes

@@ -5,9 +5,16 @@
 A ratio against a floor (``bench_overhead.py``) moves with the disk and the load of the day; "is this
 change slower than that one" is answered by running both, interleaved, in one session. The base revision
 is checked out in a temporary git worktree; each round runs every case once per revision, alternating
-which goes first, each in a fresh interpreter that imports its own revision's ``agent_relay`` and
-``bench/bench_overhead.py``. Reported: the median µs per call of each revision and their ratio (this
-checkout ÷ base; below 1 is faster). It writes ``bench/RESULTS_REVISIONS.md``.
+which goes first, each in a fresh interpreter that imports its own revision's ``agent_relay``. Both run
+the same measuring code (``CHILD`` below, the public API only), so a change to the benchmark cannot
+favour one side. Reported: the median µs per call of each revision and their ratio (this checkout ÷
+base; below 1 is faster). It writes ``bench/RESULTS_REVISIONS.md``.
+
+Each case is timed from its first timed call until its session has ended, when every row of its calls is
+in the ledger. A replay writes its served rows in batches on a background thread; a timer stopped at the
+last call left out whatever that thread had not written yet, and how much that was depended on how the
+GIL happened to be shared (a writer that stepped once per row got the GIL back only every switch
+interval, and wrote most of its rows after the timer stopped).
 """
 
 from __future__ import annotations
@@ -25,15 +32,53 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = Path(__file__).resolve().parent / "RESULTS_REVISIONS.md"
 CASES = ("live", "dedup", "replay")
 
-# One measurement in a child process: the case's best µs per call over ``repeats`` fresh ledgers.
+# One measurement in a child process: the case's best µs per call over ``repeats`` fresh ledgers. The
+# tool and the calls are bench_overhead.py's (three string arguments, 200 untimed warm-up calls).
 CHILD = """
-import sys, tempfile
-from pathlib import Path
-sys.path[:0] = [sys.argv[1], sys.argv[1] + "/bench"]
-import bench_overhead as b
+import sys, tempfile, time
+sys.path[:0] = [sys.argv[1]]
+from agent_relay import AgentRuntime, tool
 case, calls, repeats = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-run = {"live": b.run_live, "dedup": b.run_dedup, "replay": b.run_replay}[case]
-best = min(run(calls, 200, Path(tempfile.mkdtemp())) for _ in range(repeats))
+WARMUP = 200
+
+def once():
+    runtime = AgentRuntime(f"sqlite:///{tempfile.mkdtemp()}/ledger.db")
+    ran = []
+
+    @tool(runtime, name="send_email")
+    def send_email(to: str, subject: str, body: str) -> str:
+        ran.append(to)
+        return "msg-1"
+
+    def call(to):
+        if send_email(to=to, subject="Hello", body="Hi") != "msg-1":
+            raise SystemExit("wrong result")
+
+    warm = [f"warm{i}@example.com" for i in range(WARMUP)]
+    timed = [f"user{i}@example.com" for i in range(calls)]
+    try:
+        if case == "replay":
+            with runtime.agent_session(name="bench") as source:
+                for to in warm + timed:
+                    call(to)
+            session = runtime.agent_session(name="bench", replay=True, replay_run_id=source.run_id)
+        else:
+            session = runtime.agent_session(name="bench")
+        with session:
+            for to in warm if case != "dedup" else ["user@example.com"] * (1 + WARMUP):
+                call(to)
+            start = time.perf_counter_ns()
+            for to in timed if case != "dedup" else ["user@example.com"] * calls:
+                call(to)
+        elapsed = time.perf_counter_ns() - start  # (the session has ended: its rows are all written)
+    finally:
+        runtime.shutdown()
+    expected = {"live": WARMUP + calls, "dedup": 1, "replay": WARMUP + calls}[case]
+    if len(ran) != expected:
+        raise SystemExit(f"{case}: the tool body ran {len(ran)} times, not {expected}")
+    return elapsed
+
+best = min(once() for _ in range(repeats))
 print(best / calls / 1000)
 """
 
