@@ -169,7 +169,18 @@ def _wire_expression(name: str) -> str:
         return f"(None if r.{name} is None else b't' if r.{name} else b'f')"
     if isinstance(kind, sa.Integer):
         return f"(None if r.{name} is None else b'%d' % r.{name})"
+    if isinstance(kind, sa.JSON) or name == "arguments":  # (JSON text escapes NUL: nothing to look for)
+        return f"(None if (text := {_SQLITE[name]}) is None else text.encode())"
+    if name in _MADE_HERE:  # hex ids and keys, and states: ours, never with NUL
+        return f"(None if r.{name} is None else r.{name}.encode())"
     return f"wire_text({_SQLITE[name]})"
+
+
+# text columns whose values the library makes; the others may carry a user's text (a tool's or a model's
+# name, an error, the owner) and are checked for NUL
+_MADE_HERE = frozenset(
+    ("call_id", "run_id", "phase", "idempotency_key", "status", "trace_id", "span_id", "origin")
+)
 
 
 _SQLITE: dict[str, str] = {name: _sqlite_expression(name) for name in ROW}
