@@ -1,11 +1,19 @@
 """The drivers of a tool call: ``execute`` (sync: waits block the thread) and ``execute_async`` (every
 wait awaited on the event loop), which act on the steps ``Invocation`` returns and run the tool body; and
-``plain_call``, a tool called outside any session. Only the waiting differs between the two drivers."""
+``plain_call``, a tool called outside any session. Only the waiting differs between the two drivers.
+
+The async driver never makes the loop wait on the ledger: a call's claim and outcome go with the other
+calls' on the ledger's writer thread (``agent_relay.batching``), and a step that may make a round trip of
+its own -- a budget's reservation, a look-up for a caller's key, a global key, an approval, the run's
+cancel poll, a take-over, a claim again after waiting -- is taken on a worker thread (``_off_loop``).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -15,10 +23,11 @@ from .batching import LoopBatcher, batcher_for
 from .calls import ClaimWith, Done, Go, Invocation, Next, Poll
 from .calltable import Wait
 from .errors import AgentRelayError, ToolTimeoutError
+from .ledger.records import Held
 from .retry import await_with_timeout, call_in_thread
 from .services import Services
 from .spec import ToolSpec
-from .states import CallStatus, Durability
+from .states import CallStatus, Durability, Phase
 
 
 def execute(
@@ -119,19 +128,19 @@ async def _execute_async(
 ) -> Any:
     timeout, tries = call.spec.timeout_s, 1
     while True:  # (once, unless a retry policy says to try again)
-        step = call.begin(batch=batcher is not None)
+        step = await _begin(call, batcher)
         while type(step) is not Go:
             if type(step) is Done:
                 return served(step.value) if served else step.value
             if isinstance(step, Wait):
                 await call.wait_async(step)
-                step = call.begin(batch=batcher is not None)
+                step = await _begin(call, batcher)
             elif isinstance(step, Poll):
                 try:
                     await asyncio.sleep(step.delay)
                 except BaseException as exc:  # cancelled: the span ends and the key is free again
                     call.abandon(exc)
-                step = call.poll()
+                step = await _off_loop(call, call.poll)  # (claims again: a round trip)
             elif isinstance(step, ClaimWith):
                 step = await _claim_with(call, batcher)
             else:
@@ -157,26 +166,80 @@ async def _execute_async(
         call, tries = call.again(), tries + 1
 
 
+async def _begin(call: Invocation, batcher: LoopBatcher | None) -> Next:
+    """``call.begin``: on the loop, unless it may make a round trip to the ledger of its own."""
+    run, spec = call.run, call.spec
+    if (
+        run.spend.limit is not None  # a budgeted run's reservation
+        or call.user_key is not None  # a caller's key: its earlier row is looked up
+        or spec.approval is not None
+        or spec.global_key is not None
+        or (call.phase is Phase.FORWARD and run.cancel_poll_due())
+        or (spec.durability is Durability.OUTCOME and run.table.maybe_evicted(call.key))  # (looked up)
+    ):
+        return await _off_loop(call, functools.partial(call.begin, batch=batcher is not None))
+    return call.begin(batch=batcher is not None)
+
+
+async def _off_loop(call: Invocation, step: Callable[[], Next]) -> Next:
+    """Take ``step`` on a worker thread (in this context), so the loop runs on while it waits on the
+    ledger. Cancelled meanwhile, the step still ends (it may have claimed the row): then the call is let
+    go as a call cancelled while its claim was written is."""
+    context = contextvars.copy_context()
+    done = asyncio.get_running_loop().run_in_executor(None, context.run, step)
+    try:
+        return await asyncio.shield(done)
+    except asyncio.CancelledError as cancelled:
+        try:
+            after = await _result_of(done)
+        except BaseException:  # the step failed: it let the call go itself
+            raise cancelled from None
+        _let_go(call, after, cancelled)
+        raise
+
+
+async def _result_of(done: asyncio.Future[Next]) -> Next:
+    """What a shielded step came to, once it ends (a cancel of this wait does not stop the step)."""
+    while True:
+        try:
+            return await asyncio.shield(done)
+        except asyncio.CancelledError:
+            if done.done():
+                return done.result()
+
+
+def _let_go(call: Invocation, after: Next, cancelled: BaseException) -> None:
+    """A cancelled call whose step came to ``after``: its row records the failure (it held the claim),
+    or its span ends and its key is free again (nothing of it was written)."""
+    if isinstance(after, Go):
+        call.failed(cancelled)  # so the row says it failed (the body never ran): key freed
+    elif isinstance(after, Poll | ClaimWith):
+        call.abandon(cancelled)
+
+
 async def _claim_with(call: Invocation, batcher: LoopBatcher | None) -> Next:
     """Write the claim with the other calls' of this loop turn; the step after it."""
     assert batcher is not None and call.record is not None
     write = batcher.submit_start(call.record)
     try:
-        return call.claimed(await batcher.result(write))
+        claim = await batcher.result(write)
     except asyncio.CancelledError as cancelled:  # its claim was written before this went on
-        after = call.claimed(write.result)
-        if isinstance(after, Go):
-            call.failed(cancelled)  # so the row says it failed (the body never ran): key freed
-        elif isinstance(after, Poll):
-            call.abandon(cancelled)
+        _let_go(call, call.claimed(write.result), cancelled)
         raise
+    if (
+        isinstance(claim, Held)
+        and call.record.status is not CallStatus.AWAITING_APPROVAL
+        and (call.spec.global_key is None or call.phase is not Phase.FORWARD)
+    ):
+        return call.claimed(claim)  # (held, and nothing more to ask the ledger: straight on)
+    return await _off_loop(call, functools.partial(call.claimed, claim))
 
 
 async def _succeeded(call: Invocation, result: Any, batcher: LoopBatcher | None) -> Any:
     """``call.succeeded``, with the outcome of a batched call written off the loop (the span ends
     first)."""
-    if batcher is None or not call.batched:
-        return call.succeeded(result)
+    if batcher is None or not call.batched:  # (its outcome is written by the span's end: off the loop)
+        return await asyncio.to_thread(call.succeeded, result)
     cost = call.outcome(result)
     assert call.span is not None and call.record is not None
     call.span.end()
@@ -198,7 +261,7 @@ async def _failed(call: Invocation, exc: BaseException, batcher: LoopBatcher | N
     record = call.record
     assert record is not None
     if batcher is None or not call.batched or record.status is not CallStatus.PENDING:
-        return call.failed(exc)
+        return await asyncio.to_thread(call.failed, exc)
     cost = call.failing(exc)
     record.ended_ns = time.time_ns()
     write = batcher.submit_finish(record)

@@ -150,6 +150,10 @@ class Run:
                 self.cancelled, self.cancel_reason = self.services.ledger.cancel_requested(self.run_id)
         return self.table.reserve(phase, key, self._decide, tool_name)
 
+    def cancel_poll_due(self) -> bool:
+        """Whether the next forward call's ``fate`` asks the ledger whether the run was cancelled."""
+        return not self.cancelled and time.monotonic() - self._cancel_checked >= CANCEL_POLL_S
+
     def cancel(self, reason: str | None) -> None:
         """Refuse this run's forward calls from now on (a cancel asked in this process)."""
         self.cancel_reason = reason

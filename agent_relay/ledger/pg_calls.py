@@ -2,10 +2,11 @@
 
 One round trip per commit: connections are in autocommit mode, so the claim is one ``INSERT ... ON
 CONFLICT ... RETURNING`` (a look-up follows only when another row holds the key), a strict call's end one
-``UPDATE``, an outcome call's row one ``INSERT``; a batch is one transaction sent in pipeline mode. psycopg
-prepares a statement once a connection has run it a few times (``prepare_threshold``, a connect
-argument: 5 by default, ``None`` behind a pooler that cannot keep them). Each thread takes its own
-connection from a small pool (``pg_pool``), so threads overlap their round trips.
+``UPDATE``, an outcome call's row one ``INSERT``; a batch is one statement (``pg_batch``). These go
+through libpq itself (``pg_wire``), prepared on each connection (unless ``prepare_threshold=None``, a
+connect argument, for a pooler that cannot keep prepared statements); the rarer statements go through a
+psycopg cursor. Each thread takes its own connection from a small pool (``pg_pool``), so threads overlap
+their round trips.
 
 No liveness ping before a statement: a connection the server dropped (``pg_terminate_backend``, a
 restart, a failover) shows itself by the statement failing, and the statement is tried once more on a new

@@ -10,16 +10,19 @@ and a busy CI machine stays well inside both.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from agent_relay import AgentRuntime, tool
-from tests.support import calls_of
+from tests.support import calls_of, run_row
 
 HOLD_S = 1.0  # how long the call that is waited on runs, from the moment the wait begins
 MIN_TICKS = 20
@@ -190,3 +193,117 @@ def test_waiting_on_an_identical_call_in_the_same_session_lets_the_loop_run(data
     assert [(r["status"], r["output"], r["attempts"]) for r in rows] == [("succeeded", "slow-1", 1)]
     assert released_at and heartbeat.end >= released_at[0]
     heartbeat.check()
+
+
+class RunRowLock:
+    """Another client holding the write lock on a run's row (SQLite: the database's write lock) until
+    ``release``; on PostgreSQL the row lock a reservation's ``UPDATE`` waits for."""
+
+    def __init__(self, runtime: AgentRuntime, run_id: str) -> None:
+        engine = runtime.ledger.engine
+        self._conn: Any
+        if engine.dialect.name == "sqlite":
+            self._conn = sqlite3.connect(
+                engine.url.database or "", isolation_level=None, check_same_thread=False
+            )
+            self._conn.execute("BEGIN IMMEDIATE")
+        else:
+            self._conn = engine.connect()
+            self._conn.exec_driver_sql(f"SELECT 1 FROM agent_runs WHERE run_id = '{run_id}' FOR UPDATE")
+        self.released_at: list[float] = []
+
+    def release_later(self) -> threading.Timer:
+        def go() -> None:
+            self.released_at.append(time.monotonic())
+            self._conn.rollback()
+
+        timer = threading.Timer(HOLD_S, go)
+        timer.daemon = True
+        timer.start()
+        return timer
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def test_a_budgeted_call_whose_reservation_waits_on_the_ledger_lets_the_loop_run(database_url: str) -> None:
+    """A budgeted run reserves each call's estimate on its row before the call runs: a round trip that
+    waits while another client holds the row. It is taken off the loop: the heartbeat ticks meanwhile,
+    and the call runs once the row is free."""
+    runtime = AgentRuntime(database_url)
+    bodies: list[int] = []
+
+    @tool(runtime, cost_estimate=Decimal("0.1"), cost=Decimal("0.05"))
+    async def lookup(x: int) -> str:
+        bodies.append(x)
+        return f"found-{x}"
+
+    heartbeat = Heartbeat()
+    locks: list[RunRowLock] = []
+
+    async def agent() -> tuple[str, str]:
+        async with runtime.agent_session(name="budgeted", budget_limit="1") as session:
+            assert await lookup(0) == "found-0"  # (the run's cancel poll is done: only the reservation waits)
+            lock = RunRowLock(runtime, session.run_id)
+            locks.append(lock)
+            lock.release_later()
+            return await while_ticking(lambda: lookup(1), heartbeat), session.run_id
+
+    try:
+        result, run_id = asyncio.run(agent())
+        run = run_row(runtime, run_id)
+        rows = calls_of(runtime, run_id)
+    finally:
+        for lock in locks:
+            lock.close()
+        runtime.shutdown()
+    assert result == "found-1" and bodies == [0, 1]
+    assert [(r["status"], r["cost_usd"]) for r in rows] == [("succeeded", Decimal("0.05"))] * 2
+    assert (run["status"], run["cost_usd"], run["reserved_usd"]) == ("succeeded", Decimal("0.1"), 0)
+    assert locks[0].released_at and heartbeat.end >= locks[0].released_at[0]  # it waited for the row
+    heartbeat.check()
+
+
+def test_a_call_cancelled_while_its_reservation_waits_reserves_nothing_and_can_run_again(
+    database_url: str,
+) -> None:
+    """Cancelled while its reservation waits off the loop: the reservation still ends (it was on its
+    way), then is given back; nothing of the call is recorded, and the same call later runs."""
+    runtime = AgentRuntime(database_url)
+    bodies: list[int] = []
+
+    @tool(runtime, cost_estimate=Decimal("0.1"), cost=Decimal("0.05"))
+    async def lookup(x: int) -> str:
+        bodies.append(x)
+        return f"found-{x}"
+
+    locks: list[RunRowLock] = []
+
+    async def agent() -> tuple[str, str]:
+        async with runtime.agent_session(name="budgeted", budget_limit="1") as session:
+            await lookup(0)
+            lock = RunRowLock(runtime, session.run_id)
+            locks.append(lock)
+            waiting = asyncio.create_task(lookup(1))
+            await asyncio.sleep(0.2)  # its reservation is waiting for the row
+            waiting.cancel()
+            lock.release_later()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+            assert waiting.cancelled()
+            return await lookup(1), session.run_id
+
+    try:
+        result, run_id = asyncio.run(agent())
+        run = run_row(runtime, run_id)
+        rows = calls_of(runtime, run_id)
+    finally:
+        for lock in locks:
+            lock.close()
+        runtime.shutdown()
+    assert result == "found-1" and bodies == [0, 1]  # the cancelled try never ran its body
+    assert [(r["status"], r["output"], r["attempts"]) for r in rows] == [
+        ("succeeded", "found-0", 1),
+        ("succeeded", "found-1", 1),  # the cancelled try left no row behind
+    ]
+    assert (run["cost_usd"], run["reserved_usd"]) == (Decimal("0.1"), 0)  # its reservation was given back
