@@ -236,7 +236,7 @@ def run_relay(calls: int, warmup: int, workdir: Path, *, synchronous: str, suffi
             start = time.perf_counter_ns()
             for i in range(calls):
                 result = tiny(i=i)
-            replay_ns = time.perf_counter_ns() - start
+        replay_ns = time.perf_counter_ns() - start  # (its session has ended: every replayed row is written)
     finally:
         runtime.shutdown()
     both = 2 * (warmup + calls)
@@ -1048,19 +1048,21 @@ last result), compiled with `SqliteSaver`.
   commits a pending row before the body runs (a second commit), so a crash mid-call leaves the call
   known to be in doubt; that is more than a DBOS step records, and the targets table shows it beside.
 - **What is timed.** agent_relay: the calls (session entry and exit, which write the run's row, are not
-  timed, as in `bench_overhead.py`). DBOS: the loop of steps inside the workflow function (the workflow's
-  own start and end rows are not timed); each step's output is committed before the step returns.
-  LangGraph: the whole `invoke()`, because with `durability="async"` checkpoints are still being written
-  after the last node ran; its start and end add two or three super-steps to the {args.calls}.
+  timed, as in `bench_overhead.py`; a replay's exit is, see below). DBOS: the loop of steps inside the
+  workflow function (the workflow's own start and end rows are not timed); each step's output is
+  committed before the step returns. LangGraph: the whole `invoke()`, because with `durability="async"`
+  checkpoints are still being written after the last node ran; its start and end add two or three
+  super-steps to the {args.calls}.
 - **Recorded calls served.** agent_relay: `agent_session(replay=True, replay_run_id=...)` of the live
   run (loading the source's rows at session entry is not timed); each call writes a `replayed` row, in
-  batches. DBOS: `DBOS.fork_workflow(workflow_id, start_step=N + 1)` copies the N recorded step outputs
-  to a new workflow, which runs the same function: every step is served from its record (the path of a
-  recovered workflow), no step body runs, nothing is written per step; the fork's copy and the queue
-  dispatch are not timed. A second call of a finished workflow with the same id returns its recorded
-  result without running its body at all, so it serves no step. LangGraph has no per-node counterpart:
-  resuming a thread from a checkpoint restores its state and runs only the nodes after it (the ones
-  before are not called, so no call is served): not measured.
+  batches on a background thread, timed until the session has ended and every row is written. DBOS:
+  `DBOS.fork_workflow(workflow_id, start_step=N + 1)` copies the N recorded step outputs to a new workflow,
+  which runs the same function: every step is served from its record (the path of a recovered workflow),
+  no step body runs, nothing is written per step; the fork's copy and the queue dispatch are not timed.
+  A second call of a finished workflow with the same id returns its recorded result without running its
+  body at all, so it serves no step. LangGraph has no per-node counterpart: resuming a thread from a
+  checkpoint restores its state and runs only the nodes after it (the ones before are not called, so no
+  call is served): not measured.
 - **Tracing.** agent_relay's rows include an OpenTelemetry SDK span per call (no exporter), as the floor
   does. DBOS starts its spans on the global tracer provider, which is OpenTelemetry's no-op proxy here
   (no OTLP endpoint configured), and LangGraph records none: their rows carry no span cost.
