@@ -226,17 +226,37 @@ class RunRowLock:
         self._conn.close()
 
 
-def test_a_budgeted_call_whose_reservation_waits_on_the_ledger_lets_the_loop_run(database_url: str) -> None:
-    """A budgeted run reserves each call's estimate on its row before the call runs: a round trip that
-    waits while another client holds the row. It is taken off the loop: the heartbeat ticks meanwhile,
-    and the call runs once the row is free."""
-    runtime = AgentRuntime(database_url)
+def _budgeted_lookup(runtime: AgentRuntime) -> tuple[Callable[[int], Awaitable[str]], list[int]]:
+    """An async tool that reserves 0.1 before it runs and costs 0.05, and the arguments its body ran with."""
     bodies: list[int] = []
 
     @tool(runtime, cost_estimate=Decimal("0.1"), cost=Decimal("0.05"))
     async def lookup(x: int) -> str:
         bodies.append(x)
         return f"found-{x}"
+
+    return lookup, bodies
+
+
+def _run_locked(
+    runtime: AgentRuntime, agent: Callable[[], Awaitable[tuple[str, str]]], locks: list[RunRowLock]
+) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
+    """Run ``agent`` (its result and run id); then its run's row and calls, the locks closed."""
+    try:
+        result, run_id = asyncio.run(agent())
+        return result, run_row(runtime, run_id), calls_of(runtime, run_id)
+    finally:
+        for lock in locks:
+            lock.close()
+        runtime.shutdown()
+
+
+def test_a_budgeted_call_whose_reservation_waits_on_the_ledger_lets_the_loop_run(database_url: str) -> None:
+    """A budgeted run reserves each call's estimate on its row before the call runs: a round trip that
+    waits while another client holds the row. It is taken off the loop: the heartbeat ticks meanwhile,
+    and the call runs once the row is free."""
+    runtime = AgentRuntime(database_url)
+    lookup, bodies = _budgeted_lookup(runtime)
 
     heartbeat = Heartbeat()
     locks: list[RunRowLock] = []
@@ -249,14 +269,7 @@ def test_a_budgeted_call_whose_reservation_waits_on_the_ledger_lets_the_loop_run
             lock.release_later()
             return await while_ticking(lambda: lookup(1), heartbeat), session.run_id
 
-    try:
-        result, run_id = asyncio.run(agent())
-        run = run_row(runtime, run_id)
-        rows = calls_of(runtime, run_id)
-    finally:
-        for lock in locks:
-            lock.close()
-        runtime.shutdown()
+    result, run, rows = _run_locked(runtime, agent, locks)
     assert result == "found-1" and bodies == [0, 1]
     assert [(r["status"], r["cost_usd"]) for r in rows] == [("succeeded", Decimal("0.05"))] * 2
     assert (run["status"], run["cost_usd"], run["reserved_usd"]) == ("succeeded", Decimal("0.1"), 0)
@@ -270,12 +283,7 @@ def test_a_call_cancelled_while_its_reservation_waits_reserves_nothing_and_can_r
     """Cancelled while its reservation waits off the loop: the reservation still ends (it was on its
     way), then is given back; nothing of the call is recorded, and the same call later runs."""
     runtime = AgentRuntime(database_url)
-    bodies: list[int] = []
-
-    @tool(runtime, cost_estimate=Decimal("0.1"), cost=Decimal("0.05"))
-    async def lookup(x: int) -> str:
-        bodies.append(x)
-        return f"found-{x}"
+    lookup, bodies = _budgeted_lookup(runtime)
 
     locks: list[RunRowLock] = []
 
@@ -293,14 +301,7 @@ def test_a_call_cancelled_while_its_reservation_waits_reserves_nothing_and_can_r
             assert waiting.cancelled()
             return await lookup(1), session.run_id
 
-    try:
-        result, run_id = asyncio.run(agent())
-        run = run_row(runtime, run_id)
-        rows = calls_of(runtime, run_id)
-    finally:
-        for lock in locks:
-            lock.close()
-        runtime.shutdown()
+    result, run, rows = _run_locked(runtime, agent, locks)
     assert result == "found-1" and bodies == [0, 1]  # the cancelled try never ran its body
     assert [(r["status"], r["output"], r["attempts"]) for r in rows] == [
         ("succeeded", "found-0", 1),

@@ -34,42 +34,34 @@ def test_an_unencodable_result_fails_the_call_and_the_call_can_run_again(databas
     assert rows[0]["error_type"] == "agent_relay.errors.OutputEncodingError"
 
 
-def test_an_error_message_that_is_not_utf8_is_recorded_escaped(database_url: str) -> None:
+@pytest.mark.parametrize(
+    ("message", "recorded"),
+    [
+        ("cannot parse caf\udce9.txt", "cannot parse caf\\udce9.txt"),  # a lone surrogate: not UTF-8
+        ("bad byte \x00 at 7", "bad byte \\x00 at 7"),  # NUL: PostgreSQL's text cannot hold it
+    ],
+    ids=["not-utf8", "nul"],
+)
+def test_an_error_message_the_ledger_cannot_hold_is_recorded_escaped(
+    database_url: str, message: str, recorded: str
+) -> None:
+    """Alike on both backends: the call's and the run's rows are written (not a ``LedgerError``), with the
+    character escaped."""
     runtime = AgentRuntime(database_url)
     try:
 
         @tool(runtime)
         def parse(path: str) -> str:
-            raise ValueError("cannot parse caf\udce9.txt")
+            raise ValueError(message)
 
-        with pytest.raises(ValueError, match="caf"), runtime.agent_session(name="files") as session:
+        with pytest.raises(ValueError), runtime.agent_session(name="files") as session:
             parse("x")
         rows = calls_of(runtime, session.run_id)
         run = run_row(runtime, session.run_id)
     finally:
         runtime.shutdown()
-    assert [(r["status"], r["error_message"]) for r in rows] == [("failed", "cannot parse caf\\udce9.txt")]
-    assert (run["status"], run["error_message"]) == ("failed", "cannot parse caf\\udce9.txt")
-
-
-def test_an_error_message_with_nul_is_recorded_escaped_on_every_backend(database_url: str) -> None:
-    """PostgreSQL's text cannot hold NUL: the message is recorded with ``\\x00`` in its place, on both
-    backends alike, and the call and the run are written (not a ``LedgerError``)."""
-    runtime = AgentRuntime(database_url)
-    try:
-
-        @tool(runtime)
-        def read_blob(n: int) -> str:
-            raise ValueError("bad byte \x00 at 7")
-
-        with pytest.raises(ValueError, match="bad byte"), runtime.agent_session(name="blobs") as session:
-            read_blob(1)
-        rows = calls_of(runtime, session.run_id)
-        run = run_row(runtime, session.run_id)
-    finally:
-        runtime.shutdown()
-    assert [(r["status"], r["error_message"]) for r in rows] == [("failed", "bad byte \\x00 at 7")]
-    assert (run["status"], run["error_message"]) == ("failed", "bad byte \\x00 at 7")
+    assert [(r["status"], r["error_message"]) for r in rows] == [("failed", recorded)]
+    assert (run["status"], run["error_message"]) == ("failed", recorded)
 
 
 def _deep(levels: int) -> list[Any]:
