@@ -17,6 +17,7 @@ cursor would have raised (``psycopg.errors.error_from_result``), and a lost conn
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
 from collections.abc import Sequence
@@ -32,18 +33,17 @@ Params = Sequence[bytes | None]
 
 
 class Statement:
-    """One statement's text for libpq (``$1``, ``$2`` ... for psycopg's ``%s``) and its prepared name."""
+    """One statement's text for libpq (``$1``, ``$2`` ... for psycopg's ``%s``) and its prepared name,
+    made from the text (the same statement made again is the one a connection already prepared)."""
 
     __slots__ = ("name", "sql")
-
-    _names = itertools.count(1)
 
     def __init__(self, sql: str) -> None:
         if "%%" in sql or re.search(r"%[^s]", sql):
             raise ValueError(f"a wire statement takes plain %s placeholders only: {sql!r}")
         numbers = itertools.count(1)
         self.sql = re.sub("%s", lambda _: f"${next(numbers)}", sql).encode()
-        self.name = f"agent_relay_{next(self._names)}".encode()
+        self.name = f"agent_relay_{hashlib.sha256(self.sql).hexdigest()[:24]}".encode()
 
 
 class Wire:
