@@ -10,6 +10,7 @@ import datetime as dt
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
@@ -118,6 +119,16 @@ def test_writes_queued_behind_a_commit_share_the_next_and_each_gets_its_own_resu
     assert rows[3].owner == "other-host:1"
 
 
+def _in_threads(share: Callable[[int], None], count: int) -> None:
+    """``share(0)`` .. ``share(count - 1)``, each on a thread of its own in this context (the session's:
+    a new thread starts without it), until all have ended."""
+    threads = [threading.Thread(target=contextvars.copy_context().run, args=(share, t)) for t in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def test_a_thread_on_its_own_writes_at_once_and_threads_record_every_call_once(database_url: str) -> None:
     runtime = AgentRuntime(database_url)
     ran: list[int] = []
@@ -138,13 +149,7 @@ def test_a_thread_on_its_own_writes_at_once_and_threads_record_every_call_once(d
             for n in range(5):
                 charge(n)
             alone = group.shared  # one thread: every write alone, at once
-            threads = [
-                threading.Thread(target=contextvars.copy_context().run, args=(share, t)) for t in range(8)
-            ]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            _in_threads(share, 8)
         rows = calls_of(runtime, session.run_id)
     finally:
         runtime.shutdown()
@@ -171,13 +176,7 @@ def test_budgeted_calls_from_threads_settle_their_run_once_each(database_url: st
 
     try:
         with runtime.agent_session(name="budgeted", budget_limit=100) as session:
-            threads = [
-                threading.Thread(target=contextvars.copy_context().run, args=(share, t)) for t in range(6)
-            ]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            _in_threads(share, 6)
         rows = calls_of(runtime, session.run_id)
         run = run_row(runtime, session.run_id)
     finally:
