@@ -37,6 +37,7 @@ from .records import Approval, CallRecord, Claim, Found, Held, Reserved
 from .schema import tool_calls
 
 _T = TypeVar("_T")
+_A = TypeVar("_A")
 _C = TypeVar("_C", bound=Claim | LedgerError)
 BatchResults = tuple[list[Claim | LedgerError], list[LedgerError | None]]
 """What ``CallWriter.write_batch`` gives each record: its claim or error, its outcome's error or None."""
@@ -132,15 +133,23 @@ class CallWriter:
         )
 
     def _write(self, action: str, record: CallRecord, write: Callable[[CallRecord], _T]) -> _T:
-        """Run one backend method under the database's lock, our own SQL kept out of traces (only when a
-        driver instrumentation could see it: attaching a context costs, and this runs on every call).
-        A failure is a ``LedgerError`` saying ``could not <action>`` (``{tool}``: the record's tool)."""
+        """Run one backend method on ``record`` (see ``_guarded``; ``{tool}`` in ``action``: its tool)."""
+        return self._guarded(action, record.run_id, record.tool_name, write, record)
+
+    def _guarded(
+        self, action: str, run_id: str, tool_name: str | None, write: Callable[[_A], _T], arg: _A
+    ) -> _T:
+        """``write(arg)`` under the database's lock, our own SQL kept out of traces (only when a driver
+        instrumentation could see it: attaching a context costs, and this runs on every call). A failure
+        is a ``LedgerError`` saying ``could not <action>`` (``{tool}``: ``tool_name``), naming the run."""
         with self._db.lock:
             token = suppress_instrumentation() if self._backend.instrumented else None
             try:
-                return write(record)
+                return write(arg)
             except Exception as exc:
-                raise self._error(action, record, exc) from exc
+                raise self._db.error(
+                    action.format(tool=repr(tool_name)), exc, run_id=run_id, tool_name=tool_name
+                ) from exc
             finally:
                 if token is not None:
                     otel_context.detach(token)  # type: ignore[arg-type]
@@ -282,26 +291,13 @@ class CallWriter:
         stay within its limit (spent + reserved + amount <= limit), in one committed step; what the run's
         row said either way."""
         action = "reserve budget for a call of tool {tool}"
-        return self._on_run(action, run_id, tool_name, lambda: self._backend.reserve(run_id, amount))
+        return self._guarded(action, run_id, tool_name, lambda _: self._backend.reserve(run_id, amount), None)
 
     def release(self, run_id: str, hold: Decimal, cost: Decimal = Decimal(0)) -> None:
         """Release ``hold`` of run ``run_id``'s reservations and add ``cost`` to its cost: for what no
         call's outcome write settled (a call served after all, usage counted outside any call)."""
         action = "release budget reserved for a call"
-        self._on_run(action, run_id, None, lambda: self._backend.settle_run(run_id, cost, hold))
-
-    def _on_run(self, action: str, run_id: str, tool_name: str | None, write: Callable[[], _T]) -> _T:
-        with self._db.lock:
-            token = suppress_instrumentation() if self._backend.instrumented else None
-            try:
-                return write()
-            except Exception as exc:
-                raise self._db.error(
-                    action.format(tool=repr(tool_name)), exc, run_id=run_id, tool_name=tool_name
-                ) from exc
-            finally:
-                if token is not None:
-                    otel_context.detach(token)  # type: ignore[arg-type]
+        self._guarded(action, run_id, None, lambda _: self._backend.settle_run(run_id, cost, hold), None)
 
     def not_recorded(self, record: CallRecord) -> LedgerError:
         """A call whose outcome found no row to take it: another worker settled or recorded it first, or
