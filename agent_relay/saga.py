@@ -152,7 +152,7 @@ class Saga:
             try:
                 self._services.ledger.keys.release(step.call_id, pending_only=False)
             except AgentRelayError as exc:
-                self._note(CompensationFailure(step.compensation.name, step.forward.name, step.seq, exc))
+                self._failed(step, exc)
 
     def _failed(self, step: compensation.Step, exc: BaseException) -> None:
         self._note(CompensationFailure(step.compensation.name, step.forward.name, step.seq, exc))
