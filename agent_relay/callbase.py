@@ -203,20 +203,27 @@ class CallBase:
 
     def check_user_key(self, recorded_arguments: Any) -> None:
         """Stripe's rule: a caller-supplied key may only be reused with the same arguments."""
-        if self.user_key is None or recorded_arguments == self.args_json:
+        err = self.key_reuse(recorded_arguments, self.run.run_id)
+        if err is None:
             return
-        redact = self.spec.content.redactor  # (the message reaches spans and the ledger)
-        if recorded_arguments == self.spec.content.for_ledger(self.args_json):
-            return  # the ledger's (redacted) copy of the same arguments
-        err = IdempotencyKeyReuseError(
-            tool_name=self.spec.name,
-            user_key=self.user_key,
-            run_id=self.run.run_id,
-            difference=argument_diff(recorded_arguments or {}, self.args_json, redact),
-        )
         if self.span is not None and self.span.is_recording() and self.record is not None:
             self.abandon(err)
         raise err
+
+    def key_reuse(self, recorded_arguments: Any, run_id: str) -> IdempotencyKeyReuseError | None:
+        """The error of a caller-supplied key used before (in run ``run_id``) with other arguments than
+        this call's; ``None`` when they are the same (or the ledger's redacted copy of them)."""
+        if self.user_key is None or recorded_arguments == self.args_json:
+            return None
+        redact = self.spec.content.redactor  # (the message reaches spans and the ledger)
+        if recorded_arguments == self.spec.content.for_ledger(self.args_json):
+            return None  # the ledger's (redacted) copy of the same arguments
+        return IdempotencyKeyReuseError(
+            tool_name=self.spec.name,
+            user_key=self.user_key,
+            run_id=run_id,
+            difference=argument_diff(recorded_arguments or {}, self.args_json, redact),
+        )
 
     def failed(self, exc: BaseException) -> None:
         """Record the live call as failed with ``exc`` (``Invocation``: the live path)."""

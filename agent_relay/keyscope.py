@@ -29,11 +29,11 @@ from typing import Any, NamedTuple, NoReturn
 
 from . import semconv, spans
 from .callbase import CallBase
-from .errors import CallInDoubtError, CallInProgressError, IdempotencyKeyReuseError, LedgerError
+from .errors import CallInDoubtError, CallInProgressError, LedgerError
 from .keys import scope_key
+from .ledger.columns import instant
 from .ledger.connection import owner_is_gone
 from .ledger.key_claims import Holder, KeyClaim
-from .replay import argument_diff
 from .states import CallStatus, Origin
 
 HELD = "held"
@@ -91,12 +91,8 @@ def decide(holder: Holder, call_id: str, now: dt.datetime, idempotent: bool) -> 
 
 
 def _expired(holder: Holder, now: dt.datetime) -> bool:
-    expires = holder.expires_at
-    if expires is None:
-        return False
-    if expires.tzinfo is None:  # (SQLite: stored as UTC, read back naive)
-        expires = expires.replace(tzinfo=dt.UTC)
-    return expires <= now
+    expires = instant(holder.expires_at)  # (SQLite: stored as UTC, read back naive)
+    return expires is not None and expires <= now
 
 
 # --- acting on it --------------------------------------------------------------------------------------
@@ -196,19 +192,9 @@ def _serve(call: CallBase, fate: Serve) -> Any:
 
 def _check_arguments(call: CallBase, holder: Holder) -> None:
     """Stripe's rule, across runs: a global key may only be used again with the same arguments."""
-    recorded, given = holder.arguments, call.args_json
-    if recorded == given or recorded == call.spec.content.for_ledger(given):
-        return
-    assert call.user_key is not None
-    _refuse(
-        call,
-        IdempotencyKeyReuseError(
-            tool_name=call.spec.name,
-            user_key=call.user_key,
-            run_id=holder.run_id,
-            difference=argument_diff(recorded or {}, given, call.spec.content.redactor),
-        ),
-    )
+    err = call.key_reuse(holder.arguments, holder.run_id)
+    if err is not None:
+        _refuse(call, err)
 
 
 def _refuse(call: CallBase, error: BaseException) -> NoReturn:
