@@ -31,6 +31,11 @@ def settles(record: CallRecord) -> bool:
     return hold is not None and (hold != 0 or bool(record.cost_usd))
 
 
+def _within(spent: Decimal, reserved: Decimal, limit: Decimal | None, amount: Decimal) -> bool:
+    """The rule a reservation is granted by (the PostgreSQL statements say it in SQL)."""
+    return limit is not None and spent + reserved + amount <= limit
+
+
 def amounts(record: CallRecord) -> tuple[str, Decimal, Decimal]:
     """(its run, the cost to add, the reservation to release): what settling ``record`` writes."""
     return record.run_id, record.cost_usd or _ZERO, record.budget_hold or _ZERO
@@ -58,13 +63,13 @@ def reserve_sqlite(conn: sqlite3.Connection, run_id: str, amount: Decimal) -> Re
     """Reserve ``amount`` on run ``run_id`` if it stays within the run's limit."""
     row = conn.execute(_SELECT_SQLITE, (run_id,)).fetchone()
     if row is None:
-        return Reserved(False, _ZERO, _ZERO, None)
-    spent, reserved = _money(row[0]), _money(row[1])
+        return reserved(False, None)
+    spent, others = _money(row[0]), _money(row[1])
     limit = None if row[2] is None else _money(row[2])
-    if limit is None or spent + reserved + amount > limit:
-        return Reserved(False, spent, reserved, limit)
-    conn.execute(_RESERVE_SQLITE, (money_text(reserved + amount), run_id))
-    return Reserved(True, spent, reserved, limit)
+    if not _within(spent, others, limit, amount):
+        return Reserved(False, spent, others, limit)
+    conn.execute(_RESERVE_SQLITE, (money_text(others + amount), run_id))
+    return Reserved(True, spent, others, limit)
 
 
 # --- psycopg: one statement each ------------------------------------------------------------------------
@@ -132,9 +137,9 @@ def reserve_sqlalchemy(conn: Connection, run_id: str, amount: Decimal) -> Reserv
         )
     row = conn.execute(current).first()
     if row is None:
-        return Reserved(False, _ZERO, _ZERO, None)
+        return reserved(False, None)
     spent, others, limit = row
-    if limit is None or spent + others + amount > limit:
+    if not _within(spent, others, limit, amount):
         return Reserved(False, spent, others, limit)
     conn.execute(agent_runs.update().where(where).values(reserved_usd=others + amount))
     return Reserved(True, spent, others, limit)
