@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .errors import UnknownToolError
+from .ledger.columns import instant
 from .ledger.connection import owner_is_gone
 from .spec import ToolSpec
 from .states import RunStatus
@@ -77,10 +78,9 @@ def interleave(steps: Sequence[Step], kids: Sequence[Child]) -> list[Step | Chil
 
 
 def _after(child: Any, call: Any) -> bool:
-    try:
-        return bool(child >= call)
-    except TypeError:  # (one of them naive, the other aware: both are UTC)
-        return bool(child.replace(tzinfo=None) >= call.replace(tzinfo=None))
+    """Whether instant ``child`` is at or after ``call`` (either may be naive UTC, as SQLite reads back)."""
+    later, earlier = instant(child), instant(call)
+    return later is not None and earlier is not None and later >= earlier
 
 
 def plan(rows: Iterable[Any], tools: Mapping[str, ToolSpec]) -> list[Step]:
