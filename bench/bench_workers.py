@@ -79,8 +79,10 @@ class Shape:
 FLOOR_COUNTS = (1, 4)  # worker processes (and pgbench clients) of the floor comparison
 FLOOR_TARGET = 0.5  # issue 18: at least half of pgbench's calls/s
 DURABILITIES = ("strict", "outcome")
-IN_PROCESS = (Shape(threads=1), Shape(threads=8), Shape(gather=100))
+IN_PROCESS = (Shape(threads=1), Shape(threads=8), Shape(threads=16), Shape(gather=100))
 SECTIONS = ("workers", "floor", "threads")
+# untimed calls before each in-process run, spread over its threads (a dozen each for 16 threads)
+IN_PROCESS_WARMUP = 200
 
 
 # --- the worker process -----------------------------------------------------------------------------------
@@ -144,14 +146,12 @@ def worker_main(url: str, worker: int, calls: int, warmup: int, shape: Shape) ->
         asyncio.run(gathered(latencies))
     else:
         with runtime.agent_session(name="bench") as session:
-            for i in range(calls, calls + warmup):  # distinct from the timed arguments
-                send(i, worker)
+            # warm-up on as many threads as the timed calls (arguments distinct from theirs): each thread's
+            # pooled connection is made and its statements prepared before the clock starts, as in a
+            # process that has been running a while
+            _in_threads(shape.threads, range(calls, calls + warmup), timed, [])
             # each thread its share of the calls, in the session's context (a new thread starts without it)
-            shares = [range(t, calls, shape.threads) for t in range(shape.threads)]
-            threads = [
-                threading.Thread(target=contextvars.copy_context().run, args=(_loop, share, timed, latencies))
-                for share in shares
-            ]
+            threads = _threads(shape.threads, range(calls), timed, latencies)
             print("ready", flush=True)
             if sys.stdin.readline().strip() != "go":
                 raise SystemExit("worker: no start signal on stdin")
@@ -167,6 +167,28 @@ def worker_main(url: str, worker: int, calls: int, warmup: int, shape: Shape) ->
         raise SystemExit(f"worker {worker}: {len(latencies)} of {calls} calls returned")
     result = {"run_id": run_ids[0], "start": times[0], "end": times[1], "latencies_ns": latencies}
     print(json.dumps(result), flush=True)
+
+
+def _threads(
+    count: int, calls: range, timed: Callable[[int, list[int]], None], latencies: list[int]
+) -> list[threading.Thread]:
+    """``count`` threads (not started), each making its share of ``calls`` in the caller's context."""
+    return [
+        threading.Thread(
+            target=contextvars.copy_context().run, args=(_loop, calls[t::count], timed, latencies)
+        )
+        for t in range(count)
+    ]
+
+
+def _in_threads(
+    count: int, calls: range, timed: Callable[[int, list[int]], None], latencies: list[int]
+) -> None:
+    threads = _threads(count, calls, timed, latencies)
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def _loop(share: range, timed: Callable[[int, list[int]], None], latencies: list[int]) -> None:
@@ -640,16 +662,18 @@ def in_process_section(args: argparse.Namespace, runs: Sequence[tuple[Shape, Run
     return f"""## Threads and async calls in one process (PostgreSQL)
 
 One worker process, one `agent_session`, {args.in_process_calls} timed `strict` calls: from 1 thread,
-from 8 threads (each its share, in the session's context), and as async calls of an `async def` tool,
-gathered 100 at a time (`asyncio.gather`: their claims and outcomes share commits).
+from 8 and from 16 threads (each its share, in the session's context), and as async calls of an
+`async def` tool, gathered 100 at a time (`asyncio.gather`: their claims and outcomes share commits).
+Each run first makes {IN_PROCESS_WARMUP} untimed calls in the same shape (on as many threads), so the
+pool's connections are made and their statements prepared before the clock starts.
 
 {in_process_table(runs)}
 
 - **x 1 thread**: calls/s over the one-thread calls/s of the same repeats; the target of issue 18 is
   3x for 8 threads. Threads' writes share commits (`agent_relay/ledger/group.py`): a thread that
-  finds no write in flight writes at once, alone; threads that find one queue behind it, and their
-  writes go in the next transaction together (one statement per kind of write). The Python work of a
-  call holds the GIL, and the server shares the machine's CPUs with it.
+  finds no write in flight writes at once, alone; threads that find one queue, and one of the ledger's
+  two writer threads writes what is queued in one transaction (one statement per kind of write). The
+  Python work of a call holds the GIL, and the server shares the machine's CPUs with it.
 - **async**: the calls' writes are made on the ledger writer's thread for loops, never on the event
   loop's thread; the writes queued while one batch is in flight go together in the next.
 """
@@ -724,7 +748,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 pg_url, args.calls_per_worker, warmup, args.repeats, FLOOR_COUNTS, args.pgbench_seconds
             )
         if "threads" in args.sections:
-            in_process = measure_in_process(pg_url, args.in_process_calls, warmup, args.repeats)
+            in_process = measure_in_process(pg_url, args.in_process_calls, IN_PROCESS_WARMUP, args.repeats)
         pg = postgres_info(pg_url)
     machine = "\n".join(f"- {name}: {value}" for name, value in machine_info(load_before, pg))
     report = render_report(args, warmup, machine, workers, floor, in_process)

@@ -430,6 +430,8 @@ class CallWriter:
             return bool(conn.execute(stmt.values(**values)).rowcount)
 
     def close(self) -> None:
+        if self._group is not None:
+            self._group.close()  # (what threads queued is written first)
         self.leases.close()
         with self._background_lock:
             background, self._background = self._background, None

@@ -94,14 +94,16 @@ def test_writes_queued_behind_a_commit_share_the_next_and_each_gets_its_own_resu
     try:
         with locker.connect() as conn:
             conn.exec_driver_sql("LOCK TABLE tool_calls IN SHARE MODE")  # every write waits for it
-            leaders = [threading.Thread(target=start, args=(n,)) for n in (0, 8)]
-            for n, leader in enumerate(leaders, start=1):  # two writes go at once, each alone
+            # three writes go at once, each alone: a caller's own, and one for each of the group's two
+            # writer threads (each free when its record came)
+            leaders = [threading.Thread(target=start, args=(n,)) for n in (0, 8, 5)]
+            for n, leader in enumerate(leaders, start=1):
                 leader.start()
                 _until(lambda n=n: _waiting_inserts(locker) == n, f"claim {n} to wait at the server")
             for t in threads:
                 t.start()
             _until(lambda: group.waiting == len(threads), "the other writes to queue behind them")
-            conn.rollback()  # the lock goes: the first claims commit alone, then the rest together
+            conn.rollback()  # the lock goes: the first three claims commit alone, then the rest together
         for t in [*leaders, *threads]:
             t.join()
         rows = {r.seq: r for r in store.list_calls(run_id)}
@@ -109,12 +111,12 @@ def test_writes_queued_behind_a_commit_share_the_next_and_each_gets_its_own_resu
         locker.dispose()
         store.dispose()
     assert group.shared == len(threads)  # the five queued writes went in one transaction
-    assert results[0] == results[8] == results[1] == results[2] == Held(1)
+    assert results[0] == results[8] == results[5] == results[1] == results[2] == Held(1)
     assert isinstance(results[3], Found) and results[3].owner == "other-host:1"  # that call only
     assert isinstance(results[7], LedgerError) and results[7].run_id == "no-such-run"  # refused: only it
     assert results[9] is None
     assert {seq: row.status for seq, row in rows.items()} == {
-        0: "pending", 1: "pending", 2: "pending", 3: "pending", 8: "pending", 9: "succeeded"
+        0: "pending", 1: "pending", 2: "pending", 3: "pending", 5: "pending", 8: "pending", 9: "succeeded"
     }  # fmt: skip
     assert rows[3].owner == "other-host:1"
 

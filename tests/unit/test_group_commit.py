@@ -52,63 +52,68 @@ class Ledger:
         return LedgerError(f"could not write {record.call_id}: {exc}", database="fake", run_id=record.run_id)
 
 
-def _run(ledger: Ledger, queued: int, leaders: int = 1) -> tuple[GroupCommit, dict[int, object]]:
-    """Threads 0.. write alone (held at the server until the others have queued), the ``queued`` threads
-    after them queue: claims, and one finish (the last)."""
-    group = GroupCommit(
-        ledger.claim_alone, ledger.finish_alone, ledger.batch, ledger.error, most_in_flight=leaders
-    )
+def _run(
+    ledger: Ledger, queued: int, writers: int = 2, group: GroupCommit | None = None, start: int = 0
+) -> tuple[GroupCommit, dict[int, object]]:
+    """Record ``start`` is written alone and each of the group's ``writers`` writer threads takes one queued
+    record (alone too), all held at the server until the ``queued`` records after them have queued:
+    claims, and one finish (the last). ``group``: one made before (a new one if ``None``)."""
+    if group is None:
+        group = GroupCommit(
+            ledger.claim_alone, ledger.finish_alone, ledger.batch, ledger.error, writers=writers
+        )
     results: dict[int, object] = {}
+    first, before = start + 1 + writers, len(ledger.alone)
+    last = first + queued - 1
 
     def write(n: int) -> None:
         try:
-            results[n] = group.finish(_record(n)) if n == leaders + queued - 1 else group.claim(_record(n))
+            results[n] = group.finish(_record(n)) if n == last else group.claim(_record(n))
         except LedgerError as err:
             results[n] = err
 
     deadline = time.monotonic() + 60
-    first = [threading.Thread(target=write, args=(n,)) for n in range(leaders)]
-    for n, t in enumerate(first):
+    writing = [threading.Thread(target=write, args=(n,)) for n in range(start, first)]
+    for n, t in enumerate(writing):
         t.start()
-        while len(ledger.alone) <= n:  # (thread n is writing)
+        while len(ledger.alone) <= before + n:  # (that record is being written)
             assert time.monotonic() < deadline
             time.sleep(0.001)
-    others = [threading.Thread(target=write, args=(n,)) for n in range(leaders, leaders + queued)]
+    others = [threading.Thread(target=write, args=(n,)) for n in range(first, last + 1)]
     for t in others:
         t.start()
     while group.waiting < queued:
         assert time.monotonic() < deadline
         time.sleep(0.001)
     ledger.go.set()
-    for t in [*first, *others]:
+    for t in [*writing, *others]:
         t.join()
     return group, results
 
 
-def test_the_writes_queued_meanwhile_go_in_one_batch_after_the_first() -> None:
+def _writer_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "agent-relay-group-writer"]
+
+
+@pytest.mark.parametrize("writers", [1, 2])
+def test_records_queued_while_every_writer_thread_writes_share_its_next_commit(writers: int) -> None:
+    """The first record goes at once, alone; a record queued while a writer thread is free is on its way
+    at once too; the records queued while every writer thread writes go together in the next."""
     ledger = Ledger()
-    group, results = _run(ledger, queued=4)
-    assert ledger.alone == ["call-0"]
-    assert [sorted(b) for b in ledger.batches] == [["call-1", "call-2", "call-3", "call-4"]]
-    assert results == {0: Held(1), 1: Held(1), 2: Held(1), 3: Held(1), 4: None}
+    group, results = _run(ledger, queued=4, writers=writers)
+    group.close()
+    first = 1 + writers
+    assert ledger.alone == [f"call-{n}" for n in range(first)]
+    assert [sorted(b) for b in ledger.batches] == [[f"call-{n}" for n in range(first, first + 4)]]
+    assert results == {**{n: Held(1) for n in range(first + 3)}, first + 3: None}
     assert group.shared == 4 and group.waiting == 0
+    assert _writer_threads() == []  # close ended them
 
 
-def test_two_writes_go_at_once_and_the_next_ones_share_a_commit_after_them() -> None:
-    """With two writes in flight (the default), a second thread writes alone too while the first waits
-    for its commit; only the threads after those queue, and share one batch."""
+def test_a_group_needs_a_writer_thread() -> None:
     ledger = Ledger()
-    group, results = _run(ledger, queued=3, leaders=2)
-    assert ledger.alone == ["call-0", "call-1"]
-    assert [sorted(b) for b in ledger.batches] == [["call-2", "call-3", "call-4"]]
-    assert results == {0: Held(1), 1: Held(1), 2: Held(1), 3: Held(1), 4: None}
-    assert group.shared == 3 and group.waiting == 0
-
-
-def test_a_group_needs_room_for_one_write() -> None:
-    ledger = Ledger()
-    with pytest.raises(ValueError, match="at least one write in flight, not 0"):
-        GroupCommit(ledger.claim_alone, ledger.finish_alone, ledger.batch, ledger.error, most_in_flight=0)
+    with pytest.raises(ValueError, match="at least one writer thread, not 0"):
+        GroupCommit(ledger.claim_alone, ledger.finish_alone, ledger.batch, ledger.error, writers=0)
 
 
 @pytest.mark.parametrize("failure", [RuntimeError("connection lost"), KeyboardInterrupt()])
@@ -116,17 +121,17 @@ def test_a_failed_shared_write_reaches_each_of_its_callers_as_its_own_ledger_err
     failure: BaseException,
 ) -> None:
     ledger = Ledger(fail=failure)
-    if isinstance(failure, KeyboardInterrupt):  # the thread writing the batch is interrupted: it goes on
-        threading.excepthook, hook = (lambda args: None), threading.excepthook
-    try:
-        _, results = _run(ledger, queued=3)
-    finally:
-        if isinstance(failure, KeyboardInterrupt):
-            threading.excepthook = hook
-    errors = [results[n] for n in (1, 2, 3)]
+    group, results = _run(ledger, queued=3)
+    errors = [results[n] for n in (3, 4, 5)]
     assert all(isinstance(e, LedgerError) for e in errors)
     assert len({id(e) for e in errors}) == 3  # one each: threads never raise one shared object
-    assert [str(e) for e in errors] == [f"could not write call-{n}: {failure}" for n in (1, 2, 3)]
+    assert [str(e) for e in errors] == [f"could not write call-{n}: {failure}" for n in (3, 4, 5)]
+    # the writer threads went on: records queued while both write still share the next commit
+    ledger.fail, ledger.go = None, threading.Event()
+    _, after = _run(ledger, queued=2, group=group, start=10)
+    group.close()
+    assert after == {10: Held(1), 11: Held(1), 12: Held(1), 13: Held(1), 14: None}
+    assert sorted(ledger.batches[-1]) == ["call-13", "call-14"]
 
 
 def test_a_thread_on_its_own_never_waits_and_never_batches() -> None:
@@ -138,3 +143,22 @@ def test_a_thread_on_its_own_never_waits_and_never_batches() -> None:
         group.finish(_record(n))
     assert ledger.alone == [f"call-{n}" for n in range(3) for _ in (0, 1)]
     assert ledger.batches == [] and group.shared == 0
+    assert _writer_threads() == []  # none was needed
+
+
+def test_after_close_every_record_is_written_alone() -> None:
+    ledger = Ledger()
+    group, _ = _run(ledger, queued=2)
+    group.close()
+    ledger.go.clear()  # (the first claim after close is held at the server: the next comes meanwhile)
+    first = threading.Thread(target=group.claim, args=(_record(10),))
+    first.start()
+    deadline = time.monotonic() + 60
+    while "call-10" not in ledger.alone:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    group.finish(_record(11))  # a write is in flight, but no writer thread is left to queue for
+    ledger.go.set()
+    first.join()
+    assert ledger.alone[-2:] == ["call-10", "call-11"] and len(ledger.batches) == 1
+    assert _writer_threads() == []
