@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextvars
 import datetime as dt
+import os
+import signal
 import threading
 import time
 import uuid
@@ -153,12 +155,61 @@ def test_a_thread_on_its_own_writes_at_once_and_threads_record_every_call_once(d
             alone = group.shared  # one thread: every write alone, at once
             _in_threads(share, 8)
         rows = calls_of(runtime, session.run_id)
+        writers_while_open = _writer_threads()
     finally:
         runtime.shutdown()
     assert alone == 0
+    assert writers_while_open and _writer_threads() == []  # shutdown ended the group's writer threads
     assert sorted(ran) == list(range(200))  # the first five were served again, not run again
     assert sorted(r["output"] for r in rows) == [n * 10 for n in range(200)]
     assert {r["status"] for r in rows} == {"succeeded"} and {r["attempts"] for r in rows} == {1}
+
+
+def _writer_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "agent-relay-group-writer" and t.is_alive()]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_forked_child_groups_its_threads_writes_with_writer_threads_of_its_own(database_url: str) -> None:
+    """A process forked after its threads shared commits (a pre-forking server): the parent's writer
+    threads are not in the child, whose threads' calls are still each written once, sharing commits."""
+    runtime = AgentRuntime(database_url)
+
+    @tool(runtime)
+    def charge(n: int) -> int:
+        return n * 10
+
+    def share_from(base: int) -> Callable[[int], None]:
+        def share(first: int) -> None:
+            for n in range(base + first, base + 80, 8):
+                assert charge(n) == n * 10
+
+        return share
+
+    try:
+        with runtime.agent_session(name="parent") as parent:
+            _in_threads(share_from(0), 8)
+        assert _writer_threads()  # the parent's threads queued: its writer threads run
+        pid = os.fork()
+        if pid == 0:  # the child: exit 0 only if every call came back right and its writes were shared
+            code = 1
+            signal.alarm(120)  # (a child whose threads wait forever is killed: the parent sees SIGALRM)
+            try:
+                group = runtime.ledger.calls.group
+                assert group is not None
+                with runtime.agent_session(name="child") as child:
+                    _in_threads(share_from(1000), 8)
+                rows = calls_of(runtime, child.run_id)
+                ok = sorted(r["output"] for r in rows) == [n * 10 for n in range(1000, 1080)]
+                code = 0 if ok and {r["status"] for r in rows} == {"succeeded"} and group.shared else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        parent_rows = calls_of(runtime, parent.run_id)
+    finally:
+        runtime.shutdown()
+    assert os.waitstatus_to_exitcode(status) == 0  # (-14: SIGALRM, the child's threads never returned)
+    assert sorted(r["output"] for r in parent_rows) == [n * 10 for n in range(80)]
 
 
 def test_budgeted_calls_from_threads_settle_their_run_once_each(database_url: str) -> None:
