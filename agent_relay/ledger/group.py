@@ -13,13 +13,12 @@ next instead of writing alone. Every thread returns only after its own row is co
 Why writer threads of their own, not the caller that happens to be writing (as before): a batch needs a
 thread that is running when the commit before it comes back. A caller handed that job had first to be
 woken and to win the GIL from the threads running tool code, while no write was in flight; a caller
-keeping it made its own call wait for other threads' writes. Why two: with one, a batch goes out only
-after the writer thread has won the GIL back from the threads its last batch woke, and single runs swung
-from 1,100 to 4,600 calls/s (one thread: about 1,250); with two, one batch is on its way while the other
-writer thread waits for the GIL.
-Measured with 8 threads on a 2-core machine against a local server, one process per variant, variants
-interleaved (5 runs each, three rounds): callers taking turns 2.18 to 2.35 times one thread's calls/s
-(medians), two writer threads 2.67 to 2.83; three or four were no better.
+keeping it made its own call wait for other threads' writes. Why two: with one, each batch waits for the
+one before it, so one slow commit (a slow WAL flush, or the writer thread waiting for the GIL) holds up
+every thread, and single runs swung from 1,100 to 4,600 calls/s (one thread: about 1,250); with two, a
+batch goes out while the other waits. Measured with 8 threads on a 2-core machine against a local server,
+one process per variant, variants interleaved (5 runs each, three rounds): callers taking turns 2.18 to
+2.35 times one thread's calls/s (medians), two writer threads 2.67 to 2.83; three or four were no better.
 
 Each record gets its own result: a claim that meets another row's key is ``Found`` for that record only
 (the backend claims it again after the shared commit); a statement that fails fails its own record (the
@@ -51,7 +50,7 @@ _PENDING: Any = object()  # a queued record's result before its write ends
 
 
 class _Queued:
-    """A record waiting for the writer thread: then for its result."""
+    """A record waiting for a writer thread to take it: then for its result."""
 
     __slots__ = ("finish", "record", "result", "wake")
 
@@ -211,4 +210,5 @@ class GroupCommit:
         claimed, finished = self._batch([q.record for q in starts], [q.record for q in finishes])
         for queued, result in zip([*starts, *finishes], [*claimed, *finished], strict=True):
             queued.result = result
-        self.shared += len(group)
+        with self._lock:  # (two writer threads)
+            self.shared += len(group)
