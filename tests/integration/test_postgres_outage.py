@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextvars
+import threading
+
 import pytest
 import sqlalchemy as sa
 
@@ -50,3 +53,49 @@ def test_connections_killed_during_a_call_neither_duplicate_nor_stop_the_run(dat
         assert ship(9) == "shipped-9"
     assert run_row(rt, after.run_id)["status"] == "succeeded"
     rt.shutdown()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_connections_killed_while_threads_share_commits_neither_duplicate_nor_fail_a_call(
+    database_url: str,
+) -> None:
+    """8 threads' claims and outcomes go through the group's writer threads in shared commits; every
+    connection is killed mid-run, twice (a batch may be in flight): each call still runs once and is
+    recorded once."""
+    rt = AgentRuntime(database_url)
+    ran: list[int] = []
+    killed: list[int] = []
+
+    @tool(rt)
+    def ship(order: int) -> str:
+        ran.append(order)
+        if order in (40, 120):
+            killed.append(kill_other_backends(database_url))
+        return f"shipped-{order}"
+
+    def share(first: int) -> None:
+        for n in range(first, 160, 8):
+            assert ship(n) == f"shipped-{n}"
+
+    try:
+        with rt.agent_session(name="threads-outage") as session:
+            threads = [
+                threading.Thread(target=contextvars.copy_context().run, args=(share, t)) for t in range(8)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        rows = calls_of(rt, session.run_id)
+        run = run_row(rt, session.run_id)
+        group = rt.ledger.calls.group
+        assert group is not None
+        shared = group.shared
+    finally:
+        rt.shutdown()
+    assert len(killed) == 2 and all(k >= 1 for k in killed)
+    assert sorted(ran) == list(range(160))  # each call ran once: none again after a lost commit
+    assert sorted(r["output"] for r in rows) == sorted(f"shipped-{n}" for n in range(160))
+    assert {r["status"] for r in rows} == {"succeeded"} and {r["attempts"] for r in rows} == {1}
+    assert run["status"] == "succeeded"
+    assert shared > 0  # the threads' writes did share commits
