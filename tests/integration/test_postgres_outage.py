@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
+from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
@@ -26,20 +27,29 @@ def kill_other_backends(url: str) -> int:
     return int(killed)
 
 
-# a PostgreSQL outage: SQLite has no server connections to kill
-@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_connections_killed_during_a_call_neither_duplicate_nor_stop_the_run(database_url: str) -> None:
-    rt = AgentRuntime(database_url)
+def _shipping(
+    url: str, kill_at: tuple[int, ...]
+) -> tuple[AgentRuntime, Callable[[int], str], list[int], list[int]]:
+    """A runtime and its ``ship`` tool, which kills the runtime's connections when it ships an order of
+    ``kill_at``; the orders it ran, and how many connections each kill ended."""
+    rt = AgentRuntime(url)
     ran: list[int] = []
     killed: list[int] = []
 
     @tool(rt)
     def ship(order: int) -> str:
         ran.append(order)
-        if order == 2:
-            killed.append(kill_other_backends(database_url))  # the runtime's pooled connections die here
+        if order in kill_at:
+            killed.append(kill_other_backends(url))  # the runtime's pooled connections die here
         return f"shipped-{order}"
 
+    return rt, ship, ran, killed
+
+
+# a PostgreSQL outage: SQLite has no server connections to kill
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_connections_killed_during_a_call_neither_duplicate_nor_stop_the_run(database_url: str) -> None:
+    rt, ship, ran, killed = _shipping(database_url, kill_at=(2,))
     with rt.agent_session(name="outage") as session:
         results = [ship(i) for i in range(5)]
         assert ship(2) == "shipped-2"  # still deduplicated after the outage
@@ -62,16 +72,7 @@ def test_connections_killed_while_threads_share_commits_neither_duplicate_nor_fa
     """8 threads' claims and outcomes go through the group's writer threads in shared commits; every
     connection is killed mid-run, twice (a batch may be in flight): each call still runs once and is
     recorded once."""
-    rt = AgentRuntime(database_url)
-    ran: list[int] = []
-    killed: list[int] = []
-
-    @tool(rt)
-    def ship(order: int) -> str:
-        ran.append(order)
-        if order in (40, 120):
-            killed.append(kill_other_backends(database_url))
-        return f"shipped-{order}"
+    rt, ship, ran, killed = _shipping(database_url, kill_at=(40, 120))
 
     def share(first: int) -> None:
         for n in range(first, 160, 8):
