@@ -145,14 +145,17 @@ class Run:
             if parent is not None:  # a run it was opened in was cancelled: it refuses its calls too
                 why = f": {parent.cancel_reason}" if parent.cancel_reason else ""
                 self.cancel(f"its parent run {parent.run_id} was cancelled{why}")
-            elif now - self._cancel_checked >= CANCEL_POLL_S:  # (the ledger answers for its parents too)
+            elif self._poll_due(now):  # (the ledger answers for its parents too)
                 self._cancel_checked = now
                 self.cancelled, self.cancel_reason = self.services.ledger.cancel_requested(self.run_id)
         return self.table.reserve(phase, key, self._decide, tool_name)
 
     def cancel_poll_due(self) -> bool:
         """Whether the next forward call's ``fate`` asks the ledger whether the run was cancelled."""
-        return not self.cancelled and time.monotonic() - self._cancel_checked >= CANCEL_POLL_S
+        return not self.cancelled and self._poll_due(time.monotonic())
+
+    def _poll_due(self, now: float) -> bool:
+        return now - self._cancel_checked >= CANCEL_POLL_S
 
     def cancel(self, reason: str | None) -> None:
         """Refuse this run's forward calls from now on (a cancel asked in this process)."""
