@@ -97,6 +97,13 @@ class GroupCommit:
         self.shared = 0  # records written in a transaction shared with others (for tests and benchmarks)
 
     @property
+    def writer_threads(self) -> tuple[threading.Thread, ...]:
+        """The group's writer threads now running: none before a record first queued, none after
+        ``close`` (which waits for them to end), none in a forked child until one of its records queues."""
+        with self._lock:
+            return tuple(t for t in self._writers if t.is_alive())
+
+    @property
     def waiting(self) -> int:
         """How many records are queued for a writer thread's next batch."""
         with self._lock:

@@ -155,18 +155,15 @@ def test_a_thread_on_its_own_writes_at_once_and_threads_record_every_call_once(d
             alone = group.shared  # one thread: every write alone, at once
             _in_threads(share, 8)
         rows = calls_of(runtime, session.run_id)
-        writers_while_open = _writer_threads()
+        writers = group.writer_threads
     finally:
         runtime.shutdown()
     assert alone == 0
-    assert writers_while_open and _writer_threads() == []  # shutdown ended the group's writer threads
+    assert writers and not any(t.is_alive() for t in writers)  # shutdown ended the group's writer threads
+    assert group.writer_threads == ()
     assert sorted(ran) == list(range(200))  # the first five were served again, not run again
     assert sorted(r["output"] for r in rows) == [n * 10 for n in range(200)]
     assert {r["status"] for r in rows} == {"succeeded"} and {r["attempts"] for r in rows} == {1}
-
-
-def _writer_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "agent-relay-group-writer" and t.is_alive()]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
@@ -189,19 +186,20 @@ def test_a_forked_child_groups_its_threads_writes_with_writer_threads_of_its_own
     try:
         with runtime.agent_session(name="parent") as parent:
             _in_threads(share_from(0), 8)
-        assert _writer_threads()  # the parent's threads queued: its writer threads run
+        group = runtime.ledger.calls.group
+        assert group is not None and group.writer_threads  # the parent's threads queued: writers run
         pid = os.fork()
         if pid == 0:  # the child: exit 0 only if every call came back right and its writes were shared
             code = 1
             signal.alarm(120)  # (a child whose threads wait forever is killed: the parent sees SIGALRM)
             try:
-                group = runtime.ledger.calls.group
-                assert group is not None
+                before = group.shared  # (the parent's count, inherited)
                 with runtime.agent_session(name="child") as child:
                     _in_threads(share_from(1000), 8)
                 rows = calls_of(runtime, child.run_id)
                 ok = sorted(r["output"] for r in rows) == [n * 10 for n in range(1000, 1080)]
-                code = 0 if ok and {r["status"] for r in rows} == {"succeeded"} and group.shared else 2
+                ok = ok and {r["status"] for r in rows} == {"succeeded"}
+                code = 0 if ok and group.shared > before and group.writer_threads else 2
             finally:
                 os._exit(code)
         _, status = os.waitpid(pid, 0)

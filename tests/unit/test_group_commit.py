@@ -91,23 +91,21 @@ def _run(
     return group, results
 
 
-def _writer_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "agent-relay-group-writer"]
-
-
 @pytest.mark.parametrize("writers", [1, 2])
 def test_records_queued_while_every_writer_thread_writes_share_its_next_commit(writers: int) -> None:
     """The first record goes at once, alone; a record queued while a writer thread is free is on its way
     at once too; the records queued while every writer thread writes go together in the next."""
     ledger = Ledger()
     group, results = _run(ledger, queued=4, writers=writers)
+    threads = group.writer_threads
     group.close()
     first = 1 + writers
     assert ledger.alone == [f"call-{n}" for n in range(first)]
     assert [sorted(b) for b in ledger.batches] == [[f"call-{n}" for n in range(first, first + 4)]]
     assert results == {**{n: Held(1) for n in range(first + 3)}, first + 3: None}
     assert group.shared == 4 and group.waiting == 0
-    assert _writer_threads() == []  # close ended them
+    assert len(threads) == writers and not any(t.is_alive() for t in threads)  # close ended them
+    assert group.writer_threads == ()
 
 
 def test_a_group_needs_a_writer_thread() -> None:
@@ -143,12 +141,13 @@ def test_a_thread_on_its_own_never_waits_and_never_batches() -> None:
         group.finish(_record(n))
     assert ledger.alone == [f"call-{n}" for n in range(3) for _ in (0, 1)]
     assert ledger.batches == [] and group.shared == 0
-    assert _writer_threads() == []  # none was needed
+    assert group.writer_threads == ()  # none was needed
 
 
 def test_after_close_every_record_is_written_alone() -> None:
     ledger = Ledger()
     group, _ = _run(ledger, queued=2)
+    threads = group.writer_threads
     group.close()
     ledger.go.clear()  # (the first claim after close is held at the server: the next comes meanwhile)
     first = threading.Thread(target=group.claim, args=(_record(10),))
@@ -161,4 +160,4 @@ def test_after_close_every_record_is_written_alone() -> None:
     ledger.go.set()
     first.join()
     assert ledger.alone[-2:] == ["call-10", "call-11"] and len(ledger.batches) == 1
-    assert _writer_threads() == []
+    assert threads and not any(t.is_alive() for t in threads) and group.writer_threads == ()
