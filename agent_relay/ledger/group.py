@@ -5,10 +5,16 @@ Alone or queued. A thread that finds the group idle (nothing queued, no write of
 writes its own record at once, alone, on its own connection: a thread on its own never waits for company
 and pays only an uncontended lock for this. A thread that finds a write in flight queues its record and
 sleeps. The group's writer threads (two per ledger, each started when first needed) take everything
-queued, write it in one transaction (``CallWriter.write_batch``; a single record alone), wake each of
+queued, write it in one transaction (``CallWriter.write_batch``, a single record too), wake each of
 those threads with its own record's result, and take what was queued meanwhile. A writer thread counts
 as busy until it finds the queue empty, so a caller arriving between two of its batches queues for the
 next instead of writing alone. Every thread returns only after its own row is committed, as alone.
+
+A thread about to queue first does its own record's share of the batch's work (``prepare``: the writer
+stamps its lease and the backend encodes its parameters), while the write before it is in flight; the
+writer thread then only joins what is queued. The writer thread's work between two batches is what every
+queued thread waits for: adding 50 µs of it per batch cut 8 threads' calls/s by 10 to 15%, and encoding
+on the callers' threads instead raised them by 5 to 6% (2-core machine, local server, interleaved runs).
 
 Why writer threads of their own, not the caller that happens to be writing (as before): a batch needs a
 thread that is running when the commit before it comes back. A caller handed that job had first to be
@@ -67,7 +73,8 @@ class GroupCommit:
 
     ``claim_alone`` / ``finish_alone`` write one record on its own (raising ``LedgerError``), ``batch``
     several in one transaction (``CallWriter.write_batch``: a result per record), ``error`` makes the
-    ``LedgerError`` of a record whose batch was interrupted before it could report.
+    ``LedgerError`` of a record whose batch was interrupted before it could report; ``prepare`` (if any)
+    is called on a record's own thread just before it is queued (``finish``: for its outcome's write).
     """
 
     def __init__(
@@ -77,6 +84,7 @@ class GroupCommit:
         batch: Batch,
         error: Callable[[CallRecord, bool, BaseException], LedgerError],
         *,
+        prepare: Callable[[CallRecord, bool], None] | None = None,
         writers: int = 2,
     ) -> None:
         if writers < 1:
@@ -85,6 +93,7 @@ class GroupCommit:
         self._finish_alone = finish_alone
         self._batch = batch
         self._error = error
+        self._prepare = prepare
         self._most_writers = writers
         self._lock = threading.Lock()  # guards the fields below; never held across a write
         self._queued = threading.Condition(self._lock)  # signalled when a record is queued, or on close
@@ -133,15 +142,9 @@ class GroupCommit:
             if self._pid != os.getpid():  # a forked child: none of the parent's writes or threads are its own
                 self._pid, self._queue, self._alone, self._batching, self._writers = os.getpid(), [], 0, 0, []
             idle = self._closed or not (self._queue or self._alone or self._batching)
-            mine = None if idle else _Queued(record, finish)
-            if mine is None:
+            if idle:
                 self._alone += 1
-            else:
-                self._queue.append(mine)
-                if self._batching == len(self._writers) < self._most_writers:  # none free: one more
-                    self._start_writer()
-                self._queued.notify()
-        if mine is None:  # the group was idle: write at once, alone
+        if idle:  # write at once, alone
             try:
                 if finish:
                     self._finish_alone(record)
@@ -150,6 +153,21 @@ class GroupCommit:
             finally:
                 with self._lock:
                     self._alone -= 1
+        if self._prepare is not None:  # (this thread's share of the batch's work, done while it waits)
+            self._prepare(record, finish)
+        mine = _Queued(record, finish)
+        with self._lock:
+            closed = self._closed  # (closed meanwhile: no writer thread may be left to take it)
+            if not closed:
+                self._queue.append(mine)
+                if self._batching == len(self._writers) < self._most_writers:  # none free: one more
+                    self._start_writer()
+                self._queued.notify()
+        if closed:
+            if finish:
+                self._finish_alone(record)
+                return None
+            return self._claim_alone(record)
         mine.wake.acquire()  # until a writer thread hands over this record's result
         result = mine.result
         assert result is not _PENDING  # (every write gives each of its records a result)
@@ -186,13 +204,11 @@ class GroupCommit:
                     self._lock.acquire()
 
     def _write(self, group: list[_Queued]) -> None:
-        """Write ``group`` (in one transaction if several) and wake each of its threads. Whatever is
-        raised becomes each record's error: the writer thread goes on with the next batch."""
+        """Write ``group`` in one transaction (a single record too: it was encoded for a batch) and wake
+        each of its threads. Whatever is raised becomes each record's error: the writer thread goes on
+        with the next batch."""
         try:
-            if len(group) == 1:
-                self._one(group[0])
-            else:
-                self._together(group)
+            self._together(group)
         except BaseException as exc:  # (each record carries it to its own thread)
             for queued in group:
                 if queued.result is _PENDING:
@@ -201,21 +217,12 @@ class GroupCommit:
             for queued in group:
                 queued.wake.release()
 
-    def _one(self, queued: _Queued) -> None:
-        try:
-            if queued.finish:
-                self._finish_alone(queued.record)
-                queued.result = None
-            else:
-                queued.result = self._claim_alone(queued.record)
-        except LedgerError as err:
-            queued.result = err
-
     def _together(self, group: list[_Queued]) -> None:
         starts = [q for q in group if not q.finish]
         finishes = [q for q in group if q.finish]
         claimed, finished = self._batch([q.record for q in starts], [q.record for q in finishes])
         for queued, result in zip([*starts, *finishes], [*claimed, *finished], strict=True):
             queued.result = result
-        with self._lock:  # (two writer threads)
-            self.shared += len(group)
+        if len(group) > 1:
+            with self._lock:  # (two writer threads)
+                self.shared += len(group)

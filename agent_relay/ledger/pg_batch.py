@@ -140,9 +140,9 @@ def _write_one(
 ) -> tuple[dict[tuple[str, str, str], int], set[Any]]:
     """The batch as ``combined``'s statement: the attempts of each claim written, by key; the call ids of
     the outcomes written and the keys of the outcome rows written."""
-    params = [v for r in claims for v in wire_claim_params(r)]
-    params += [v for r in strict for v in wire_finish_params(r)]
-    params += [v for r in whole for v in wire_row_params(r)]
+    params = [v for r in claims for v in (r.encoded or wire_claim_params(r))]
+    params += [v for r in strict for v in (r.encoded or wire_finish_params(r))]
+    params += [v for r in whole for v in (r.encoded or wire_row_params(r))]
     statement = combined(len(claims), len(strict), len(whole))
     rows = len(claims) + len(strict) + len(whole)
     result = wire.run(lent, statement, params, prepare=rows <= PREPARED_ROWS)
@@ -172,6 +172,16 @@ def _key(record: CallRecord) -> tuple[str, str, str]:
 Alone = Callable[[CallRecord], "tuple[str, tuple[Any, ...], bool] | None"]
 """For an outcome that needs a statement of its own (one that also settles its run's budget): that
 statement, its parameters, and whether it says it wrote by returning a row (else by its rowcount)."""
+
+
+def encode(record: CallRecord, finish: bool, alone: Alone) -> tuple[bytes | None, ...] | None:
+    """The record's parameters in ``combined``'s statement, made ahead (``CallRecord.encoded``, which
+    ``_write_one`` takes over its own); ``None`` for an outcome ``alone`` gives a statement of its own."""
+    if not finish:
+        return wire_claim_params(record)
+    if alone(record) is not None:
+        return None
+    return wire_row_params(record) if record.durability is Durability.OUTCOME else wire_finish_params(record)
 
 
 def write(

@@ -191,6 +191,11 @@ class PgCalls:
         """Never: a server's write is a round trip, made on the writer's thread (``None``)."""
         return None
 
+    def encode(self, record: CallRecord, finish: bool) -> tuple[bytes | None, ...] | None:
+        """The record's part of ``pg_batch``'s one statement (``None`` for an outcome that settles its
+        run's budget: a statement of its own)."""
+        return pg_batch.encode(record, finish, _alone)
+
     def batch(
         self, claims: Sequence[CallRecord], finishes: Sequence[CallRecord]
     ) -> tuple[list[Claim | Exception], list[bool | Exception]]:

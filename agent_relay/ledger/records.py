@@ -72,6 +72,10 @@ class CallRecord:
     # a budgeted run's call (None: its run has no budget): the reservation it holds on the run's row
     # (``agent_runs.reserved_usd``), released, and its cost added to the run's, by the write of its outcome
     budget_hold: Decimal | None = None
+    # a server backend's parameters for the write this record is queued for in a shared commit, made on
+    # the calling thread while the commit before it is in flight (``CallWriter``, ``GroupCommit``): the
+    # group's writer thread only joins them. ``None`` outside that wait, and for a backend that makes none
+    encoded: tuple[bytes | None, ...] | None = None
 
 
 class Approval(NamedTuple):

@@ -116,6 +116,10 @@ class SqlCalls:
         """Never: a server's write is a round trip, made on the writer's thread (``None``)."""
         return None
 
+    def encode(self, record: CallRecord, finish: bool) -> None:
+        """Nothing ahead: SQLAlchemy binds the parameters of ``batch`` itself."""
+        return None
+
     def batch(
         self, claims: Sequence[CallRecord], finishes: Sequence[CallRecord]
     ) -> tuple[list[Claim | Exception], list[bool | Exception]]:

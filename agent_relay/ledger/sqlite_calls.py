@@ -176,6 +176,10 @@ class SqliteCalls:
             raise
         return self._batch_in(conn, claims, finishes)
 
+    def encode(self, record: CallRecord, finish: bool) -> None:
+        """Nothing ahead: a SQLite ledger's threads do not queue for shared commits."""
+        return None
+
     def batch_if_free(
         self, claims: Sequence[CallRecord], finishes: Sequence[CallRecord]
     ) -> tuple[list[Claim | Exception], list[bool | Exception]] | None:

@@ -69,6 +69,11 @@ class CallStatements(Protocol):
         self, claims: Sequence[CallRecord], finishes: Sequence[CallRecord]
     ) -> tuple[list[Claim | Exception], list[bool | Exception]] | None: ...
 
+    def encode(self, record: CallRecord, finish: bool) -> tuple[bytes | None, ...] | None:
+        """The parameters ``batch`` will send for the record's claim (or, ``finish``, its outcome), made
+        ahead on the record's own thread (``CallRecord.encoded``); ``None``: ``batch`` makes its own."""
+        ...
+
     def insert_rows(self, records: Sequence[CallRecord]) -> None: ...
 
     def find(self, record: CallRecord) -> Found | None: ...
@@ -113,7 +118,13 @@ class CallWriter:
         self._group = (
             None
             if database.is_sqlite
-            else GroupCommit(self.claim, self._finish_alone, self.write_batch, self._group_error)
+            else GroupCommit(
+                self.claim,
+                self._finish_alone,
+                self.write_batch,
+                self._group_error,
+                prepare=self._prepare_queued,
+            )
         )
 
     @property
@@ -162,7 +173,10 @@ class CallWriter:
         if record.durability is Durability.OUTCOME:
             return Held(record.attempts)  # its row is written when it ends, with its outcome
         if self._group is not None:
-            return self._group.claim(record)
+            try:
+                return self._group.claim(record)
+            finally:
+                record.encoded = None
         return self.claim(record)
 
     def claim(self, record: CallRecord) -> Claim:
@@ -190,9 +204,22 @@ class CallWriter:
         (another worker settled or recorded the call first, or took it over when its lease ran out).
         Grouped on a server, as ``start`` is."""
         if self._group is not None:
-            self._group.finish(record)
+            try:
+                self._group.finish(record)
+            finally:
+                record.encoded = None
         else:
             self._finish_alone(record)
+
+    def _prepare_queued(self, record: CallRecord, finish: bool) -> None:
+        """A record about to queue for a shared commit, on its own thread: what ``_batch`` would do for it
+        before the write (its claim's lease stamped, or its outcome's renewal stopped), and its parameters
+        encoded (``_batch`` leaves a record so encoded as it is)."""
+        if finish:
+            self.leases.drop(record.call_id)
+        else:
+            self._lease(record)
+        record.encoded = self._backend.encode(record, finish)
 
     def _finish_alone(self, record: CallRecord) -> None:
         self.leases.drop(record.call_id)
@@ -238,9 +265,11 @@ class CallWriter:
     ) -> BatchResults | None:
         claims = [r for r in starts if r.durability is not Durability.OUTCOME]
         for record in claims:
-            self._lease(record)
+            if record.encoded is None:  # (else stamped when it was encoded: see _prepare_queued)
+                self._lease(record)
         for record in finishes:
-            self.leases.drop(record.call_id)
+            if record.encoded is None:
+                self.leases.drop(record.call_id)
         if not claims and not finishes:  # only calls without a pending row starting: nothing to write
             return [Held(r.attempts) for r in starts], []
         first = (list(starts) + list(finishes))[0]

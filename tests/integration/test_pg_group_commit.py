@@ -57,7 +57,7 @@ def _until(condition: object, what: str) -> None:
 def _waiting_inserts(engine: sa.Engine) -> int:
     query = sa.text(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-        "AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO tool_calls%'"
+        "AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO tool_calls%'"
     )
     with engine.connect() as conn:
         return int(conn.execute(query).scalar_one())
@@ -96,8 +96,8 @@ def test_writes_queued_behind_a_commit_share_the_next_and_each_gets_its_own_resu
     try:
         with locker.connect() as conn:
             conn.exec_driver_sql("LOCK TABLE tool_calls IN SHARE MODE")  # every write waits for it
-            # three writes go at once, each alone: a caller's own, and one for each of the group's two
-            # writer threads (each free when its record came)
+            # three writes go at once: a caller's own, alone, and a batch of one for each of the group's
+            # two writer threads (each free when its record came)
             leaders = [threading.Thread(target=start, args=(n,)) for n in (0, 8, 5)]
             for n, leader in enumerate(leaders, start=1):
                 leader.start()
@@ -105,7 +105,7 @@ def test_writes_queued_behind_a_commit_share_the_next_and_each_gets_its_own_resu
             for t in threads:
                 t.start()
             _until(lambda: group.waiting == len(threads), "the other writes to queue behind them")
-            conn.rollback()  # the lock goes: the first three claims commit alone, then the rest together
+            conn.rollback()  # the lock goes: the first three claims commit, then the rest together
         for t in [*leaders, *threads]:
             t.join()
         rows = {r.seq: r for r in store.list_calls(run_id)}

@@ -22,17 +22,19 @@ def _record(n: int) -> CallRecord:
 
 
 class Ledger:
-    """Fake writes: the first one alone waits for ``go``; batches are recorded, and ``fail`` decides
-    what a batch does."""
+    """Fake writes: a claim alone and a batch wait for ``go`` (held at the server); ``started`` counts
+    the writes begun; batches are recorded, and ``fail`` decides what a batch does."""
 
     def __init__(self, fail: BaseException | None = None) -> None:
         self.go = threading.Event()
+        self.started = 0
         self.alone: list[str] = []
         self.batches: list[list[str]] = []
         self.fail = fail
 
     def claim_alone(self, record: CallRecord) -> Claim:
         self.alone.append(record.call_id)
+        self.started += 1
         self.go.wait(60)
         return Held(1)
 
@@ -43,6 +45,8 @@ class Ledger:
         self, starts: Sequence[CallRecord], finishes: Sequence[CallRecord]
     ) -> tuple[list[Claim | LedgerError], list[LedgerError | None]]:
         self.batches.append([r.call_id for r in [*starts, *finishes]])
+        self.started += 1
+        self.go.wait(60)
         if self.fail is not None:
             raise self.fail
         return [Held(1) for _ in starts], [None for _ in finishes]
@@ -56,14 +60,14 @@ def _run(
     ledger: Ledger, queued: int, writers: int = 2, group: GroupCommit | None = None, start: int = 0
 ) -> tuple[GroupCommit, dict[int, object]]:
     """Record ``start`` is written alone and each of the group's ``writers`` writer threads takes one queued
-    record (alone too), all held at the server until the ``queued`` records after them have queued:
+    record (a batch of one), all held at the server until the ``queued`` records after them have queued:
     claims, and one finish (the last). ``group``: one made before (a new one if ``None``)."""
     if group is None:
         group = GroupCommit(
             ledger.claim_alone, ledger.finish_alone, ledger.batch, ledger.error, writers=writers
         )
     results: dict[int, object] = {}
-    first, before = start + 1 + writers, len(ledger.alone)
+    first, before = start + 1 + writers, ledger.started
     last = first + queued - 1
 
     def write(n: int) -> None:
@@ -76,7 +80,7 @@ def _run(
     writing = [threading.Thread(target=write, args=(n,)) for n in range(start, first)]
     for n, t in enumerate(writing):
         t.start()
-        while len(ledger.alone) <= before + n:  # (that record is being written)
+        while ledger.started <= before + n:  # (that record is being written)
             assert time.monotonic() < deadline
             time.sleep(0.001)
     others = [threading.Thread(target=write, args=(n,)) for n in range(first, last + 1)]
@@ -94,14 +98,18 @@ def _run(
 @pytest.mark.parametrize("writers", [1, 2])
 def test_records_queued_while_every_writer_thread_writes_share_its_next_commit(writers: int) -> None:
     """The first record goes at once, alone; a record queued while a writer thread is free is on its way
-    at once too; the records queued while every writer thread writes go together in the next."""
+    at once too (a batch of one: it was encoded for one); the records queued while every writer thread
+    writes go together in the next."""
     ledger = Ledger()
     group, results = _run(ledger, queued=4, writers=writers)
     threads = group.writer_threads
     group.close()
     first = 1 + writers
-    assert ledger.alone == [f"call-{n}" for n in range(first)]
-    assert [sorted(b) for b in ledger.batches] == [[f"call-{n}" for n in range(first, first + 4)]]
+    assert ledger.alone == ["call-0"]
+    assert [sorted(b) for b in ledger.batches] == [
+        *([f"call-{n}"] for n in range(1, first)),
+        [f"call-{n}" for n in range(first, first + 4)],
+    ]
     assert results == {**{n: Held(1) for n in range(first + 3)}, first + 3: None}
     assert group.shared == 4 and group.waiting == 0
     assert len(threads) == writers and not any(t.is_alive() for t in threads)  # close ended them
@@ -159,5 +167,5 @@ def test_after_close_every_record_is_written_alone() -> None:
     group.finish(_record(11))  # a write is in flight, but no writer thread is left to queue for
     ledger.go.set()
     first.join()
-    assert ledger.alone[-2:] == ["call-10", "call-11"] and len(ledger.batches) == 1
+    assert ledger.alone[-2:] == ["call-10", "call-11"] and len(ledger.batches) == 3  # (2 of one, 1 of 2)
     assert threads and not any(t.is_alive() for t in threads) and group.writer_threads == ()
