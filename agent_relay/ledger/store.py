@@ -34,7 +34,8 @@ from .key_claims import KeyClaims
 from .schema import SCHEMA_VERSION, agent_runs, metadata, schema_info, tool_calls
 from .sql_calls import SqlCalls
 from .sqlite_calls import SqliteCalls
-from .writer import CallStatements, CallWriter
+from .statements import CallStatements
+from .writer import CallWriter
 
 
 class LedgerStore:

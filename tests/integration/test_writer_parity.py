@@ -29,8 +29,9 @@ from agent_relay.ledger.records import CallRecord, Found, Held, Reserved
 from agent_relay.ledger.schema import tool_call_attempts
 from agent_relay.ledger.sql_calls import SqlCalls
 from agent_relay.ledger.sqlite_calls import SqliteCalls
+from agent_relay.ledger.statements import CallStatements
 from agent_relay.ledger.store import LedgerStore
-from agent_relay.ledger.writer import CallStatements, CallWriter
+from agent_relay.ledger.writer import CallWriter
 from agent_relay.states import CallStatus, Durability, Origin, Phase, RunMode, RunStatus
 
 OWNER = "worker-host:4242"
