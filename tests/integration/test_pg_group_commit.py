@@ -22,6 +22,7 @@ from agent_relay import AgentRuntime, tool
 from agent_relay.errors import LedgerError
 from agent_relay.keys import call_id
 from agent_relay.ledger import LedgerStore
+from agent_relay.ledger.connection import utc
 from agent_relay.ledger.group import GroupCommit
 from agent_relay.ledger.records import CallRecord, Claim, Found, Held
 from agent_relay.states import CallStatus
@@ -79,10 +80,13 @@ def test_writes_queued_behind_a_commit_share_the_next_and_each_gets_its_own_resu
     group = _group(store)
     locker = sa.create_engine(database_url)
     results: dict[int, Claim | LedgerError | None] = {}
+    records: dict[int, CallRecord] = {}
 
     def start(n: int) -> None:
-        try:  # (call 7 names no run: the foreign key refuses its row)
-            results[n] = store.calls.start(_record(run_id, n) if n != 7 else _record("no-such-run", n))
+        # (call 7 names no run: the foreign key refuses its row)
+        records[n] = record = _record(run_id, n) if n != 7 else _record("no-such-run", n)
+        try:
+            results[n] = store.calls.start(record)
         except LedgerError as err:
             results[n] = err
 
@@ -121,6 +125,12 @@ def test_writes_queued_behind_a_commit_share_the_next_and_each_gets_its_own_resu
         0: "pending", 1: "pending", 2: "pending", 3: "pending", 5: "pending", 8: "pending", 9: "succeeded"
     }  # fmt: skip
     assert rows[3].owner == "other-host:1"
+    # a queued claim's lease was stamped on its own thread and encoded with it: the row holds the lease
+    # the record says (the one its renewals start from), and no encoding outlives the wait
+    for n in (0, 1, 2, 5, 8):
+        lease_ns = records[n].lease_until_ns
+        assert lease_ns is not None and rows[n].lease_expires_at == utc(lease_ns)
+    assert all(r.encoded is None for r in [*records.values(), finished])
 
 
 def _in_threads(share: Callable[[int], None], count: int) -> None:
