@@ -182,7 +182,10 @@ class CallWriter:
             self.leases.drop(record.call_id)
         else:
             self._lease(record)
-        record.encoded = self._backend.encode(record, finish)
+        # (a value its encoder refuses fails this record alone, as the same LedgerError as alone)
+        record.encoded = self._write(
+            _FINISH if finish else _CLAIM, record, lambda r: self._backend.encode(r, finish)
+        )
 
     def _finish_alone(self, record: CallRecord) -> None:
         self.leases.drop(record.call_id)

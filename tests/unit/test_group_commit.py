@@ -169,3 +169,33 @@ def test_after_close_every_record_is_written_alone() -> None:
     first.join()
     assert ledger.alone[-2:] == ["call-10", "call-11"] and len(ledger.batches) == 3  # (2 of one, 1 of 2)
     assert threads and not any(t.is_alive() for t in threads) and group.writer_threads == ()
+
+
+def test_a_record_whose_preparation_fails_fails_alone_and_queues_nothing() -> None:
+    """``prepare`` runs on the caller's thread before its record queues: what it raises reaches that
+    caller only; nothing of it is queued, and the group goes on (records queued after it share a batch)."""
+    ledger = Ledger()
+    prepared: list[str] = []
+
+    def prepare(record: CallRecord, finish: bool) -> None:
+        if record.call_id == "call-1":
+            raise LedgerError("could not encode call-1", database="fake", run_id=record.run_id)
+        prepared.append(record.call_id)
+
+    group = GroupCommit(ledger.claim_alone, ledger.finish_alone, ledger.batch, ledger.error, prepare=prepare)
+    first = threading.Thread(target=group.claim, args=(_record(0),))
+    first.start()  # written alone, held at the server: the records after it go the queued way
+    deadline = time.monotonic() + 60
+    while ledger.started < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    with pytest.raises(LedgerError, match="could not encode call-1"):
+        group.claim(_record(1))
+    assert group.waiting == 0 and ledger.batches == []
+    ledger.go.set()
+    first.join()
+    ledger.go = threading.Event()
+    _, results = _run(ledger, queued=2, group=group, start=2)
+    group.close()
+    assert results == {2: Held(1), 3: Held(1), 4: Held(1), 5: Held(1), 6: None}
+    assert prepared == [f"call-{n}" for n in (3, 4, 5, 6)]  # each queued record, on its own thread
