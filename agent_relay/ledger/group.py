@@ -14,7 +14,8 @@ A thread about to queue first does its own record's share of the batch's work (`
 stamps its lease and the backend encodes its parameters), while the write before it is in flight; the
 writer thread then only joins what is queued. The writer thread's work between two batches is what every
 queued thread waits for: adding 50 µs of it per batch cut 8 threads' calls/s by 10 to 15%, and encoding
-on the callers' threads instead raised them by 5 to 6% (2-core machine, local server, interleaved runs).
+on the callers' threads instead raised them by 2 to 7% (medians of three rounds of 8 to 10 interleaved
+runs per variant; 2-core machine, local server).
 
 Why writer threads of their own, not the caller that happens to be writing (as before): a batch needs a
 thread that is running when the commit before it comes back. A caller handed that job had first to be

@@ -182,7 +182,7 @@ class CallWriter:
             self.leases.drop(record.call_id)
         else:
             self._lease(record)
-        # (a value its encoder refuses fails this record alone, as the same LedgerError as alone)
+        # (an encoding that fails is this record's LedgerError only, worded as its write alone's would be)
         record.encoded = self._write(
             _FINISH if finish else _CLAIM, record, lambda r: self._backend.encode(r, finish)
         )
