@@ -10,6 +10,7 @@ caller's thread. AgentRelay never sets the global tracer provider.
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import threading
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -32,6 +33,8 @@ from opentelemetry.sdk.trace.export import (
 )
 
 from .errors import ConfigurationError
+
+_log = logging.getLogger(__name__)
 
 # The variables AgentRelay reads itself. The OTLP exporters read the rest of the OTEL_EXPORTER_OTLP_*
 # family (headers, timeout, certificates) on their own, as the specification says.
@@ -166,7 +169,15 @@ class StoppableExporter(SpanExporter):
         self._stopped = False
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        return self._inner.export(spans)
+        try:
+            return self._inner.export(spans)
+        except Exception as exc:
+            if not self._stopped:
+                raise  # (the SDK's batch processor logs it)
+            # an export racing the shutdown that closed its channel (gRPC: "Cannot invoke RPC on closed
+            # channel"): the spans are dropped as any export after shutdown is, in one line, no traceback
+            _log.warning("span export stopped by shutdown, %d spans dropped: %s", len(spans), exc)
+            return SpanExportResult.FAILURE
 
     def shutdown(self) -> None:
         with self._lock:

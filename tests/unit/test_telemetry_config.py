@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
-from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter, SpanExportResult
 
 from agent_relay import AgentRuntime
 from agent_relay.errors import ConfigurationError
-from agent_relay.telemetry import metric_readers_from_env, span_exporters_from_env
+from agent_relay.telemetry import StoppableExporter, metric_readers_from_env, span_exporters_from_env
 
 
 def kinds(env: dict[str, str]) -> list[type]:
@@ -102,3 +106,28 @@ def test_the_resource_is_resolved_as_the_sdk_does(
         runtime.shutdown()
     assert attributes["service.name"] == service
     assert attributes.get("deployment.environment") == extra
+
+
+class _ClosingChannelExporter(SpanExporter):
+    """Fails every export as an OTLP gRPC exporter does when its shutdown closed the channel under it."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        raise ValueError("Cannot invoke RPC on closed channel!")
+
+    def shutdown(self) -> None:
+        pass
+
+
+def test_an_export_racing_shutdown_drops_its_spans_in_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    """Before shutdown an exporter's error is the SDK's to log (with its traceback); an export that fails
+    because shutdown closed its channel meanwhile is one warning line, and its spans are dropped."""
+    exporter = StoppableExporter(_ClosingChannelExporter())
+    with pytest.raises(ValueError, match="closed channel"):
+        exporter.export([])
+    exporter.shutdown()
+    with caplog.at_level(logging.WARNING, logger="agent_relay.telemetry"):
+        assert exporter.export([]) is SpanExportResult.FAILURE
+    assert [r.getMessage() for r in caplog.records] == [
+        "span export stopped by shutdown, 0 spans dropped: Cannot invoke RPC on closed channel!"
+    ]
+    assert all(r.exc_info is None for r in caplog.records)
