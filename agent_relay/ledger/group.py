@@ -147,10 +147,7 @@ class GroupCommit:
                 self._alone += 1
         if idle:  # write at once, alone
             try:
-                if finish:
-                    self._finish_alone(record)
-                    return None
-                return self._claim_alone(record)
+                return self._write_alone(record, finish)
             finally:
                 with self._lock:
                     self._alone -= 1
@@ -165,16 +162,19 @@ class GroupCommit:
                     self._start_writer()
                 self._queued.notify()
         if closed:
-            if finish:
-                self._finish_alone(record)
-                return None
-            return self._claim_alone(record)
+            return self._write_alone(record, finish)
         mine.wake.acquire()  # until a writer thread hands over this record's result
         result = mine.result
         assert result is not _PENDING  # (every write gives each of its records a result)
         if isinstance(result, LedgerError):
             raise result
         return result
+
+    def _write_alone(self, record: CallRecord, finish: bool) -> Claim | None:
+        if finish:
+            self._finish_alone(record)
+            return None
+        return self._claim_alone(record)
 
     def _start_writer(self) -> None:
         writer = threading.Thread(target=self._write_queued, name="agent-relay-group-writer")
